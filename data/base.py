@@ -1,0 +1,130 @@
+"""What every dataset shares: items are {'image', 'index', 'target'} (target -1 when unlabelled)."""
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from utils.errors import UserError
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
+
+
+def open_image(path):
+    """Decode an image file; an unreadable one is a UserError naming the file (not a worker traceback)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise UserError(f'cannot read image {path}: {e}; remove or replace the file') from None
+
+
+def convert_array(data, channels):
+    """uint8 [N, H, W, C] -> the requested channel count (grey <-> RGB with PIL's luminance weights)."""
+    if channels is None or data.shape[-1] == channels:
+        return data
+    if channels == 3:
+        return np.repeat(data, 3, axis=-1)
+    weights = np.array([299, 587, 114], dtype=np.float64) / 1000
+    return np.round(data[..., :3] @ weights).clip(0, 255).astype(np.uint8)[..., None]
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Base class. Subclasses set `targets` (int64 array, -1 = no label), `classes` and `load(i)`.
+
+    `channels` (1 or 3, None = as stored) converts grey images for RGB models and back.
+    """
+
+    def __init__(self, channels=None, transform=None):
+        self.channels = channels
+        self.transform = transform
+        self.classes = []
+        self.targets = np.zeros(0, dtype=np.int64)
+
+    def __len__(self):
+        return len(self.targets)
+
+    @property
+    def has_labels(self):
+        return len(self.targets) > 0 and bool((self.targets >= 0).all())
+
+    def load(self, i):
+        raise NotImplementedError
+
+    def get_image(self, i):
+        """The i-th image as PIL, converted to the configured channel count."""
+        img = self.load(i)
+        if self.channels == 3 and img.mode != 'RGB':
+            img = img.convert('RGB')
+        elif self.channels == 1 and img.mode != 'L':
+            img = img.convert('L')
+        return img
+
+    def __getitem__(self, i):
+        img = self.get_image(i)
+        if self.transform is not None:
+            img = self.transform(img)
+        return {'image': img, 'index': i, 'target': int(self.targets[i])}
+
+    def uint8_tensor(self):
+        """All images as one uint8 tensor [N, C, H, W] (for augmentation on the training device)."""
+        arrays = [np.asarray(self.get_image(i)) for i in range(len(self))]
+        shapes = {a.shape for a in arrays}
+        if len(shapes) > 1:
+            raise UserError(f'{type(self).__name__}: images differ in size ({sorted(shapes)[:3]}...); '
+                            'set augment_on_device: false or resize the images')
+        stack = np.stack(arrays)
+        if stack.ndim == 3:
+            stack = stack[..., None]
+        return torch.from_numpy(stack).permute(0, 3, 1, 2).contiguous()
+
+
+class ArrayDataset(ImageDataset):
+    """Images held in memory as uint8 [N, H, W, C]."""
+
+    def __init__(self, data, targets, classes, channels=None, transform=None):
+        super().__init__(channels, transform)
+        self.data = data
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.classes = list(classes)
+
+    def load(self, i):
+        img = np.asarray(self.data[i])
+        return Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+
+    def uint8_tensor(self):
+        data = convert_array(np.asarray(self.data), self.channels)
+        return torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2).contiguous()
+
+
+class FileDataset(ImageDataset):
+    """Images read from files on demand."""
+
+    def __init__(self, paths, targets, classes, channels=None, transform=None):
+        super().__init__(channels, transform)
+        self.paths = list(paths)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.classes = list(classes)
+
+    def load(self, i):
+        return open_image(self.paths[i])
+
+
+class SubsetDataset(ImageDataset):
+    """A fixed subset of another dataset; items are re-indexed 0..n-1 (neighbour files refer to these)."""
+
+    def __init__(self, base, indices):
+        super().__init__(base.channels, base.transform)
+        self.base = base
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.targets = base.targets[self.indices]
+        self.classes = base.classes
+        if hasattr(base, 'paths'):
+            self.paths = [base.paths[i] for i in self.indices]
+
+    def load(self, i):
+        return self.base.load(int(self.indices[i]))
+
+    def uint8_tensor(self):
+        if isinstance(self.base, ArrayDataset):
+            return self.base.uint8_tensor()[torch.from_numpy(self.indices)]
+        return super().uint8_tensor()

@@ -1,0 +1,91 @@
+"""Augmentations on PIL images with torchvision: the reference path (SPEC section 1).
+
+`augmentation_kwargs` keys (SCAN's, plus four optional ones for tiny images):
+  random_resized_crop: {size, scale}        horizontal_flip: true|false
+  random_affine: {degrees, translate, scale, shear}
+  color_jitter: {brightness, contrast, saturation, hue}, color_jitter_random_apply: {p}
+  random_grayscale: {p}                     intensity: [low, high]  (multiplies pixels in [0, 1])
+  gaussian_noise: {std}                     normalize: {mean, std}
+  random_erasing: {p, scale, ratio}          (after normalising: erased pixels = the mean)
+`data/batch_augment.py` implements the same keys on batches on the training device.
+"""
+import torch
+
+from utils.errors import UserError
+from utils.tv import transforms as T
+
+AUGMENTATION_KEYS = ('random_resized_crop', 'horizontal_flip', 'random_affine', 'color_jitter',
+                     'color_jitter_random_apply', 'random_grayscale', 'intensity', 'gaussian_noise',
+                     'normalize', 'random_erasing')
+
+
+def check_augmentation(aug):
+    unknown = sorted(set(aug) - set(AUGMENTATION_KEYS))
+    if unknown:
+        raise UserError(f"augmentation_kwargs: unknown keys {unknown}; valid: {', '.join(AUGMENTATION_KEYS)}")
+    if not aug.get('normalize'):
+        raise UserError('augmentation_kwargs.normalize: {mean: [...], std: [...]} is required')
+    return aug
+
+
+class RandomIntensity:
+    """Multiply a [C, H, W] tensor in [0, 1] by a factor drawn uniformly from [low, high], then clip."""
+
+    def __init__(self, low, high):
+        self.low, self.high = float(low), float(high)
+
+    def __call__(self, x):
+        factor = self.low + (self.high - self.low) * torch.rand(())
+        return (x * factor).clamp(0, 1)
+
+
+class GaussianNoise:
+    """Add N(0, std^2) noise to a [C, H, W] tensor in [0, 1], then clip."""
+
+    def __init__(self, std):
+        self.std = float(std)
+
+    def __call__(self, x):
+        return (x + self.std * torch.randn_like(x)).clamp(0, 1)
+
+
+class TwoViews:
+    """Two independent draws of a transform, stacked: [2, C, H, W]."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, img):
+        return torch.stack([self.transform(img), self.transform(img)])
+
+
+def augmentation_transform(aug):
+    """The torchvision pipeline for `augmentation_kwargs` (PIL image -> normalised tensor)."""
+    aug = check_augmentation(aug)
+    ops = []
+    if aug.get('random_resized_crop'):
+        ops.append(T.RandomResizedCrop(**aug['random_resized_crop'], antialias=True))
+    if aug.get('horizontal_flip', True):
+        ops.append(T.RandomHorizontalFlip())
+    if aug.get('random_affine'):
+        ops.append(T.RandomAffine(**aug['random_affine']))
+    if aug.get('color_jitter'):
+        p = (aug.get('color_jitter_random_apply') or {}).get('p', 1.0)
+        ops.append(T.RandomApply([T.ColorJitter(**aug['color_jitter'])], p=p))
+    if aug.get('random_grayscale'):
+        ops.append(T.RandomGrayscale(**aug['random_grayscale']))
+    ops.append(T.ToTensor())
+    if aug.get('intensity'):
+        ops.append(RandomIntensity(*aug['intensity']))
+    if aug.get('gaussian_noise'):
+        ops.append(GaussianNoise(**aug['gaussian_noise']))
+    ops.append(T.Normalize(**aug['normalize']))
+    if aug.get('random_erasing'):
+        ops.append(T.RandomErasing(**aug['random_erasing'], value=0))
+    return T.Compose(ops)
+
+
+def val_transform(transformation_kwargs):
+    """SCAN's evaluation transform: centre crop, tensor, normalise."""
+    kw = transformation_kwargs
+    return T.Compose([T.CenterCrop(kw['crop_size']), T.ToTensor(), T.Normalize(**kw['normalize'])])

@@ -1,0 +1,14 @@
+"""Losses by name (`criterion` in the config)."""
+from losses.simclr import SimCLRLoss
+from utils.errors import UserError
+
+CRITERIA = {'simclr': SimCLRLoss}
+
+
+def get_criterion(cfg):
+    if cfg.criterion not in CRITERIA:
+        raise UserError(f"unknown criterion '{cfg.criterion}'; valid: {', '.join(CRITERIA)}")
+    try:
+        return CRITERIA[cfg.criterion](**(cfg.get('criterion_kwargs') or {}))
+    except TypeError as e:
+        raise UserError(f'criterion_kwargs do not fit {cfg.criterion}: {e}') from None

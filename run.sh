@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The two commands of this project (see README.md):
+#   ./run.sh          set up .venv, run every stage that exists on the embedded digits dataset, print results
+#   ./run.sh test     set up .venv, run the test suite (extra arguments go to pytest)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=$(command -v python3.11 || command -v python3)
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat .venv/.requirements.sha 2>/dev/null)" != "$want" ]; then
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+  echo "$want" > .venv/.requirements.sha
+fi
+
+case "${1:-main}" in
+  test)
+    shift || true
+    exec .venv/bin/python -m pytest "$@"
+    ;;
+  main)
+    # --resume: a second call continues (or, when finished, re-mines) the run instead of refusing it
+    .venv/bin/python simclr.py --config_env configs/env.yml --config_exp configs/pretext/simclr_digits.yml --resume
+    .venv/bin/python -m utils.report results/digits
+    ;;
+  *)
+    echo "usage: ./run.sh [main|test [pytest args]]" >&2
+    exit 2
+    ;;
+esac

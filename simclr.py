@@ -1,0 +1,146 @@
+"""Pretext stage: train a SimCLR model, then mine every image's K nearest neighbours.
+
+    python simclr.py --config_env configs/env.yml --config_exp configs/pretext/simclr_cifar10.yml
+
+Writes into <root_dir>/<name>/pretext/: config.yml, log.jsonl, training_curve.png,
+checkpoint.pth.tar (resume with --resume), model.pth.tar (SCAN's layout: the contrastive
+model's state_dict), topk-train-neighbors.npy [N, K+1], topk-val-neighbors.npy [N_val, 6],
+metrics.json. With a model.pth.tar there and no checkpoint (e.g. SCAN's released pretext
+model), or with --mine_only, it loads the model and only mines.
+"""
+import os
+import time
+
+import torch
+
+from data import get_dataset, same_data
+from data.loaders import eval_loader, two_view_batches
+from data.transforms import val_transform
+from losses import get_criterion
+from models import get_contrastive_model
+from utils.checkpoint import atomic_save, atomic_save_npy, load_file, load_weights
+from utils.common import get_device, seed_all
+from utils.config import base_parser, load_config, parse_args
+from utils.features import extract_features, knn_accuracy
+from utils.logger import RunLog, progress, write_json
+from utils.neighbors import mine_neighbors, neighbor_accuracy
+from utils.optim import get_optimizer, lr_at, set_lr
+from utils.schema import ENV, PRETEXT, add_paths
+from utils.stage import run_cli, save_checkpoint, start_run
+
+
+def train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device):
+    model.train()
+    total, steps = 0.0, len(batches)
+    for step, batch in enumerate(progress(batches, steps, f'epoch {epoch + 1}/{cfg.epochs}')):
+        set_lr(optimizer, lr_at(cfg, epoch + step / steps))
+        images = batch['image'].to(device, non_blocking=True)  # [b, 2, C, H, W]
+        b = images.shape[0]
+        z = model(images.flatten(0, 1)).view(b, 2, -1)
+        loss = criterion(z)
+        if not torch.isfinite(loss):
+            from utils.errors import UserError
+            raise UserError(f'loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate '
+                            '(the last good epoch is in checkpoint.pth.tar)')
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+    return total / max(steps, 1)
+
+
+def evaluate(model, cfg, device, train_eval, val_set):
+    """Features of both splits (for mining), plus the weighted-kNN accuracy on val."""
+    fp = 'backbone' if cfg.mining_features == 'backbone' else 'default'
+    train_feats, train_targets = extract_features(model, eval_loader(train_eval, cfg), device, fp)
+    if val_set is train_eval:
+        val_feats, val_targets = train_feats, train_targets
+    else:
+        val_feats, val_targets = extract_features(model, eval_loader(val_set, cfg), device, fp)
+    acc = knn_accuracy(train_feats, train_targets, val_feats, val_targets, cfg.knn_k, cfg.knn_temperature,
+                       exclude_self=val_set is train_eval)
+    return (train_feats, train_targets), (val_feats, val_targets), acc
+
+
+def train(cfg, model, train_set, train_eval, val_set, device, state):
+    criterion = get_criterion(cfg)
+    optimizer = get_optimizer(cfg, model.parameters())
+    start_epoch = 0
+    if state is not None:
+        load_weights(model, state['model'], 'checkpoint')
+        optimizer.load_state_dict(state['optimizer'])
+        start_epoch = state['epoch']
+        print(f'resuming {cfg.pretext_checkpoint} at epoch {start_epoch + 1}/{cfg.epochs}')
+    log = RunLog(cfg.pretext_dir)
+    batches = two_view_batches(train_set, cfg, device)
+    for epoch in range(start_epoch, cfg.epochs):
+        seed_all(cfg.seed, epoch)
+        t0 = time.time()
+        loss = train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device)
+        record = {'epoch': epoch + 1, 'loss': loss, 'lr': optimizer.param_groups[0]['lr'],
+                  'seconds': round(time.time() - t0, 2)}
+        if cfg.knn_every and (epoch + 1) % cfg.knn_every == 0:
+            record['knn_acc'] = evaluate(model, cfg, device, train_eval, val_set)[2]
+        save_checkpoint(cfg.pretext_checkpoint, cfg, PRETEXT, model=model.state_dict(),
+                        optimizer=optimizer.state_dict(), epoch=epoch + 1)
+        log.log(record)
+    log.plot(os.path.join(cfg.pretext_dir, 'training_curve.png'), ['loss', 'knn_acc', 'lr'])
+    atomic_save(model.state_dict(), cfg.pretext_model)
+
+
+def load_pretext_model(model, path):
+    """A pretext model.pth.tar: SCAN's bare state_dict, or {'model': state_dict}."""
+    state = load_file(path, 'pretext model')
+    state = state.get('model', state) if isinstance(state, dict) else state
+    load_weights(model, state, f'pretext model {path}')
+
+
+def main(argv=None):
+    parser = base_parser('Pretext stage: SimCLR training and neighbour mining.')
+    parser.add_argument('--resume', action='store_true', help='continue the run in the output folder')
+    parser.add_argument('--mine_only', action='store_true', help='load pretext/model.pth.tar and only mine')
+    args = parse_args(parser, argv)
+    return run_cli(lambda: run(args))
+
+
+def run(args):
+    t_start = time.time()
+    cfg = add_paths(load_config(args, ENV, PRETEXT))
+    device = get_device(cfg)
+    seed_all(cfg.seed)
+    evaluation = val_transform(cfg.transformation_kwargs)
+    train_set = get_dataset(cfg, 'train')
+    train_eval = get_dataset(cfg, 'train', evaluation)
+    val_set = train_eval if same_data(cfg) else get_dataset(cfg, 'val', evaluation)
+    model = get_contrastive_model(cfg).to(device)
+
+    has_checkpoint = os.path.isfile(cfg.pretext_checkpoint)
+    mine_only = args.mine_only or (os.path.isfile(cfg.pretext_model) and not has_checkpoint)
+    if mine_only:
+        load_pretext_model(model, cfg.pretext_model)
+        print(f'mine-only: loaded {cfg.pretext_model}; no training, mining neighbours')
+        os.makedirs(cfg.pretext_dir, exist_ok=True)
+    else:
+        state = start_run(cfg.pretext_dir, cfg, PRETEXT, cfg.pretext_checkpoint, args.resume)
+        print(f'pretext: {len(train_set)} train images, {cfg.backbone}, {cfg.epochs} epochs, device {device}')
+        train(cfg, model, train_set, train_eval, val_set, device, state)
+
+    (train_feats, train_targets), (val_feats, val_targets), knn_acc = evaluate(model, cfg, device, train_eval,
+                                                                               val_set)
+    metrics = {}
+    for split, feats, targets, k in (('train', train_feats, train_targets, cfg.num_neighbors),
+                                     ('val', val_feats, val_targets, cfg.num_val_neighbors)):
+        indices = mine_neighbors(feats, k, device=device)
+        atomic_save_npy(indices, cfg[f'topk_neighbors_{split}_path'])
+        metrics[split] = neighbor_accuracy(indices, targets)
+        acc = 'n/a (no labels)' if metrics[split] is None else f'{metrics[split]:.4f}'
+        print(f'accuracy of top-{k} neighbours on {split}: {acc}')
+    result = {'neighbor_acc': metrics['train'], 'knn_acc': knn_acc, 'seconds': round(time.time() - t_start, 1)}
+    write_json(os.path.join(cfg.pretext_dir, 'metrics.json'), result)
+    print(f'weighted kNN accuracy on val: {knn_acc if knn_acc is None else round(knn_acc, 4)}; '
+          f'wrote {cfg.pretext_dir}')
+    return result
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,21 @@
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DIGITS_CFG = os.path.join(ROOT, 'configs', 'pretext', 'simclr_digits.yml')
+
+
+@pytest.fixture
+def env_file(tmp_path):
+    """An env file whose outputs go under tmp_path/results and datasets under tmp_path/data."""
+    path = tmp_path / 'env.yml'
+    path.write_text(f'root_dir: {tmp_path / "results"}\ndata_root: {tmp_path / "data"}\ndownload: false\n')
+    return str(path)
+
+
+def tiny_digits_args(env_file, *extra):
+    """simclr.py arguments for a few-second run on 256 digits."""
+    return ['--config_env', env_file, '--config_exp', DIGITS_CFG, 'epochs=2', 'batch_size=64',
+            'train_subset=256', 'val_subset=256', 'backbone_kwargs.widths=[8, 16, 16, 16]', 'knn_every=1',
+            *extra]

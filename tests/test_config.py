@@ -1,0 +1,98 @@
+import os
+
+import pytest
+import yaml
+
+import simclr
+from utils.config import base_parser, load_config, parse_args
+from utils.errors import UserError
+from utils.schema import ENV, PRETEXT
+
+from conftest import DIGITS_CFG
+
+
+def cfg_from(argv):
+    return load_config(parse_args(base_parser('t'), argv), ENV, PRETEXT)
+
+
+def test_overrides_reach_both_files_and_nested_keys(env_file, tmp_path):
+    cfg = cfg_from(['--config_env', env_file, '--config_exp', DIGITS_CFG, 'root_dir=elsewhere', 'seed=3',
+                    'epochs=2', 'optimizer_kwargs.lr=0.05', 'augmentation_kwargs.random_affine.degrees=5',
+                    'train_subset=null'])
+    assert cfg.root_dir == 'elsewhere' and cfg.seed == 3 and cfg.epochs == 2
+    assert cfg.optimizer_kwargs.lr == 0.05 and cfg.optimizer_kwargs.momentum == 0.9  # siblings kept
+    assert cfg.augmentation_kwargs.random_affine.degrees == 5
+    assert cfg.augmentation_kwargs.random_affine.shear == 12
+    assert cfg.train_subset is None and cfg.data_root == str(tmp_path / 'data')
+
+
+def test_layered_experiment_files_and_flags(env_file, tmp_path):
+    extra = tmp_path / 'more.yml'
+    extra.write_text('epochs: 7\noptimizer_kwargs: {lr: 0.01}\n')
+    args = parse_args(base_parser('t'), ['--config_env', env_file, '--config_exp', DIGITS_CFG, str(extra),
+                                         'batch_size=32', '--seed', '11'])
+    assert args.overrides == ['batch_size=32']
+    cfg = load_config(args, ENV, PRETEXT)
+    assert (cfg.epochs, cfg.batch_size, cfg.seed) == (7, 32, 11)
+    assert cfg.optimizer_kwargs == {'lr': 0.01, 'momentum': 0.9, 'nesterov': False, 'weight_decay': 0.0005}
+
+
+def test_defaults_fill_unset_keys(env_file):
+    cfg = cfg_from(['--config_env', env_file, '--config_exp', DIGITS_CFG])
+    assert cfg.device == 'auto' and cfg.num_val_neighbors == 5 and cfg.criterion_kwargs.temperature == 0.2
+
+
+@pytest.mark.parametrize('override, expected', [
+    ('epochz=3', "unknown key 'epochz'; valid keys: "),
+    ('epochs=three', "'epochs' must be a int, got 'three'"),
+    ('epochs=true', "'epochs' must be a int, got True"),
+    ('device=tpu', "'device' is 'tpu'; valid choices: auto, cpu, cuda"),
+    ('backbone=resnet19', "valid choices: resnet18, resnet18_cifar, resnet18_stl, resnet50, small_cnn"),
+    ('train_db_name=mnist', "valid choices: cifar-10, cifar-20, stl-10, imagenet, image_folder, digits"),
+    ('optimizer_kwargs.lr=fast', "'optimizer_kwargs.lr' must be a number, got 'fast'"),
+    ('epochs', "must look like key=value"),
+    ('root_dir=[1, 2]', "'root_dir' must be a str"),
+])
+def test_bad_overrides_are_one_line_errors(env_file, tmp_path, capsys, override, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        simclr.main(['--config_env', env_file, '--config_exp', DIGITS_CFG, override])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: ') and '\n' not in err and expected in err
+    assert not (tmp_path / 'results').exists()  # nothing written
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_file_errors(env_file, tmp_path):
+    base = yaml.safe_load(open(DIGITS_CFG))
+    missing_key = {k: v for k, v in base.items() if k != 'backbone'}
+    cases = [
+        (write(tmp_path, 'a.yml', yaml.safe_dump(missing_key)), "'backbone' is required"),
+        (write(tmp_path, 'b.yml', 'epochs: [1,\n'), 'malformed YAML in experiment file'),
+        (write(tmp_path, 'c.yml', yaml.safe_dump({**base, 'colour': 1})), "unknown key 'colour'"),
+        (write(tmp_path, 'd.yml', yaml.safe_dump({**base, 'epochs': 'many'})), "'epochs' must be a int"),
+        (write(tmp_path, 'e.yml', '- a\n- b\n'), 'must hold a mapping'),
+        (str(tmp_path / 'absent.yml'), 'experiment file not found'),
+    ]
+    for path, expected in cases:
+        with pytest.raises(UserError, match=expected) as e:
+            cfg_from(['--config_env', env_file, '--config_exp', path])
+        assert path in str(e.value) or 'required' in expected
+    with pytest.raises(UserError, match='env file not found'):
+        cfg_from(['--config_env', str(tmp_path / 'none.yml'), '--config_exp', DIGITS_CFG])
+    env_missing = write(tmp_path, 'env2.yml', 'root_dir: x\n')
+    with pytest.raises(UserError, match="'data_root' is required"):
+        cfg_from(['--config_env', env_missing, '--config_exp', DIGITS_CFG])
+
+
+def test_resolved_config_is_written_into_the_run_folder(env_file, tmp_path):
+    from conftest import tiny_digits_args
+    simclr.main(tiny_digits_args(env_file, 'epochs=1', 'seed=5'))
+    saved = yaml.safe_load(open(tmp_path / 'results' / 'digits' / 'pretext' / 'config.yml'))
+    assert saved['seed'] == 5 and saved['epochs'] == 1 and saved['backbone_kwargs']['widths'] == [8, 16, 16, 16]
+    assert os.path.isabs(saved['root_dir'])

@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from utils.knn import weighted_knn_predict
+from utils.neighbors import mine_neighbors, neighbor_accuracy
+
+
+def brute_force(x, k):
+    sims = x @ x.T
+    return np.argsort(-sims, axis=1, kind='stable')[:, :k + 1]
+
+
+def test_faiss_and_torch_return_the_same_neighbours():
+    torch.manual_seed(0)
+    x = F.normalize(torch.randn(700, 32), dim=1)
+    a = mine_neighbors(x, 10, backend='faiss')
+    b = mine_neighbors(x, 10, backend='torch')
+    assert a.shape == (700, 11) and np.array_equal(a, b)
+    assert np.array_equal(a, brute_force(x.numpy(), 10))
+    assert np.array_equal(mine_neighbors(x, 10, backend='torch', device='cpu')[:, 0], np.arange(700))
+
+
+def test_self_is_column_zero_even_with_duplicates():
+    x = F.normalize(torch.randn(50, 8), dim=1)
+    x[7] = x[3]  # exact duplicates tie
+    for backend in ('faiss', 'torch'):
+        idx = mine_neighbors(x, 4, backend=backend)
+        assert idx[3, 0] == 3 and idx[7, 0] == 7 and idx[3, 1] == 7 and idx[7, 1] == 3
+        assert all(len(set(row)) == 5 for row in idx)
+
+
+def test_neighbor_accuracy():
+    idx = np.array([[0, 1, 2], [1, 0, 2], [2, 0, 1]])
+    assert neighbor_accuracy(idx, [0, 0, 1]) == pytest.approx(2 / 6)
+    assert neighbor_accuracy(idx, [0, -1, 1]) is None
+
+
+def brute_knn(query, bank, labels, num_classes, k, t, exclude_self):
+    preds = []
+    for i, q in enumerate(query):
+        sims = bank @ q
+        if exclude_self:
+            sims[i] = -np.inf
+        top = np.argsort(-sims)[:k]
+        votes = np.zeros(num_classes)
+        for j in top:
+            votes[labels[j]] += np.exp(sims[j] / t)
+        preds.append(votes.argmax())
+    return np.array(preds)
+
+
+@pytest.mark.parametrize('exclude_self', [False, True])
+def test_weighted_knn_against_brute_force(exclude_self):
+    torch.manual_seed(0)
+    bank = F.normalize(torch.randn(300, 16, dtype=torch.float64), dim=1)
+    labels = torch.randint(0, 4, (300,))
+    query = bank if exclude_self else F.normalize(torch.randn(120, 16, dtype=torch.float64), dim=1)
+    got = weighted_knn_predict(query, bank, labels, 4, k=15, temperature=0.1, exclude_self=exclude_self, chunk=37)
+    want = brute_knn(query.numpy(), bank.numpy(), labels.numpy(), 4, 15, 0.1, exclude_self)
+    assert np.array_equal(got.numpy(), want)

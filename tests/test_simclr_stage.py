@@ -1,0 +1,119 @@
+"""simclr.py main() end to end on tiny data."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import simclr
+from conftest import tiny_digits_args
+
+
+def out_dir(tmp_path, name='digits'):
+    return tmp_path / 'results' / name / 'pretext'
+
+
+def test_tiny_run_writes_every_output(env_file, tmp_path):
+    result = simclr.main(tiny_digits_args(env_file))
+    out = out_dir(tmp_path)
+    for name in ('config.yml', 'log.jsonl', 'training_curve.png', 'checkpoint.pth.tar', 'model.pth.tar',
+                 'topk-train-neighbors.npy', 'topk-val-neighbors.npy', 'metrics.json'):
+        assert (out / name).is_file(), name
+    train_nn = np.load(out / 'topk-train-neighbors.npy')
+    val_nn = np.load(out / 'topk-val-neighbors.npy')
+    assert train_nn.shape == (256, 21) and val_nn.shape == (256, 6)
+    assert np.array_equal(train_nn[:, 0], np.arange(256))
+    metrics = json.load(open(out / 'metrics.json'))
+    assert set(metrics) == {'neighbor_acc', 'knn_acc', 'seconds'} and metrics == result
+    assert 0.1 < metrics['neighbor_acc'] <= 1 and 0.1 < metrics['knn_acc'] <= 1
+    log = [json.loads(line) for line in open(out / 'log.jsonl')]
+    assert [r['epoch'] for r in log] == [1, 2] and all('knn_acc' in r and 'loss' in r for r in log)
+    state = torch.load(out / 'model.pth.tar', weights_only=True)
+    assert 'backbone.features.0.weight' in state and 'contrastive_head.2.weight' in state  # bare state_dict
+    assert Image.open(out / 'training_curve.png').size[0] > 100
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(env_file, tmp_path, monkeypatch):
+    args = tiny_digits_args(env_file, 'epochs=3')
+    simclr.main(args + [f'root_dir={tmp_path}/full'])
+    reference = torch.load(tmp_path / 'full' / 'digits' / 'pretext' / 'model.pth.tar', weights_only=True)
+
+    real, calls = simclr.train_one_epoch, []
+
+    def interrupted(*a, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(simclr, 'train_one_epoch', interrupted)
+    with pytest.raises(SystemExit) as e:
+        simclr.main(args + [f'root_dir={tmp_path}/cut'])
+    assert e.value.code == 130
+    cut = tmp_path / 'cut' / 'digits' / 'pretext'
+    assert not (cut / 'model.pth.tar').exists()
+    assert torch.load(cut / 'checkpoint.pth.tar', weights_only=True)['epoch'] == 2
+    monkeypatch.setattr(simclr, 'train_one_epoch', real)
+    simclr.main(args + [f'root_dir={tmp_path}/cut', '--resume'])
+    resumed = torch.load(cut / 'model.pth.tar', weights_only=True)
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)
+    assert [json.loads(line)['epoch'] for line in open(cut / 'log.jsonl')] == [1, 2, 3]
+
+
+def test_existing_run_needs_resume_and_an_unchanged_config(env_file, tmp_path, capsys):
+    simclr.main(tiny_digits_args(env_file, 'epochs=1'))
+    checkpoint = out_dir(tmp_path) / 'checkpoint.pth.tar'
+    before = checkpoint.read_bytes()
+    with pytest.raises(SystemExit) as e:
+        simclr.main(tiny_digits_args(env_file, 'epochs=1'))
+    assert e.value.code == 2 and 'pass --resume' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        simclr.main(tiny_digits_args(env_file, 'epochs=1', 'optimizer_kwargs.lr=0.1', '--resume'))
+    err = capsys.readouterr().err
+    assert 'the config changed in optimizer_kwargs' in err and err.count('\n') == 1
+    assert checkpoint.read_bytes() == before
+    # resuming a finished run re-mines without training again
+    simclr.main(tiny_digits_args(env_file, 'epochs=1', 'device=cpu', '--resume'))
+    assert checkpoint.read_bytes() == before
+
+
+def test_mine_only_from_a_scan_layout_pretext_model(env_file, tmp_path, capsys):
+    from easydict import EasyDict
+    from models import get_contrastive_model
+    torch.manual_seed(0)
+    cfg = EasyDict(backbone='small_cnn', train_db_name='digits', channels=1,
+                   backbone_kwargs={'widths': [8, 16, 16, 16], 'pools': [False, True, False, True]},
+                   model_kwargs={'head': 'mlp', 'features_dim': 64})
+    model = get_contrastive_model(cfg)
+    out = out_dir(tmp_path)
+    out.mkdir(parents=True)
+    torch.save(model.state_dict(), out / 'model.pth.tar')  # what SCAN releases: a bare state_dict
+    simclr.main(tiny_digits_args(env_file))
+    assert 'mine-only' in capsys.readouterr().out
+    assert not (out / 'checkpoint.pth.tar').exists() and not (out / 'log.jsonl').exists()
+    assert np.load(out / 'topk-train-neighbors.npy').shape == (256, 21)
+    # the downloaded file is untouched
+    assert all(torch.equal(v, torch.load(out / 'model.pth.tar')[k]) for k, v in model.state_dict().items())
+
+
+def test_pil_path_and_unlabelled_folder(tmp_path, env_file):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / 'data' / 'pool'
+    folder.mkdir(parents=True)
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), 'L').save(folder / f'{i:02d}.png')
+    result = simclr.main(tiny_digits_args(env_file, 'train_db_name=image_folder', 'val_db_name=image_folder',
+                                          'train_split=""', 'val_split=""', 'db_kwargs={path: pool}',
+                                          'name=pool', 'augment_on_device=false', 'epochs=1', 'batch_size=8',
+                                          'num_neighbors=5', 'knn_k=5'))
+    assert result['neighbor_acc'] is None and result['knn_acc'] is None
+    assert np.load(out_dir(tmp_path, 'pool') / 'topk-train-neighbors.npy').shape == (24, 6)
+
+
+def test_mine_only_without_a_model_is_an_error(env_file, capsys, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        simclr.main(tiny_digits_args(env_file, '--mine_only'))
+    assert e.value.code == 2 and 'pretext model not found' in capsys.readouterr().err
+    assert not os.path.exists(out_dir(tmp_path))

@@ -1,0 +1,32 @@
+"""Device choice and seeding."""
+import os
+import random
+
+import numpy as np
+import torch
+
+from utils.errors import UserError
+
+
+def get_device(cfg):
+    """`device: auto|cpu|cuda` (auto = cuda when available); `gpus` restricts the visible devices."""
+    if cfg.get('gpus'):
+        os.environ.setdefault('CUDA_VISIBLE_DEVICES', str(cfg.gpus))
+    if cfg.device == 'cpu' or (cfg.device == 'auto' and not torch.cuda.is_available()):
+        return torch.device('cpu')
+    if not torch.cuda.is_available():
+        raise UserError("device is 'cuda' but no CUDA GPU is available; use device=auto or device=cpu")
+    return torch.device('cuda')
+
+
+def seed_all(*seeds):
+    """Seed python, numpy and torch from one or more integers (e.g. the run seed and the epoch).
+
+    Seeding every epoch from (seed, epoch) makes an epoch's shuffling and augmentation
+    independent of what ran before it, so a resumed run repeats an uninterrupted one.
+    """
+    value = int(np.random.SeedSequence([int(s) for s in seeds]).generate_state(1)[0])
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+    return value

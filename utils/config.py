@@ -1,0 +1,205 @@
+"""Configuration: SCAN's `--config_env ENV.yml --config_exp EXP.yml` plus `key=value` overrides.
+
+Every stage declares a schema (key -> default). The env file, then the experiment
+files in order, then the overrides are laid over it. A top-level key that the schema
+does not know, a value of the wrong type, a value outside the valid choices, a
+required key left unset, and an unreadable or malformed file are `UserError`s that
+name the key or file and the valid choices; nothing is written before the config is
+valid. Nested dicts (`optimizer_kwargs`, `augmentation_kwargs`, ...) are keyword
+arguments of whatever consumes them: their keys are merged, and checked by the
+consumer.
+"""
+import argparse
+import copy
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence, Union
+
+import yaml
+from easydict import EasyDict
+
+from utils.errors import UserError
+
+REQUIRED = object()
+
+
+@dataclass
+class Key:
+    """One config key: its default (REQUIRED when it must be set), type and valid choices."""
+    default: Any = REQUIRED
+    type: Any = None  # a type or tuple of types; inferred from the default when None
+    choices: Union[Sequence, Callable[[], Sequence], None] = None
+
+    def types(self):
+        if self.type is not None:
+            return self.type if isinstance(self.type, tuple) else (self.type,)
+        if self.default is None or self.default is REQUIRED:
+            return None
+        if isinstance(self.default, float):
+            return (int, float)
+        return (type(self.default),)
+
+    def valid_choices(self):
+        return list(self.choices()) if callable(self.choices) else self.choices
+
+
+def _type_names(types):
+    return ' or '.join('number' if t is float else t.__name__ for t in types if t is not int or float not in types)
+
+
+def check_value(key, spec, value, source):
+    """Raise a UserError unless `value` suits `spec` (None is always allowed for optional keys)."""
+    if value is None:
+        if spec.default is REQUIRED:
+            raise UserError(f"{source}: '{key}' must be set")
+        return
+    types = spec.types()
+    wrong_bool = isinstance(value, bool) and bool not in (types or (bool,))
+    if types and (wrong_bool or not isinstance(value, types)):
+        raise UserError(f"{source}: '{key}' must be a {_type_names(types)}, got {value!r}")
+    choices = spec.valid_choices()
+    if choices is not None and value not in choices:
+        raise UserError(f"{source}: '{key}' is {value!r}; valid choices: {', '.join(map(str, choices))}")
+
+
+def read_yaml(path, what):
+    """Read a YAML mapping; a missing, unreadable or malformed file is a one-line UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"{what} file not found: {path}")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        mark = getattr(e, 'problem_mark', None)
+        where = f' (line {mark.line + 1}, column {mark.column + 1})' if mark else ''
+        problem = getattr(e, 'problem', None) or type(e).__name__
+        raise UserError(f"malformed YAML in {what} file {path}{where}: {problem}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} file {path}: {e.strerror}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{what} file {path} must hold a mapping of key: value, not a {type(data).__name__}")
+    return data
+
+
+def _merge_into(cfg, schema, data, source):
+    for key, value in data.items():
+        if key not in schema:
+            raise UserError(f"{source}: unknown key '{key}'; valid keys: {', '.join(sorted(schema))}")
+        spec = schema[key]
+        check_value(key, spec, value, source)
+        if isinstance(cfg.get(key), dict) and isinstance(value, dict):
+            cfg[key] = {**cfg[key], **copy.deepcopy(value)}
+        else:
+            cfg[key] = copy.deepcopy(value)
+
+
+def parse_override(text):
+    """'a.b=3' -> (['a', 'b'], 3); the value is parsed as YAML ('true', '[1, 2]', 'null')."""
+    if '=' not in text:
+        raise UserError(f"override '{text}' must look like key=value (e.g. epochs=10)")
+    key, raw = text.split('=', 1)
+    try:
+        value = yaml.safe_load(raw) if raw != '' else None
+    except yaml.YAMLError:
+        raise UserError(f"override '{text}': the value is not valid YAML") from None
+    if not key or any(part == '' for part in key.split('.')):
+        raise UserError(f"override '{text}' has an empty key")
+    return key.split('.'), value
+
+
+def _apply_override(cfg, schema, text):
+    path, value = parse_override(text)
+    top = path[0]
+    source = f"override '{text}'"
+    if top not in schema:
+        raise UserError(f"{source}: unknown key '{top}'; valid keys: {', '.join(sorted(schema))}")
+    if len(path) == 1:
+        _merge_into(cfg, schema, {top: value}, source)
+        return
+    node = cfg.get(top)
+    for i, part in enumerate(path[1:-1], start=1):
+        if not isinstance(node, dict) or not isinstance(node.get(part), dict):
+            raise UserError(f"{source}: '{'.'.join(path[:i + 1])}' is not a nested mapping")
+        node = node[part]
+    if not isinstance(node, dict):
+        raise UserError(f"{source}: '{top}' is not a nested mapping")
+    leaf = path[-1]
+    old = node.get(leaf)
+    if old is not None and value is not None:
+        check_value('.'.join(path), Key(default=old), value, source)
+    node[leaf] = value
+
+
+def resolve(schema, files, overrides, flags=None):
+    """Defaults <- each (path, what) file in order <- overrides <- flags; returns a plain dict."""
+    schema = {k: v if isinstance(v, Key) else Key(default=v) for k, v in schema.items()}
+    cfg = {k: v.default if v.default is REQUIRED else copy.deepcopy(v.default) for k, v in schema.items()}
+    for path, what in files:
+        _merge_into(cfg, schema, read_yaml(path, what), f"{what} file {path}")
+    for text in overrides:
+        _apply_override(cfg, schema, text)
+    if flags:
+        _merge_into(cfg, schema, flags, 'command line')
+    for key, spec in schema.items():
+        if cfg[key] is REQUIRED:
+            raise UserError(f"'{key}' is required: set it in the config file or pass {key}=VALUE")
+    return cfg
+
+
+def base_parser(description):
+    """The flags every stage script accepts (SCAN's CLI plus overrides)."""
+    p = argparse.ArgumentParser(description=description,
+                                epilog='Trailing key=value arguments override either config file '
+                                       '(dotted keys reach into nested mappings, values are YAML).')
+    p.add_argument('--config_env', default='configs/env.yml', help='environment file (root_dir, data_root)')
+    p.add_argument('--config_exp', nargs='+', required=True,
+                   help='experiment config; several files are layered in order')
+    p.add_argument('--gpus', default=None, help="CUDA devices to use, e.g. '0' or '0,1' (default: all visible)")
+    p.add_argument('--seed', type=int, default=None, help='seed for everything (overrides the config)')
+    p.add_argument('overrides', nargs='*', help='key=value overrides')
+    return p
+
+
+def parse_args(parser, argv):
+    args = parser.parse_args(argv)
+    # `--config_exp a.yml b.yml epochs=3`: argparse hands the trailing overrides to --config_exp
+    extra = [a for a in args.config_exp
+             if not a.endswith(('.yml', '.yaml')) and ('=' in a or not os.path.isfile(a))]
+    args.config_exp = [a for a in args.config_exp if a not in extra]
+    args.overrides = extra + list(args.overrides)
+    if not args.config_exp:
+        parser.error('--config_exp needs at least one YAML file')
+    return args
+
+
+def load_config(args, env_schema, exp_schema):
+    """The resolved config of a stage as an EasyDict (env keys and experiment keys side by side)."""
+    overlap = set(env_schema) & set(exp_schema)
+    assert not overlap, f'env and experiment schemas share keys: {overlap}'
+    env_over = [o for o in args.overrides if o.split('=', 1)[0].split('.')[0] in env_schema]
+    exp_over = [o for o in args.overrides if o not in env_over]
+    env = resolve(env_schema, [(args.config_env, 'env')], env_over)
+    flags = {}
+    if getattr(args, 'seed', None) is not None:
+        flags['seed'] = args.seed
+    if getattr(args, 'gpus', None) is not None:
+        flags['gpus'] = str(args.gpus)
+    exp = resolve(exp_schema, [(p, 'experiment') for p in args.config_exp], exp_over, flags)
+    return EasyDict({**env, **exp})
+
+
+def save_config(cfg, path):
+    """Write the resolved config (plain YAML) next to a run's outputs."""
+    from utils.checkpoint import atomic_write_text
+    atomic_write_text(path, yaml.safe_dump(to_plain(cfg), sort_keys=False))
+
+
+def to_plain(value):
+    """EasyDict/tuples -> plain dicts/lists, for YAML, JSON and comparisons."""
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    return value

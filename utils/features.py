@@ -1,0 +1,30 @@
+"""Features of a whole dataset in order, and the label-using reports built on them."""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils.knn import weighted_knn_predict
+
+
+@torch.no_grad()
+def extract_features(model, loader, device, forward_pass='default', normalize=True):
+    """Run `model` over `loader` (not shuffled) in eval mode: features [N, D] on the CPU, targets [N]."""
+    was_training = model.training
+    model.eval()
+    feats, targets = [], []
+    for batch in loader:
+        out = model(batch['image'].to(device, non_blocking=True), forward_pass=forward_pass)
+        feats.append((F.normalize(out, dim=1) if normalize else out).float().cpu())
+        targets.append(batch['target'])
+    model.train(was_training)
+    return torch.cat(feats), torch.cat(targets).numpy()
+
+
+def knn_accuracy(train_feats, train_targets, val_feats, val_targets, k, temperature, exclude_self=False):
+    """Weighted-kNN accuracy of the val split against the train features; None without labels."""
+    if len(train_targets) == 0 or (train_targets < 0).any() or (val_targets < 0).any():
+        return None
+    num_classes = int(max(train_targets.max(), val_targets.max())) + 1
+    pred = weighted_knn_predict(val_feats, train_feats, torch.as_tensor(train_targets), num_classes, k,
+                                temperature, exclude_self=exclude_self)
+    return float((pred.numpy() == np.asarray(val_targets)).mean())

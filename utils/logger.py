@@ -1,0 +1,62 @@
+"""Per-run JSON-lines log, console lines, progress bars and training-curve plots."""
+import json
+import os
+import sys
+import time
+
+from tqdm import tqdm
+
+
+def progress(iterable, total, desc):
+    """A tqdm bar with ETA on a terminal; nothing (the per-epoch lines suffice) in logs and CI."""
+    return tqdm(iterable, total=total, desc=desc, leave=False, disable=not sys.stderr.isatty())
+
+
+class RunLog:
+    """Appends one JSON object per line to `<folder>/log.jsonl` and prints a short line per record."""
+
+    def __init__(self, folder, name='log.jsonl'):
+        self.path = os.path.join(folder, name)
+        self.start = time.time()
+
+    def log(self, record, echo=True):
+        with open(self.path, 'a') as f:
+            f.write(json.dumps(record) + '\n')
+        if echo:
+            print(' '.join(f'{k} {_fmt(v)}' for k, v in record.items()), flush=True)
+
+    def records(self):
+        if not os.path.isfile(self.path):
+            return []
+        with open(self.path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def plot(self, png, keys, x='epoch'):
+        """One panel per key that the log holds, against `x`."""
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+        records = [r for r in self.records() if x in r]
+        keys = [k for k in keys if any(r.get(k) is not None for r in records)]
+        if not keys:
+            return
+        fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+        for ax, key in zip(axes[0], keys):
+            points = [(r[x], r[key]) for r in records if r.get(key) is not None]
+            ax.plot(*zip(*points), marker='.' if len(points) < 30 else None)
+            ax.set_xlabel(x)
+            ax.set_title(key)
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(png + '.tmp.png', dpi=90)
+        plt.close(fig)
+        os.replace(png + '.tmp.png', png)
+
+
+def _fmt(v):
+    return f'{v:.4g}' if isinstance(v, float) else str(v)
+
+
+def write_json(path, obj):
+    from utils.checkpoint import atomic_write_text
+    atomic_write_text(path, json.dumps(obj, indent=2) + '\n')

@@ -1,0 +1,41 @@
+"""Optimisers and learning-rate schedules."""
+import math
+
+import torch
+
+from utils.errors import UserError
+
+OPTIMIZERS = {'sgd': torch.optim.SGD, 'adam': torch.optim.Adam, 'adamw': torch.optim.AdamW}
+
+
+def get_optimizer(cfg, params):
+    try:
+        return OPTIMIZERS[cfg.optimizer](params, **cfg.optimizer_kwargs)
+    except TypeError as e:
+        raise UserError(f'optimizer_kwargs do not fit {cfg.optimizer}: {e}') from None
+
+
+def lr_at(cfg, epoch_float):
+    """Learning rate at a fractional epoch (steps count: epoch + step / steps_per_epoch).
+
+    cosine: SCAN's, from lr down to lr * lr_decay_rate**3; step: x lr_decay_rate at each of
+    lr_decay_epochs; constant. Any of them after `warmup_epochs` of linear warm-up from 0.
+    """
+    base = cfg.optimizer_kwargs['lr']
+    kw = cfg.scheduler_kwargs or {}
+    warmup = kw.get('warmup_epochs', 0)
+    if epoch_float < warmup:
+        return base * (epoch_float + 1e-3) / warmup
+    if cfg.scheduler == 'cosine':
+        eta_min = base * kw.get('lr_decay_rate', 0.1) ** 3
+        progress = (epoch_float - warmup) / max(cfg.epochs - warmup, 1e-8)
+        return eta_min + (base - eta_min) * (1 + math.cos(math.pi * min(progress, 1.0))) / 2
+    if cfg.scheduler == 'step':
+        passed = sum(epoch_float >= e for e in kw.get('lr_decay_epochs', []))
+        return base * kw.get('lr_decay_rate', 0.1) ** passed
+    return base
+
+
+def set_lr(optimizer, lr):
+    for group in optimizer.param_groups:
+        group['lr'] = lr

@@ -1,0 +1,28 @@
+"""Print the metrics.json of every stage of a run as one table: python -m utils.report results/digits"""
+import json
+import os
+import sys
+
+STAGES = ('pretext', 'scan', 'selflabel')
+
+
+def table(run_dir):
+    rows = []
+    for stage in STAGES:
+        path = os.path.join(run_dir, stage, 'metrics.json')
+        if os.path.isfile(path):
+            rows.append((stage, json.load(open(path))))
+    if not rows:
+        return f'no metrics.json under {run_dir}/{{{",".join(STAGES)}}}'
+    keys = sorted({k for _, m in rows for k in m})
+    lines = ['| stage | ' + ' | '.join(keys) + ' |', '|---' * (len(keys) + 1) + '|']
+    for stage, metrics in rows:
+        cells = ['n/a' if metrics.get(k) is None else
+                 f'{metrics[k]:.4f}' if isinstance(metrics[k], float) and k != 'seconds' else str(metrics[k])
+                 for k in keys]
+        lines.append(f'| {stage} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+    print(table(sys.argv[1] if len(sys.argv) > 1 else 'results/digits'))

@@ -1,0 +1,80 @@
+"""The config keys of each stage, their defaults and valid choices (SCAN's names where it has them)."""
+import os
+
+from utils.config import REQUIRED, Key
+
+
+def _datasets():
+    from data import DATASETS
+    return DATASETS
+
+
+def _backbones():
+    from models import BACKBONES
+    return BACKBONES
+
+
+ENV = {
+    'root_dir': Key(REQUIRED, str),       # outputs: <root_dir>/<name>/{pretext,scan,selflabel}/
+    'data_root': Key(REQUIRED, str),      # datasets are looked up here; no paths in code
+    'download': True,                      # let torchvision download CIFAR/STL when they are missing
+}
+
+COMMON = {
+    'name': Key(None, str),               # output folder under root_dir; default: train_db_name
+    'train_db_name': Key(REQUIRED, str, _datasets),
+    'val_db_name': Key(REQUIRED, str, _datasets),
+    'train_split': 'train',
+    'val_split': 'test',
+    'train_subset': Key(None, int),       # train on a fixed random subset of this many images
+    'val_subset': Key(None, int),
+    'db_kwargs': {},                      # image_folder: {path, labels}; imagenet: {path, subset_file}
+    'channels': Key(3, int, (1, 3)),      # images are converted to this many channels
+    'num_classes': Key(None, int),        # clusters (clustering stages); informational in the pretext stage
+    'backbone': Key(REQUIRED, str, _backbones),
+    'backbone_kwargs': {},
+    'transformation_kwargs': Key(REQUIRED, dict),  # {crop_size, normalize: {mean, std}} for evaluation
+    'epochs': Key(REQUIRED, int),
+    'batch_size': Key(REQUIRED, int),
+    'num_workers': 2,
+    'optimizer': Key('sgd', str, ('sgd', 'adam', 'adamw')),
+    'optimizer_kwargs': Key(REQUIRED, dict),
+    'scheduler': Key('constant', str, ('constant', 'cosine', 'step')),
+    'scheduler_kwargs': {},
+    'seed': 0,
+    'device': Key('auto', str, ('auto', 'cpu', 'cuda')),
+    'gpus': Key(None, str),
+}
+
+PRETEXT = {
+    **COMMON,
+    'setup': Key('simclr', str, ('simclr',)),
+    'model_kwargs': {'head': 'mlp', 'features_dim': 128},
+    'criterion': Key('simclr', str),
+    'criterion_kwargs': {'temperature': 0.1},
+    'augmentation_strategy': Key('simclr', str, ('simclr',)),
+    'augmentation_kwargs': Key(REQUIRED, dict),
+    'augment_on_device': False,           # batched augmentation on the training device (fast path)
+    'num_neighbors': 20,                  # K mined per train sample (written as K + 1 columns)
+    'num_val_neighbors': 5,
+    'mining_features': Key('head', str, ('head', 'backbone')),
+    'knn_k': 100,                         # weighted-kNN monitoring (labels used only for the report)
+    'knn_temperature': 0.1,
+    'knn_every': 1,                       # epochs between kNN reports; 0 = only at the end
+}
+
+# keys that may change between an interrupted run and its resumption
+RESUME_MAY_DIFFER = ('root_dir', 'data_root', 'download', 'device', 'gpus', 'num_workers')
+
+
+def add_paths(cfg):
+    """SCAN's derived paths: <root_dir>/<name>/{pretext,scan,selflabel}/..."""
+    base = os.path.join(cfg.root_dir, cfg.get('name') or cfg.train_db_name)
+    for stage in ('pretext', 'scan', 'selflabel'):
+        folder = os.path.join(base, stage)
+        cfg[f'{stage}_dir'] = folder
+        cfg[f'{stage}_checkpoint'] = os.path.join(folder, 'checkpoint.pth.tar')
+        cfg[f'{stage}_model'] = os.path.join(folder, 'model.pth.tar')
+    cfg.topk_neighbors_train_path = os.path.join(cfg.pretext_dir, 'topk-train-neighbors.npy')
+    cfg.topk_neighbors_val_path = os.path.join(cfg.pretext_dir, 'topk-val-neighbors.npy')
+    return cfg

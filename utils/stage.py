@@ -1,0 +1,55 @@
+"""What every stage script does around its training loop: errors, run folders, resume."""
+import os
+import sys
+
+from utils.checkpoint import atomic_save, load_file
+from utils.config import save_config, to_plain
+from utils.errors import UserError, one_line
+from utils.schema import RESUME_MAY_DIFFER
+
+
+def run_cli(main_fn):
+    """Call a stage; a UserError becomes one line on stderr and exit code 2."""
+    try:
+        return main_fn()
+    except UserError as e:
+        print(f'error: {one_line(e)}', file=sys.stderr)
+        raise SystemExit(2)
+    except KeyboardInterrupt:
+        print('interrupted; the last finished epoch is in checkpoint.pth.tar (continue with --resume)',
+              file=sys.stderr)
+        raise SystemExit(130)
+
+
+def config_for_checkpoint(cfg, schema):
+    return {k: to_plain(cfg[k]) for k in schema if k in cfg}
+
+
+def start_run(folder, cfg, schema, checkpoint_path, resume):
+    """Prepare a run folder. Returns the checkpoint to continue from, or None for a fresh start.
+
+    Without --resume an existing checkpoint is never touched: that is an error. With
+    --resume, the checkpoint's config must equal this one (bar paths and devices).
+    """
+    state = None
+    if os.path.isfile(checkpoint_path):
+        if not resume:
+            raise UserError(f'{folder} already holds a run (checkpoint.pth.tar); pass --resume to continue it, '
+                            'or set another root_dir')
+        state = load_file(checkpoint_path, 'checkpoint')
+        saved = state.get('config', {})
+        now = config_for_checkpoint(cfg, schema)
+        changed = [k for k in sorted(set(saved) | set(now))
+                   if k not in RESUME_MAY_DIFFER and saved.get(k) != now.get(k)]
+        if changed:
+            diffs = ', '.join(f'{k} ({saved.get(k)!r} -> {now.get(k)!r})' for k in changed[:4])
+            raise UserError(f'cannot resume {checkpoint_path}: the config changed in {diffs}; '
+                            'restore those values or start a new root_dir')
+    os.makedirs(folder, exist_ok=True)
+    save_config(cfg, os.path.join(folder, 'config.yml'))
+    return state
+
+
+def save_checkpoint(path, cfg, schema, **state):
+    atomic_save({**state, 'config': config_for_checkpoint(cfg, schema)}, path)
+
