@@ -20,7 +20,8 @@ from losses import get_criterion
 from models import get_contrastive_model
 from utils.checkpoint import atomic_save, atomic_save_npy, load_file, load_weights
 from utils.common import get_device, seed_all
-from utils.config import base_parser, load_config, parse_args
+from utils.config import base_parser, load_config, parse_args, save_config
+from utils.errors import UserError
 from utils.features import extract_features, knn_accuracy
 from utils.logger import RunLog, progress, write_json
 from utils.neighbors import mine_neighbors, neighbor_accuracy
@@ -39,7 +40,6 @@ def train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device):
         z = model(images.flatten(0, 1)).view(b, 2, -1)
         loss = criterion(z)
         if not torch.isfinite(loss):
-            from utils.errors import UserError
             raise UserError(f'loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate '
                             '(the last good epoch is in checkpoint.pth.tar)')
         optimizer.zero_grad(set_to_none=True)
@@ -119,7 +119,7 @@ def run(args):
     if mine_only:
         load_pretext_model(model, cfg.pretext_model)
         print(f'mine-only: loaded {cfg.pretext_model}; no training, mining neighbours')
-        os.makedirs(cfg.pretext_dir, exist_ok=True)
+        save_config(cfg, os.path.join(cfg.pretext_dir, 'config.yml'))
     else:
         state = start_run(cfg.pretext_dir, cfg, PRETEXT, cfg.pretext_checkpoint, args.resume)
         print(f'pretext: {len(train_set)} train images, {cfg.backbone}, {cfg.epochs} epochs, device {device}')

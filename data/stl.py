@@ -3,10 +3,11 @@ import os
 
 import numpy as np
 import torch
+from PIL import Image
 
 from data.base import ImageDataset, convert_array
 from data.cifar import ensure_files
-from PIL import Image
+from utils.errors import UserError
 
 SPLITS = {'train': ['train'], 'test': ['test'], 'unlabeled': ['unlabeled'],
           'train+unlabeled': ['train', 'unlabeled']}
@@ -24,7 +25,6 @@ class STL10(ImageDataset):
 
     def __init__(self, root, split='train', download=True, channels=None, transform=None):
         super().__init__(channels, transform)
-        from utils.errors import UserError
         if split not in SPLITS:
             raise UserError(f"STL-10 split '{split}' is not one of {', '.join(SPLITS)}")
         files = [f'{p}_X.bin' for p in SPLITS[split]] + [f'{p}_y.bin' for p in SPLITS[split] if p != 'unlabeled']

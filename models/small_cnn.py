@@ -1,6 +1,8 @@
 """A small CNN backbone for CPU-scale runs (digits, CIFAR-10 on a laptop)."""
 import torch.nn as nn
 
+from utils.errors import UserError
+
 
 class SmallCNN(nn.Module):
     """conv3x3-BN-ReLU blocks of the given widths, max-pool 2x2 after the blocks marked in `pools`,
@@ -10,7 +12,6 @@ class SmallCNN(nn.Module):
         super().__init__()
         pools = list(pools) if pools is not None else [True] * (len(widths) - 1) + [False]
         if len(pools) != len(widths):
-            from utils.errors import UserError
             raise UserError(f'backbone_kwargs: pools ({len(pools)}) must have one entry per width ({len(widths)})')
         layers, c = [], in_channels
         for width, pool in zip(widths, pools):

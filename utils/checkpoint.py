@@ -1,5 +1,6 @@
 """Saving and loading: atomic writes, safe loading of downloaded files, resume."""
 import os
+import pickle
 import tempfile
 
 import numpy as np
@@ -63,9 +64,15 @@ def load_file(path, what='checkpoint'):
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError for refused globals, others for corrupt files
+    except pickle.UnpicklingError as e:
+        # torch reports every weights_only failure this way; the reason follows 'WeightsUnpickler error:'
+        reason = str(e).split('WeightsUnpickler error:')[-1].strip().splitlines()[0].split('. ')[0].strip()
+        if 'global' in reason:  # the file names a function or class outside the allow-list: code could run
+            raise UserError(f'refusing to load {what} {path}: it holds more than weights ({reason})') from None
+        raise UserError(f'cannot read {what} {path}: {reason}; the file is damaged or not a checkpoint') from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f'refusing to load {what} {path}: not a plain weights file ({first})') from None
+        raise UserError(f'cannot read {what} {path}: {first}; the file is damaged or not a checkpoint') from None
 
 
 def strip_prefixes(state_dict):

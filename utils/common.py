@@ -11,7 +11,7 @@ from utils.errors import UserError
 def get_device(cfg):
     """`device: auto|cpu|cuda` (auto = cuda when available); `gpus` restricts the visible devices."""
     if cfg.get('gpus'):
-        os.environ.setdefault('CUDA_VISIBLE_DEVICES', str(cfg.gpus))
+        os.environ['CUDA_VISIBLE_DEVICES'] = str(cfg.gpus)  # before CUDA initialises
     if cfg.device == 'cpu' or (cfg.device == 'auto' and not torch.cuda.is_available()):
         return torch.device('cpu')
     if not torch.cuda.is_available():

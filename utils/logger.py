@@ -2,7 +2,6 @@
 import json
 import os
 import sys
-import time
 
 from tqdm import tqdm
 
@@ -17,7 +16,6 @@ class RunLog:
 
     def __init__(self, folder, name='log.jsonl'):
         self.path = os.path.join(folder, name)
-        self.start = time.time()
 
     def log(self, record, echo=True):
         with open(self.path, 'a') as f:
@@ -43,7 +41,14 @@ class RunLog:
         fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
         for ax, key in zip(axes[0], keys):
             points = [(r[x], r[key]) for r in records if r.get(key) is not None]
-            ax.plot(*zip(*points), marker='.' if len(points) < 30 else None)
+            xs, ys = zip(*points)
+            marker = '.' if len(points) < 30 else None
+            if isinstance(ys[0], list):  # one value per head
+                for h in range(len(ys[0])):
+                    ax.plot(xs, [y[h] for y in ys], marker=marker, label=f'head {h}')
+                ax.legend(fontsize=7)
+            else:
+                ax.plot(xs, ys, marker=marker)
             ax.set_xlabel(x)
             ax.set_title(key)
             ax.grid(alpha=0.3)

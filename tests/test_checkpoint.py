@@ -1,0 +1,58 @@
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from utils.checkpoint import atomic_save, load_file
+from utils.errors import UserError
+
+
+class _CreatesFile:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):  # unpickling this calls open(path, 'w'): code execution
+        return (open, (self.path, 'w'))
+
+
+def test_a_pickle_that_runs_code_is_refused(tmp_path):
+    target = tmp_path / 'pwned'
+    path = tmp_path / 'model.pth.tar'
+    torch.save({'model': {}, 'x': _CreatesFile(str(target))}, path)
+    assert not target.exists()
+    with pytest.raises(UserError, match='refusing to load checkpoint .*holds more than weights'):
+        load_file(str(path))
+    assert not target.exists()
+
+
+def test_scan_clustering_layout_with_numpy_head_loads(tmp_path):
+    path = tmp_path / 'model.pth.tar'
+    torch.save({'model': {'cluster_head.0.weight': torch.ones(2, 3)}, 'head': np.int64(1),
+                'best_loss': np.float64(0.5)}, path)
+    state = load_file(str(path))
+    assert int(state['head']) == 1 and float(state['best_loss']) == 0.5
+
+
+def test_damaged_and_missing_files(tmp_path):
+    bad = tmp_path / 'bad.pth.tar'
+    bad.write_bytes(b'not a checkpoint')
+    with pytest.raises(UserError, match='cannot read checkpoint .*damaged') as e:
+        load_file(str(bad))
+    assert '\n' not in str(e.value)
+    with pytest.raises(UserError, match='pretext model not found'):
+        load_file(str(tmp_path / 'none'), 'pretext model')
+
+
+def test_atomic_save_leaves_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / 'checkpoint.pth.tar'
+    atomic_save({'epoch': 1}, path)
+
+    class Unsaveable:
+        def __reduce__(self):
+            raise pickle.PicklingError('no')
+
+    with pytest.raises(pickle.PicklingError):
+        atomic_save({'epoch': 2, 'x': Unsaveable()}, path)
+    assert torch.load(path)['epoch'] == 1 and os.listdir(tmp_path) == ['checkpoint.pth.tar']
