@@ -21,6 +21,7 @@ case "${1:-main}" in
   main)
     # --resume: a second call continues (or, when finished, re-mines) the run instead of refusing it
     .venv/bin/python simclr.py --config_env configs/env.yml --config_exp configs/pretext/simclr_digits.yml --resume
+    .venv/bin/python scan.py --config_env configs/env.yml --config_exp configs/scan/nnm_digits.yml --resume
     .venv/bin/python -m utils.report results/digits
     ;;
   *)

@@ -21,11 +21,10 @@ from models import get_contrastive_model
 from utils.checkpoint import atomic_save, atomic_save_npy, load_file, load_weights
 from utils.common import get_device, seed_all
 from utils.config import base_parser, load_config, parse_args, save_config
-from utils.errors import UserError
 from utils.features import extract_features, knn_accuracy
 from utils.logger import RunLog, progress, write_json
 from utils.neighbors import mine_neighbors, neighbor_accuracy
-from utils.optim import get_optimizer, lr_at, set_lr
+from utils.optim import get_optimizer, lr_at, optimizer_step, set_lr
 from utils.schema import ENV, PRETEXT, add_paths
 from utils.stage import run_cli, save_checkpoint, start_run
 
@@ -39,12 +38,7 @@ def train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device):
         b = images.shape[0]
         z = model(images.flatten(0, 1)).view(b, 2, -1)
         loss = criterion(z)
-        if not torch.isfinite(loss):
-            raise UserError(f'loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate '
-                            '(the last good epoch is in checkpoint.pth.tar)')
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimizer_step(optimizer, loss, epoch)
         total += loss.item()
     return total / max(steps, 1)
 
@@ -97,7 +91,6 @@ def load_pretext_model(model, path):
 
 def main(argv=None):
     parser = base_parser('Pretext stage: SimCLR training and neighbour mining.')
-    parser.add_argument('--resume', action='store_true', help='continue the run in the output folder')
     parser.add_argument('--mine_only', action='store_true', help='load pretext/model.pth.tar and only mine')
     args = parse_args(parser, argv)
     return run_cli(lambda: run(args))

@@ -2,7 +2,8 @@
 import torch
 
 from data.batch_augment import BatchAugment
-from data.transforms import TwoViews, augmentation_transform
+from data.transforms import TwoViews, train_transform
+from utils.errors import UserError
 
 
 def eval_loader(dataset, cfg, batch_size=None):
@@ -11,18 +12,28 @@ def eval_loader(dataset, cfg, batch_size=None):
                                        num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
 
 
-class DeviceViews:
-    """The whole dataset as one uint8 tensor on the device; every step augments `views` copies per sample.
+def train_loader(dataset, cfg):
+    """Shuffled full batches (a batch of 1 would break BatchNorm)."""
+    return torch.utils.data.DataLoader(dataset, batch_size=min(cfg.batch_size, len(dataset)), shuffle=True,
+                                       drop_last=True, num_workers=cfg.num_workers,
+                                       pin_memory=torch.cuda.is_available(),
+                                       persistent_workers=cfg.num_workers > 0)
 
-    Yields {'image': [b, views, C, H, W], 'index': [b]} like the DataLoader path. Shuffling
-    uses the global torch generator, which the stage seeds per epoch.
+
+class DeviceBatches:
+    """The whole dataset as one uint8 tensor on the device, augmented batch by batch there.
+
+    Shuffling uses the global torch generator, which the stages seed per epoch; subclasses
+    turn a batch of indices into the same dict the DataLoader path yields.
     """
 
-    def __init__(self, dataset, aug, batch_size, device, views=2):
+    def __init__(self, dataset, cfg, device):
+        if cfg.augmentation_strategy != 'simclr':
+            raise UserError(f"augment_on_device supports augmentation_strategy 'simclr' (the kwargs pipeline), "
+                            f"not '{cfg.augmentation_strategy}'; set augment_on_device: false")
         self.images = dataset.uint8_tensor().to(device)
-        self.augment = BatchAugment(aug)
-        self.batch_size = min(batch_size, len(self.images))
-        self.views = views
+        self.augment = BatchAugment(cfg.augmentation_kwargs)
+        self.batch_size = min(cfg.batch_size, len(self.images))
 
     def __len__(self):
         return len(self.images) // self.batch_size
@@ -30,20 +41,60 @@ class DeviceViews:
     def __iter__(self):
         order = torch.randperm(len(self.images))
         for step in range(len(self)):
-            index = order[step * self.batch_size:(step + 1) * self.batch_size]
-            x = self.images[index.to(self.images.device)]
-            yield {'image': torch.stack([self.augment(x) for _ in range(self.views)], dim=1), 'index': index}
+            yield self.batch(order[step * self.batch_size:(step + 1) * self.batch_size])
+
+    def view(self, index):
+        return self.augment(self.images[index.to(self.images.device)])
+
+
+class DeviceTwoViews(DeviceBatches):
+    def batch(self, index):
+        return {'image': torch.stack([self.view(index), self.view(index)], dim=1), 'index': index}
 
 
 def two_view_batches(dataset, cfg, device):
-    """SimCLR training batches: {'image': [b, 2, C, H, W], 'index'} from either augmentation path.
-
-    `dataset` must have been built without a transform.
-    """
+    """SimCLR training batches: {'image': [b, 2, C, H, W], 'index'}. `dataset` is built without a transform."""
     if cfg.augment_on_device:
-        return DeviceViews(dataset, cfg.augmentation_kwargs, cfg.batch_size, device)
-    dataset.transform = TwoViews(augmentation_transform(cfg.augmentation_kwargs))
-    return torch.utils.data.DataLoader(dataset, batch_size=min(cfg.batch_size, len(dataset)), shuffle=True,
-                                       drop_last=True, num_workers=cfg.num_workers,
-                                       pin_memory=torch.cuda.is_available(),
-                                       persistent_workers=cfg.num_workers > 0)
+        return DeviceTwoViews(dataset, cfg, device)
+    dataset.transform = TwoViews(train_transform(cfg.augmentation_strategy, cfg.augmentation_kwargs))
+    return train_loader(dataset, cfg)
+
+
+class NeighborPairs(torch.utils.data.Dataset):
+    """Item i: {'anchor', 'neighbor' (one of its mined neighbours, uniformly), ['second' view of the anchor],
+    'index'}; each image augmented independently."""
+
+    def __init__(self, dataset, neighbors, transform, second=False):
+        self.dataset, self.neighbors, self.transform, self.second = dataset, neighbors, transform, second
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        j = int(self.neighbors[i, torch.randint(self.neighbors.shape[1], ())])
+        anchor = self.dataset.get_image(i)
+        item = {'anchor': self.transform(anchor), 'neighbor': self.transform(self.dataset.get_image(j)), 'index': i}
+        if self.second:
+            item['second'] = self.transform(anchor)
+        return item
+
+
+class DevicePairs(DeviceBatches):
+    def __init__(self, dataset, neighbors, cfg, device, second=False):
+        super().__init__(dataset, cfg, device)
+        self.neighbors, self.second = neighbors, second
+
+    def batch(self, index):
+        pick = torch.randint(self.neighbors.shape[1], (len(index),))
+        out = {'anchor': self.view(index), 'neighbor': self.view(self.neighbors[index, pick]), 'index': index}
+        if self.second:
+            out['second'] = self.view(index)
+        return out
+
+
+def neighbor_batches(dataset, neighbors, cfg, device, second=False):
+    """Clustering batches: {'anchor', 'neighbor', ['second'], 'index'}; neighbors [N, K] without self."""
+    if cfg.augment_on_device:
+        return DevicePairs(dataset, neighbors, cfg, device, second)
+    transform = train_transform(cfg.augmentation_strategy, cfg.augmentation_kwargs)
+    return train_loader(NeighborPairs(dataset, neighbors, transform, second), cfg)

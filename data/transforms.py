@@ -89,3 +89,32 @@ def val_transform(transformation_kwargs):
     """SCAN's evaluation transform: centre crop, tensor, normalise."""
     kw = transformation_kwargs
     return T.Compose([T.CenterCrop(kw['crop_size']), T.ToTensor(), T.Normalize(**kw['normalize'])])
+
+
+STRONG_KEYS = ('crop_size', 'normalize', 'num_strong_augs', 'cutout_kwargs', 'horizontal_flip')
+
+
+def strong_transform(aug):
+    """SCAN's 'ours': flip, random crop (padding 4 for 32 px), RandAugment(num_strong_augs), normalise, Cutout."""
+    from data.randaugment import Cutout, RandAugment
+    unknown = sorted(set(aug) - set(STRONG_KEYS))
+    if unknown:
+        raise UserError(f"augmentation_kwargs for strategy 'ours': unknown keys {unknown}; "
+                        f"valid: {', '.join(STRONG_KEYS)}")
+    size = aug['crop_size']
+    ops = [T.RandomHorizontalFlip()] if aug.get('horizontal_flip', True) else []
+    ops += [T.RandomCrop(size, padding=4 if size <= 32 else 0, pad_if_needed=True),
+            RandAugment(aug.get('num_strong_augs', 4)), T.ToTensor(), T.Normalize(**aug['normalize'])]
+    if aug.get('cutout_kwargs'):
+        ops.append(Cutout(**aug['cutout_kwargs']))
+    return T.Compose(ops)
+
+
+# augmentation_strategy -> builder of the torchvision pipeline (SCAN's names)
+STRATEGIES = {'simclr': augmentation_transform, 'ours': strong_transform}
+
+
+def train_transform(strategy, aug):
+    if strategy not in STRATEGIES:
+        raise UserError(f"augmentation_strategy '{strategy}' is not one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[strategy](aug)

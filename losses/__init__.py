@@ -1,8 +1,9 @@
 """Losses by name (`criterion` in the config)."""
+from losses.scan import NNMLoss, SCANLoss
 from losses.simclr import SimCLRLoss
 from utils.errors import UserError
 
-CRITERIA = {'simclr': SimCLRLoss}
+CRITERIA = {'simclr': SimCLRLoss, 'scan': SCANLoss, 'nnm': NNMLoss}
 
 
 def get_criterion(cfg):

@@ -14,6 +14,21 @@ def env_file(tmp_path):
     return str(path)
 
 
+def interrupt_on_call(monkeypatch, module, name, call):
+    """Make module.name raise KeyboardInterrupt on its `call`-th call (a user's Ctrl-C mid-run);
+    returns a function that restores the original."""
+    real, calls = getattr(module, name), []
+
+    def interrupted(*a, **kw):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(module, name, interrupted)
+    return lambda: monkeypatch.setattr(module, name, real)
+
+
 def tiny_digits_args(env_file, *extra):
     """simclr.py arguments for a few-second run on 256 digits."""
     return ['--config_env', env_file, '--config_exp', DIGITS_CFG, 'epochs=2', 'batch_size=64',

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import simclr
-from conftest import tiny_digits_args
+from conftest import interrupt_on_call, tiny_digits_args
 
 
 def out_dir(tmp_path, name='digits'):
@@ -40,22 +40,14 @@ def test_resume_after_interruption_matches_uninterrupted_run(env_file, tmp_path,
     simclr.main(args + [f'root_dir={tmp_path}/full'])
     reference = torch.load(tmp_path / 'full' / 'digits' / 'pretext' / 'model.pth.tar', weights_only=True)
 
-    real, calls = simclr.train_one_epoch, []
-
-    def interrupted(*a, **kw):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*a, **kw)
-
-    monkeypatch.setattr(simclr, 'train_one_epoch', interrupted)
+    restore = interrupt_on_call(monkeypatch, simclr, 'train_one_epoch', 3)
     with pytest.raises(SystemExit) as e:
         simclr.main(args + [f'root_dir={tmp_path}/cut'])
     assert e.value.code == 130
     cut = tmp_path / 'cut' / 'digits' / 'pretext'
     assert not (cut / 'model.pth.tar').exists()
     assert torch.load(cut / 'checkpoint.pth.tar', weights_only=True)['epoch'] == 2
-    monkeypatch.setattr(simclr, 'train_one_epoch', real)
+    restore()
     simclr.main(args + [f'root_dir={tmp_path}/cut', '--resume'])
     resumed = torch.load(cut / 'model.pth.tar', weights_only=True)
     assert all(torch.equal(reference[k], resumed[k]) for k in reference)

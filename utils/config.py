@@ -148,8 +148,8 @@ def resolve(schema, files, overrides, flags=None):
     return cfg
 
 
-def base_parser(description):
-    """The flags every stage script accepts (SCAN's CLI plus overrides)."""
+def base_parser(description, resume=True):
+    """The flags every stage script accepts (SCAN's CLI plus overrides; --resume for training stages)."""
     p = argparse.ArgumentParser(description=description,
                                 epilog='Trailing key=value arguments override either config file '
                                        '(dotted keys reach into nested mappings, values are YAML).')
@@ -158,6 +158,8 @@ def base_parser(description):
                    help='experiment config; several files are layered in order')
     p.add_argument('--gpus', default=None, help="CUDA devices to use, e.g. '0' or '0,1' (default: all visible)")
     p.add_argument('--seed', type=int, default=None, help='seed for everything (overrides the config)')
+    if resume:
+        p.add_argument('--resume', action='store_true', help='continue the run in the output folder')
     p.add_argument('overrides', nargs='*', help='key=value overrides')
     return p
 

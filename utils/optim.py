@@ -39,3 +39,13 @@ def lr_at(cfg, epoch_float):
 def set_lr(optimizer, lr):
     for group in optimizer.param_groups:
         group['lr'] = lr
+
+
+def optimizer_step(optimizer, loss, epoch):
+    """Backward and step; a non-finite loss stops the run before it can spoil the weights."""
+    if not torch.isfinite(loss):
+        raise UserError(f'loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate '
+                        '(the last good epoch is in checkpoint.pth.tar)')
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()

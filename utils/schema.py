@@ -63,6 +63,22 @@ PRETEXT = {
     'knn_every': 1,                       # epochs between kNN reports; 0 = only at the end
 }
 
+CLUSTERING = {
+    **COMMON,
+    'setup': Key('scan', str, ('scan', 'nnm')),
+    'criterion': Key(None, str, ('scan', 'nnm')),  # SCAN's configs name it; it must equal setup
+    'criterion_kwargs': {'entropy_weight': 5.0},
+    'num_classes': Key(REQUIRED, int),
+    'overclustering': False,              # allow num_classes above the dataset's class count
+    'num_heads': 1,
+    'update_cluster_head_only': False,    # freeze the backbone (eval mode, no gradients)
+    'num_neighbors': 20,                  # the neighbour of each anchor is drawn from its first K mined ones
+    'augmentation_strategy': Key('ours', str, ('simclr', 'ours')),
+    'augmentation_kwargs': Key(REQUIRED, dict),
+    'augment_on_device': False,
+    'scan_folder': 'scan',                # <root_dir>/<name>/<scan_folder>/: keep SCAN and NNM runs side by side
+}
+
 # keys that may change between an interrupted run and its resumption
 RESUME_MAY_DIFFER = ('root_dir', 'data_root', 'download', 'device', 'gpus', 'num_workers')
 
@@ -71,7 +87,7 @@ def add_paths(cfg):
     """SCAN's derived paths: <root_dir>/<name>/{pretext,scan,selflabel}/..."""
     base = os.path.join(cfg.root_dir, cfg.get('name') or cfg.train_db_name)
     for stage in ('pretext', 'scan', 'selflabel'):
-        folder = os.path.join(base, stage)
+        folder = os.path.join(base, cfg.get(f'{stage}_folder') or stage)
         cfg[f'{stage}_dir'] = folder
         cfg[f'{stage}_checkpoint'] = os.path.join(folder, 'checkpoint.pth.tar')
         cfg[f'{stage}_model'] = os.path.join(folder, 'model.pth.tar')

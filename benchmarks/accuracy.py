@@ -1,0 +1,184 @@
+"""Accuracy benchmark: the whole pipeline over several seeds, mean and standard deviation, README table.
+
+    python benchmarks/accuracy.py --profile digits --seeds 3
+
+Each seed runs in its own folder (<out>/<profile>/seed<k>): the pretext stage, then every clustering
+setup of the profile on the same pretext model, plus k-means baselines on raw pixels and on the
+pretext features. Finished stages are not recomputed, so an interrupted profile can be rerun.
+Writes benchmarks/results/<profile>.json and .md and replaces the profile's block in README.md.
+"""
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import scan  # noqa: E402
+import simclr  # noqa: E402
+from data import get_dataset  # noqa: E402
+from data.loaders import eval_loader  # noqa: E402
+from data.transforms import val_transform  # noqa: E402
+from models import get_contrastive_model  # noqa: E402
+from utils.checkpoint import atomic_write_text, load_file  # noqa: E402
+from utils.config import base_parser, load_config, parse_args  # noqa: E402
+from utils.features import extract_features  # noqa: E402
+from utils.metrics import cluster_metrics  # noqa: E402
+from utils.schema import ENV, PRETEXT, add_paths  # noqa: E402
+
+PROFILES = {
+    'digits': {
+        'pretext': 'configs/pretext/simclr_digits.yml',
+        'clustering': {'scan': 'configs/scan/scan_digits.yml', 'nnm': 'configs/scan/nnm_digits.yml'},
+        'overrides': [],
+    },
+    'cifar10-jpg-cpu': {  # needs data_root=... pointing at the unpacked cifar10-jpg copy
+        'pretext': 'configs/pretext/simclr_cifar10_jpg.yml',
+        'clustering': {'scan': 'configs/scan/scan_cifar10_jpg.yml', 'nnm': 'configs/scan/nnm_cifar10_jpg.yml'},
+        'overrides': [],
+    },
+}
+METRICS = ('acc', 'nmi', 'ari')
+
+
+def _config_args(path, root, seed, extra):
+    return ['--config_exp', os.path.join(ROOT, path), '--seed', str(seed), f'root_dir={root}', *extra]
+
+
+def kmeans_baselines(profile, root, seed, extra):
+    """k-means (k = number of classes) on the val split's raw pixels and on its pretext features."""
+    from sklearn.cluster import KMeans
+    argv = ['--config_env', os.path.join(ROOT, 'configs', 'env.yml')] + _config_args(profile['pretext'], root, seed,
+                                                                                       extra)
+    cfg = add_paths(load_config(parse_args(base_parser('k'), argv), ENV, PRETEXT))
+    val_set = get_dataset(cfg, 'val', val_transform(cfg.transformation_kwargs))
+    if not val_set.has_labels:
+        return {}
+    k = len(val_set.classes)
+    pixels = val_set.uint8_tensor().flatten(1).float().numpy() / 255
+    model = get_contrastive_model(cfg)
+    state = load_file(cfg.pretext_model, 'pretext model')
+    model.load_state_dict(state.get('model', state))
+    fp = 'backbone' if cfg.mining_features == 'backbone' else 'default'
+    feats, targets = extract_features(model, eval_loader(val_set, cfg), 'cpu', fp)
+    out = {}
+    for name, x in (('kmeans_pixels', pixels), ('kmeans_pretext', feats.numpy())):
+        t0 = time.time()
+        pred = KMeans(k, n_init=10, random_state=seed).fit_predict(x)
+        out[name] = {**{m: v for m, v in cluster_metrics(pred, targets).items() if m in METRICS},
+                     'seconds': round(time.time() - t0, 1)}
+    return out
+
+
+def run_seed(name, profile, out, seed, extra):
+    """All stages of one seed; returns {method: metrics}. Finished stages are read back, not rerun."""
+    root = os.path.join(out, name, f'seed{seed}')
+    env = ['--config_env', os.path.join(ROOT, 'configs', 'env.yml')]
+    done = os.path.join(root, 'results.json')
+    if os.path.isfile(done):
+        return json.load(open(done))
+    results = {}
+    pretext_metrics = _stage_metrics(root, profile['pretext'], 'pretext')
+    results['pretext'] = pretext_metrics or simclr.main(env + _config_args(profile['pretext'], root, seed, extra)
+                                                        + ['--resume'])
+    for setup, path in profile['clustering'].items():
+        folder = f'scan_{setup}'
+        results[setup] = _stage_metrics(root, path, folder) or scan.main(
+            env + _config_args(path, root, seed, extra) + [f'scan_folder={folder}', '--resume'])
+    results.update(kmeans_baselines(profile, root, seed, extra))
+    atomic_write_text(done, json.dumps(results, indent=2))
+    return results
+
+
+def _stage_metrics(root, config_path, folder):
+    import yaml
+    cfg = yaml.safe_load(open(os.path.join(ROOT, config_path)))
+    path = os.path.join(root, cfg.get('name') or cfg['train_db_name'], folder, 'metrics.json')
+    return json.load(open(path)) if os.path.isfile(path) else None
+
+
+def aggregate(per_seed):
+    """{method: {metric: [mean, std, n]}} over seeds (std with ddof=0 for a single seed... and ddof=1 otherwise)."""
+    methods = sorted({m for r in per_seed for m in r})
+    table = {}
+    for method in methods:
+        rows = [r[method] for r in per_seed if method in r]
+        table[method] = {}
+        for key in sorted({k for row in rows for k in row}):
+            values = [row[key] for row in rows if isinstance(row.get(key), (int, float)) and key != 'head']
+            if values:
+                table[method][key] = [float(np.mean(values)), float(np.std(values, ddof=1 if len(values) > 1 else 0)),
+                                      len(values)]
+    return table
+
+
+ORDER = [('kmeans_pixels', 'k-means on raw pixels'), ('kmeans_pretext', 'k-means on pretext features'),
+         ('scan', 'SCAN'), ('nnm', 'NNM')]
+
+
+def markdown(name, table, machine, seeds):
+    lines = [f'Profile `{name}`, {seeds} seed(s), mean ± standard deviation; {machine}.', '',
+             '| method | ACC | NMI | ARI | seconds |', '|---|---|---|---|---|']
+    for key, label in ORDER:
+        if key in table:
+            row = table[key]
+            cells = [f'{row[m][0]:.3f} ± {row[m][1]:.3f}' if m in row else 'n/a' for m in METRICS]
+            cells.append(f"{row['seconds'][0]:.0f}" if 'seconds' in row else 'n/a')
+            lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+    if 'pretext' in table:
+        p = table['pretext']
+        lines += ['', f"Pretext stage: top-20 neighbour accuracy {p['neighbor_acc'][0]:.3f} ± {p['neighbor_acc'][1]:.3f}, "
+                      f"weighted kNN {p['knn_acc'][0]:.3f} ± {p['knn_acc'][1]:.3f}, {p['seconds'][0]:.0f} s per seed."]
+    return '\n'.join(lines)
+
+
+def update_readme(name, text, readme=os.path.join(ROOT, 'README.md')):
+    start, end = f'<!-- results:{name} start -->', f'<!-- results:{name} end -->'
+    content = open(readme).read()
+    if start not in content or end not in content:
+        return False
+    head, rest = content.split(start, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(readme, f'{head}{start}\n{text}\n{end}{tail}')
+    return True
+
+
+def machine():
+    cores = os.cpu_count()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'
+    return f'{platform.machine()} CPU with {cores} cores, {gpu}, torch {torch.__version__}'
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--profile', choices=sorted(PROFILES), required=True)
+    parser.add_argument('--seeds', type=int, default=3)
+    parser.add_argument('--out', default=os.path.join(ROOT, 'results', 'benchmarks'))
+    parser.add_argument('--results', default=os.path.join(HERE, 'results'))
+    parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
+    parser.add_argument('overrides', nargs='*', help='key=value for every stage (e.g. data_root=...)')
+    args = parser.parse_args(argv)
+    profile = PROFILES[args.profile]
+    per_seed = [run_seed(args.profile, profile, args.out, seed, profile['overrides'] + args.overrides)
+                for seed in range(1, args.seeds + 1)]
+    table = aggregate(per_seed)
+    text = markdown(args.profile, table, machine(), args.seeds)
+    os.makedirs(args.results, exist_ok=True)
+    atomic_write_text(os.path.join(args.results, f'{args.profile}.json'),
+                      json.dumps({'profile': args.profile, 'machine': machine(), 'seeds': per_seed,
+                                  'summary': table}, indent=2))
+    atomic_write_text(os.path.join(args.results, f'{args.profile}.md'), text + '\n')
+    update_readme(args.profile, text, args.readme)
+    print(text)
+    return table
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,42 @@
+"""benchmarks/accuracy.py on a tiny profile: seeds, aggregation, README block, no recomputation on rerun."""
+import json
+import os
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+import accuracy  # noqa: E402
+
+
+def test_tiny_profile(tmp_path, monkeypatch):
+    tiny = dict(accuracy.PROFILES['digits'])
+    tiny['overrides'] = ['epochs=1', 'batch_size=64', 'train_subset=200', 'val_subset=200',
+                         'backbone_kwargs.widths=[8, 16, 16, 16]', 'num_workers=0']
+    monkeypatch.setitem(accuracy.PROFILES, 'tiny', tiny)
+    readme = tmp_path / 'README.md'
+    readme.write_text('intro\n<!-- results:tiny start -->\nold\n<!-- results:tiny end -->\noutro\n')
+    argv = ['--profile', 'tiny', '--seeds', '2', '--out', str(tmp_path / 'runs'), '--results', str(tmp_path),
+            '--readme', str(readme)]
+    table = accuracy.main(argv)
+    for method in ('scan', 'nnm', 'kmeans_pixels', 'kmeans_pretext'):
+        assert table[method]['acc'][2] == 2 and 0 < table[method]['acc'][0] <= 1
+    saved = json.load(open(tmp_path / 'tiny.json'))
+    accs = [s['nnm']['acc'] for s in saved['seeds']]
+    assert saved['summary']['nnm']['acc'][0] == pytest.approx(sum(accs) / 2)
+    text = readme.read_text()
+    assert text.startswith('intro\n<!-- results:tiny start -->\nProfile `tiny`, 2 seed(s)') and 'old' not in text
+    assert '| NNM |' in text and text.endswith('<!-- results:tiny end -->\noutro\n')
+    assert (tmp_path / 'tiny.md').read_text().strip() in text
+
+    def no_rerun(*a, **kw):
+        raise AssertionError('a finished seed was recomputed')
+
+    monkeypatch.setattr(accuracy.simclr, 'main', no_rerun)
+    monkeypatch.setattr(accuracy.scan, 'main', no_rerun)
+    assert accuracy.main(argv) == table
+    os.remove(tmp_path / 'runs' / 'tiny' / 'seed2' / 'results.json')  # interrupted after the stages: read back
+    without_times = lambda t: {m: {k: v for k, v in row.items() if k != 'seconds'} for m, row in t.items()}  # noqa: E731
+    assert without_times(accuracy.main(argv)) == without_times(table)  # only k-means reran

@@ -1,0 +1,29 @@
+"""Every shipped config resolves against its stage's schema, and its augmentation and backbone build."""
+import glob
+import os
+
+import pytest
+
+from conftest import ROOT
+from data.transforms import train_transform, val_transform
+from models import get_backbone
+from utils.config import base_parser, load_config, parse_args
+from utils.schema import CLUSTERING, ENV, PRETEXT
+
+STAGES = {'pretext': PRETEXT, 'scan': CLUSTERING}
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', '*', '*.yml')))
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
+def test_config_resolves(path, env_file):
+    stage = os.path.basename(os.path.dirname(path))
+    cfg = load_config(parse_args(base_parser('t'), ['--config_env', env_file, '--config_exp', path]),
+                      ENV, STAGES[stage])
+    train_transform(cfg.augmentation_strategy, cfg.augmentation_kwargs)
+    val_transform(cfg.transformation_kwargs)
+    if cfg.backbone != 'resnet50':  # building ResNet-50 takes a while; its names are tested in test_models
+        get_backbone(cfg)
+
+
+def test_every_stage_folder_is_covered():
+    assert {os.path.basename(os.path.dirname(p)) for p in CONFIGS} == set(STAGES)

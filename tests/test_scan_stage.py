@@ -1,0 +1,117 @@
+"""scan.py main() on tiny data: both setups, resume, bad input, NaN."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import scan
+import simclr
+from conftest import ROOT, interrupt_on_call, tiny_digits_args
+
+TINY = ['epochs=2', 'batch_size=64', 'train_subset=256', 'val_subset=256', 'backbone_kwargs.widths=[8, 16, 16, 16]',
+        'num_heads=2']
+
+
+@pytest.fixture(scope='module')
+def pretext(tmp_path_factory):
+    """One tiny pretext run, copied into each test's root_dir."""
+    root = tmp_path_factory.mktemp('pretext')
+    env = root / 'env.yml'
+    env.write_text(f'root_dir: {root / "results"}\ndata_root: {root}\ndownload: false\n')
+    simclr.main(tiny_digits_args(str(env), 'epochs=1'))
+    return root / 'results' / 'digits' / 'pretext'
+
+
+@pytest.fixture
+def run_root(tmp_path, pretext, env_file):
+    shutil.copytree(pretext, tmp_path / 'results' / 'digits' / 'pretext')
+    return tmp_path / 'results' / 'digits'
+
+
+def scan_args(env_file, setup, *extra):
+    return ['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'scan', f'{setup}_digits.yml'),
+            *TINY, *extra]
+
+
+@pytest.mark.parametrize('setup', ['scan', 'nnm'])
+def test_both_setups_write_what_the_next_stages_read(env_file, run_root, setup):
+    result = scan.main(scan_args(env_file, setup))
+    out = run_root / 'scan'
+    assert set(result) == {'acc', 'nmi', 'ari', 'head', 'seconds'} and result['head'] in (0, 1)
+    assert json.load(open(out / 'metrics.json')) == result and 0 < result['acc'] <= 1
+    saved = torch.load(out / 'model.pth.tar', weights_only=True)
+    assert set(saved) == {'model', 'head'} and saved['head'] == result['head']
+    assert saved['model']['cluster_head.1.weight'].shape == (10, 16)
+    log = [json.loads(line) for line in open(out / 'log.jsonl')]
+    assert len(log) == 2 and len(log[0]['val_loss']) == 2 and sum(log[0]['cluster_sizes']) == 256
+    assert ('global' in log[0]) == (setup == 'nnm')
+    for name in ('config.yml', 'checkpoint.pth.tar', 'training_curve.png'):
+        assert (out / name).is_file()
+
+
+def test_frozen_backbone_only_trains_heads(env_file, run_root):
+    scan.main(scan_args(env_file, 'scan', 'update_cluster_head_only=true', 'epochs=1'))
+    pretext = torch.load(run_root / 'pretext' / 'model.pth.tar', weights_only=True)
+    model = torch.load(run_root / 'scan' / 'model.pth.tar', weights_only=True)['model']
+    assert all(torch.equal(v, model[k]) for k, v in pretext.items() if k.startswith('backbone.'))
+
+
+def test_resume_after_interruption_matches(env_file, run_root, tmp_path, monkeypatch):
+    args = scan_args(env_file, 'nnm', 'epochs=3')
+    shutil.copytree(run_root / 'pretext', tmp_path / 'full' / 'digits' / 'pretext')
+    scan.main(args + [f'root_dir={tmp_path}/full'])
+    reference = torch.load(tmp_path / 'full' / 'digits' / 'scan' / 'checkpoint.pth.tar', weights_only=True)
+
+    restore = interrupt_on_call(monkeypatch, scan, 'train_one_epoch', 3)
+    with pytest.raises(SystemExit):
+        scan.main(args)
+    restore()
+    scan.main(args + ['--resume'])
+    resumed = torch.load(run_root / 'scan' / 'checkpoint.pth.tar', weights_only=True)
+    assert all(torch.equal(reference['model'][k], resumed['model'][k]) for k in reference['model'])
+    assert torch.equal(reference['global_probs'], resumed['global_probs'])
+
+
+def expect_error(capsys, args, text):
+    with pytest.raises(SystemExit) as e:
+        scan.main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count('\n') == 1 and text in err, err
+
+
+def test_bad_input_is_one_line_and_writes_nothing(env_file, run_root, capsys):
+    pretext = run_root / 'pretext'
+    expect_error(capsys, scan_args(env_file, 'scan', 'num_classes=5'), 'num_classes is 5 but digits has 10 classes')
+    expect_error(capsys, scan_args(env_file, 'scan', 'train_subset=200'),
+                 'has shape (256, 21) but the train split has 200 images')
+    expect_error(capsys, scan_args(env_file, 'scan', 'backbone_kwargs.widths=[8, 16, 16, 32]'),
+                 'does not fit this model')
+    expect_error(capsys, scan_args(env_file, 'scan', 'criterion=nnm'), "criterion 'nnm' differs from setup 'scan'")
+    os.rename(pretext / 'topk-val-neighbors.npy', pretext / 'moved.npy')
+    expect_error(capsys, scan_args(env_file, 'scan'), 'val neighbours not found')
+    os.rename(pretext / 'moved.npy', pretext / 'topk-val-neighbors.npy')
+    os.remove(pretext / 'model.pth.tar')
+    expect_error(capsys, scan_args(env_file, 'scan'), 'run simclr.py first')
+    assert not (run_root / 'scan').exists()
+
+
+def test_nan_stops_and_keeps_the_last_good_checkpoint(env_file, run_root, capsys, monkeypatch):
+    real = scan.get_criterion
+
+    def poisoned(cfg):
+        loss, calls = real(cfg), []
+
+        def forward(**inputs):
+            calls.append(1)
+            out = loss(**inputs)
+            return {**out, 'total': out['total'] * float('nan')} if len(calls) > 8 else out
+        return forward
+
+    monkeypatch.setattr(scan, 'get_criterion', poisoned)
+    expect_error(capsys, scan_args(env_file, 'scan', 'epochs=3'), 'loss became nan in epoch 2')
+    state = torch.load(run_root / 'scan' / 'checkpoint.pth.tar', weights_only=True)
+    assert state['epoch'] == 1 and all(torch.isfinite(v).all() for v in state['model'].values() if v.is_floating_point())
+    assert (run_root / 'scan' / 'model.pth.tar').is_file()

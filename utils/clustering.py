@@ -1,0 +1,64 @@
+"""What the clustering stages share: in-order predictions, label-free head selection, NNM's global pass."""
+import numpy as np
+import torch
+
+from losses.scan import EPS, entropy
+from utils.errors import UserError
+
+
+@torch.no_grad()
+def predict(model, loader, device):
+    """One in-order pass (eval mode): backbone features [N, D] and per-head probabilities [H, N, C], on the CPU."""
+    was_training = model.training
+    model.eval()
+    feats, probs, targets = [], [], []
+    for batch in loader:
+        out = model(batch['image'].to(device, non_blocking=True), forward_pass='return_all')
+        feats.append(out['features'].float().cpu())
+        probs.append(torch.stack([o.float().softmax(1) for o in out['output']]).cpu())
+        targets.append(batch['target'])
+    model.train(was_training)
+    return {'features': torch.cat(feats), 'probs': torch.cat(probs, dim=1), 'targets': torch.cat(targets).numpy()}
+
+
+def neighbor_lists(indices, k):
+    """[N, k] neighbours per row from a mined file [N, >= k+1], leaving the row itself out wherever it stands
+    (column 0 is usually, not always, the sample itself)."""
+    indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+    n = len(indices)
+    others = indices != torch.arange(n).unsqueeze(1)
+    order = torch.argsort((~others).to(torch.int8), dim=1, stable=True)  # others first, in mined order
+    lists = torch.gather(indices, 1, order)[:, :k]
+    if (others.sum(1) < k).any():
+        raise UserError(f'the neighbours file has fewer than {k} neighbours per sample; mine more (num_neighbors)')
+    return lists
+
+
+def head_losses(probs, neighbors, entropy_weight=1.0):
+    """Each head's SCAN loss on mined pairs, pair-wise: memory O(N K C), never N x N.
+
+    probs [H, N, C], neighbors [N, K] (without the samples themselves). Returns [H].
+    """
+    anchors = probs.unsqueeze(2)  # [H, N, 1, C]
+    partners = probs[:, neighbors]  # [H, N, K, C]
+    similarity = (anchors * partners).sum(-1)  # [H, N, K]
+    consistency = -torch.log(similarity.clamp_min(EPS)).mean((1, 2))
+    return consistency - entropy_weight * entropy(probs.mean(1))
+
+
+@torch.no_grad()
+def nearest_other(features, chunk=2048):
+    """Index of each row's nearest other row by L2, in chunks (memory O(chunk N)). features [N, D]."""
+    out = []
+    for start in range(0, len(features), chunk):
+        d = torch.cdist(features[start:start + chunk], features)
+        rows = torch.arange(len(d))
+        d[rows, rows + start] = float('inf')
+        out.append(d.argmin(1))
+    return torch.cat(out)
+
+
+def global_neighbor_probs(prediction):
+    """NNM's dataset-level neighbours from an in-order pass: G[h, i] = probabilities of i's nearest other
+    sample (backbone features, L2) under head h. Returns [H, N, C]."""
+    return prediction['probs'][:, nearest_other(prediction['features'])]
