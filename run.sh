@@ -22,6 +22,9 @@ case "${1:-main}" in
     # --resume: a second call continues (or, when finished, re-mines) the run instead of refusing it
     .venv/bin/python simclr.py --config_env configs/env.yml --config_exp configs/pretext/simclr_digits.yml --resume
     .venv/bin/python scan.py --config_env configs/env.yml --config_exp configs/scan/nnm_digits.yml --resume
+    .venv/bin/python selflabel.py --config_env configs/env.yml --config_exp configs/selflabel/selflabel_digits.yml --resume
+    .venv/bin/python eval.py --config_exp configs/selflabel/selflabel_digits.yml \
+      --model results/digits/selflabel/model.pth.tar --visualize_prototypes
     .venv/bin/python -m utils.report results/digits
     ;;
   *)

@@ -20,15 +20,15 @@ from data.transforms import val_transform
 from losses import get_criterion
 from models import get_clustering_model
 from utils.checkpoint import atomic_save, load_file, load_weights
-from utils.clustering import global_neighbor_probs, head_losses, neighbor_lists, predict
-from utils.common import get_device, seed_all
-from utils.config import base_parser, load_config, parse_args
+from utils.clustering import check_classes, global_neighbor_probs, head_losses, neighbor_lists, predict
+from utils.common import seed_all
+from utils.config import base_parser, parse_args
 from utils.errors import UserError
 from utils.logger import RunLog, progress, write_json
 from utils.metrics import cluster_metrics
 from utils.optim import get_optimizer, lr_at, optimizer_step, set_lr
-from utils.schema import CLUSTERING, ENV, add_paths
-from utils.stage import run_cli, save_checkpoint, start_run
+from utils.schema import CLUSTERING
+from utils.stage import prepare, run_cli, save_checkpoint, start_run
 
 
 @dataclass
@@ -105,14 +105,6 @@ def load_pretext_backbone(model, path):
     load_weights(model.backbone, backbone, f'pretext model {path} (backbone)')
 
 
-def check_classes(cfg, dataset):
-    if dataset.has_labels and dataset.classes:
-        n = len(dataset.classes)
-        if cfg.num_classes < n or (cfg.num_classes > n and not cfg.overclustering):
-            raise UserError(f'num_classes is {cfg.num_classes} but {cfg.train_db_name} has {n} classes; '
-                            f'set num_classes={n} (or overclustering=true for more clusters than classes)')
-
-
 def main(argv=None):
     args = parse_args(base_parser('Clustering stage: SCAN / NNM.'), argv)
     return run_cli(lambda: run(args))
@@ -120,12 +112,10 @@ def main(argv=None):
 
 def run(args):
     t_start = time.time()
-    cfg = add_paths(load_config(args, ENV, CLUSTERING))
+    cfg, device = prepare(args, CLUSTERING)
     if cfg.criterion not in (None, cfg.setup):
         raise UserError(f"criterion '{cfg.criterion}' differs from setup '{cfg.setup}'; drop criterion or make them equal")
     cfg.criterion = cfg.setup
-    device = get_device(cfg)
-    seed_all(cfg.seed)
     evaluation = val_transform(cfg.transformation_kwargs)
     train_set = get_dataset(cfg, 'train')
     val_set = get_dataset(cfg, 'val', evaluation)

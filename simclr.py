@@ -19,14 +19,14 @@ from data.transforms import val_transform
 from losses import get_criterion
 from models import get_contrastive_model
 from utils.checkpoint import atomic_save, atomic_save_npy, load_file, load_weights
-from utils.common import get_device, seed_all
+from utils.common import seed_all
 from utils.config import base_parser, load_config, parse_args, save_config
 from utils.features import extract_features, knn_accuracy
 from utils.logger import RunLog, progress, write_json
 from utils.neighbors import mine_neighbors, neighbor_accuracy
 from utils.optim import get_optimizer, lr_at, optimizer_step, set_lr
-from utils.schema import ENV, PRETEXT, add_paths
-from utils.stage import run_cli, save_checkpoint, start_run
+from utils.schema import PRETEXT
+from utils.stage import prepare, run_cli, save_checkpoint, start_run
 
 
 def train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device):
@@ -98,9 +98,7 @@ def main(argv=None):
 
 def run(args):
     t_start = time.time()
-    cfg = add_paths(load_config(args, ENV, PRETEXT))
-    device = get_device(cfg)
-    seed_all(cfg.seed)
+    cfg, device = prepare(args, PRETEXT)
     evaluation = val_transform(cfg.transformation_kwargs)
     train_set = get_dataset(cfg, 'train')
     train_eval = get_dataset(cfg, 'train', evaluation)

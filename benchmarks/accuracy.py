@@ -3,8 +3,8 @@
     python benchmarks/accuracy.py --profile digits --seeds 3
 
 Each seed runs in its own folder (<out>/<profile>/seed<k>): the pretext stage, then every clustering
-setup of the profile on the same pretext model, plus k-means baselines on raw pixels and on the
-pretext features. Finished stages are not recomputed, so an interrupted profile can be rerun.
+setup of the profile on the same pretext model, self-labelling of the profile's clustering models,
+plus k-means baselines on raw pixels and on the pretext features. Finished stages are not recomputed, so an interrupted profile can be rerun.
 Writes benchmarks/results/<profile>.json and .md and replaces the profile's block in README.md.
 """
 import argparse
@@ -22,6 +22,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 import scan  # noqa: E402
+import selflabel  # noqa: E402
 import simclr  # noqa: E402
 from data import get_dataset  # noqa: E402
 from data.loaders import eval_loader  # noqa: E402
@@ -37,11 +38,13 @@ PROFILES = {
     'digits': {
         'pretext': 'configs/pretext/simclr_digits.yml',
         'clustering': {'scan': 'configs/scan/scan_digits.yml', 'nnm': 'configs/scan/nnm_digits.yml'},
+        'selflabel': {'nnm': 'configs/selflabel/selflabel_digits.yml'},  # self-label the NNM model
         'overrides': [],
     },
     'cifar10-jpg-cpu': {  # needs data_root=... pointing at the unpacked cifar10-jpg copy
         'pretext': 'configs/pretext/simclr_cifar10_jpg.yml',
         'clustering': {'scan': 'configs/scan/scan_cifar10_jpg.yml', 'nnm': 'configs/scan/nnm_cifar10_jpg.yml'},
+        'selflabel': {},
         'overrides': [],
     },
 }
@@ -78,12 +81,10 @@ def kmeans_baselines(profile, root, seed, extra):
 
 
 def run_seed(name, profile, out, seed, extra):
-    """All stages of one seed; returns {method: metrics}. Finished stages are read back, not rerun."""
+    """All stages of one seed; returns {method: metrics}. Finished stages (their metrics.json) and
+    baselines (kmeans.json) are read back, not rerun, so stages added to a profile later still run."""
     root = os.path.join(out, name, f'seed{seed}')
     env = ['--config_env', os.path.join(ROOT, 'configs', 'env.yml')]
-    done = os.path.join(root, 'results.json')
-    if os.path.isfile(done):
-        return json.load(open(done))
     results = {}
     pretext_metrics = _stage_metrics(root, profile['pretext'], 'pretext')
     results['pretext'] = pretext_metrics or simclr.main(env + _config_args(profile['pretext'], root, seed, extra)
@@ -92,20 +93,31 @@ def run_seed(name, profile, out, seed, extra):
         folder = f'scan_{setup}'
         results[setup] = _stage_metrics(root, path, folder) or scan.main(
             env + _config_args(path, root, seed, extra) + [f'scan_folder={folder}', '--resume'])
-    results.update(kmeans_baselines(profile, root, seed, extra))
-    atomic_write_text(done, json.dumps(results, indent=2))
+    for setup, path in profile.get('selflabel', {}).items():
+        folder = f'selflabel_{setup}'
+        results[f'{setup}+selflabel'] = _stage_metrics(root, path, folder) or selflabel.main(
+            env + _config_args(path, root, seed, extra) + [f'scan_folder=scan_{setup}', f'selflabel_folder={folder}',
+                                                          '--resume'])
+    kmeans = os.path.join(root, 'kmeans.json')
+    if not os.path.isfile(kmeans):
+        atomic_write_text(kmeans, json.dumps(kmeans_baselines(profile, root, seed, extra), indent=2))
+    results.update(json.load(open(kmeans)))
     return results
 
 
-def _stage_metrics(root, config_path, folder):
+def _stage_file(root, config_path, folder, name):
     import yaml
     cfg = yaml.safe_load(open(os.path.join(ROOT, config_path)))
-    path = os.path.join(root, cfg.get('name') or cfg['train_db_name'], folder, 'metrics.json')
+    return os.path.join(root, cfg.get('name') or cfg['train_db_name'], folder, name)
+
+
+def _stage_metrics(root, config_path, folder):
+    path = _stage_file(root, config_path, folder, 'metrics.json')
     return json.load(open(path)) if os.path.isfile(path) else None
 
 
 def aggregate(per_seed):
-    """{method: {metric: [mean, std, n]}} over seeds (std with ddof=0 for a single seed... and ddof=1 otherwise)."""
+    """{method: {metric: [mean, sample standard deviation (0 for one seed), number of seeds]}}."""
     methods = sorted({m for r in per_seed for m in r})
     table = {}
     for method in methods:
@@ -120,7 +132,8 @@ def aggregate(per_seed):
 
 
 ORDER = [('kmeans_pixels', 'k-means on raw pixels'), ('kmeans_pretext', 'k-means on pretext features'),
-         ('scan', 'SCAN'), ('nnm', 'NNM')]
+         ('scan', 'SCAN'), ('nnm', 'NNM'), ('scan+selflabel', 'SCAN + self-label'),
+         ('nnm+selflabel', 'NNM + self-label')]
 
 
 def markdown(name, table, machine, seeds):
@@ -137,6 +150,30 @@ def markdown(name, table, machine, seeds):
         lines += ['', f"Pretext stage: top-20 neighbour accuracy {p['neighbor_acc'][0]:.3f} ± {p['neighbor_acc'][1]:.3f}, "
                       f"weighted kNN {p['knn_acc'][0]:.3f} ± {p['knn_acc'][1]:.3f}, {p['seconds'][0]:.0f} s per seed."]
     return '\n'.join(lines)
+
+
+def eval_pictures(name, profile, out, results_dir, extra):
+    """eval.py on seed 1's final model (the last self-label run, else the last clustering setup):
+    its confusion matrix and prototype grid, copied next to the results for the README."""
+    import eval as evaluate
+    if profile.get('selflabel'):
+        setup, path = list(profile['selflabel'].items())[-1]
+        folder = f'selflabel_{setup}'
+        title = f'{setup.upper()} + self-label'
+    else:
+        setup, path = list(profile['clustering'].items())[-1]
+        folder = f'scan_{setup}'
+        title = setup.upper()
+    root = os.path.join(out, name, 'seed1')
+    model = _stage_file(root, path, folder, 'model.pth.tar')
+    if not os.path.isfile(model):
+        return ''
+    target = os.path.join(results_dir, f'{name}_eval')
+    evaluate.main(['--config_env', os.path.join(ROOT, 'configs', 'env.yml')] + _config_args(path, root, 1, extra)
+                  + ['--model', model, '--visualize_prototypes', '--output', target])
+    rel = os.path.relpath(target, ROOT)
+    return (f'{title}, seed 1, confusion matrix and prototypes (`eval.py --visualize_prototypes`):\n\n'
+            f'![confusion matrix]({rel}/confusion_matrix.png) ![prototypes]({rel}/prototypes.png)')
 
 
 def update_readme(name, text, readme=os.path.join(ROOT, 'README.md')):
@@ -175,6 +212,9 @@ def main(argv=None):
                       json.dumps({'profile': args.profile, 'machine': machine(), 'seeds': per_seed,
                                   'summary': table}, indent=2))
     atomic_write_text(os.path.join(args.results, f'{args.profile}.md'), text + '\n')
+    pictures = eval_pictures(args.profile, profile, args.out, args.results, profile['overrides'] + args.overrides)
+    if pictures:
+        text += '\n\n' + pictures
     update_readme(args.profile, text, args.readme)
     print(text)
     return table

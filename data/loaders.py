@@ -98,3 +98,40 @@ def neighbor_batches(dataset, neighbors, cfg, device, second=False):
         return DevicePairs(dataset, neighbors, cfg, device, second)
     transform = train_transform(cfg.augmentation_strategy, cfg.augmentation_kwargs)
     return train_loader(NeighborPairs(dataset, neighbors, transform, second), cfg)
+
+
+class WeakStrong(torch.utils.data.Dataset):
+    """Item i: {'image': weak view (the evaluation transform), 'image_augmented': strong view, 'index'}."""
+
+    def __init__(self, dataset, weak, strong):
+        self.dataset, self.weak, self.strong = dataset, weak, strong
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        img = self.dataset.get_image(i)
+        return {'image': self.weak(img), 'image_augmented': self.strong(img), 'index': i}
+
+
+class DeviceWeakStrong(DeviceBatches):
+    def __init__(self, dataset, cfg, device):
+        super().__init__(dataset, cfg, device)
+        kw = cfg.transformation_kwargs
+        self.crop = kw['crop_size']
+        self.mean = torch.tensor(kw['normalize']['mean'], device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(kw['normalize']['std'], device=device).view(1, -1, 1, 1)
+
+    def batch(self, index):
+        x = self.images[index.to(self.images.device)]
+        top, left = (x.shape[2] - self.crop) // 2, (x.shape[3] - self.crop) // 2  # the centre crop
+        weak = (x[:, :, top:top + self.crop, left:left + self.crop].float() / 255 - self.mean) / self.std
+        return {'image': weak, 'image_augmented': self.augment(x), 'index': index}
+
+
+def weak_strong_batches(dataset, cfg, device, weak_transform):
+    """Self-labelling batches: {'image' (weak), 'image_augmented' (strong), 'index'}."""
+    if cfg.augment_on_device:
+        return DeviceWeakStrong(dataset, cfg, device)
+    strong = train_transform(cfg.augmentation_strategy, cfg.augmentation_kwargs)
+    return train_loader(WeakStrong(dataset, weak_transform, strong), cfg)

@@ -6,12 +6,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS_CFG = os.path.join(ROOT, 'configs', 'pretext', 'simclr_digits.yml')
 
 
+def write_env(folder, data_root=None):
+    """An env file in `folder`: outputs under folder/results, datasets under data_root (folder/data), offline."""
+    path = folder / 'env.yml'
+    path.write_text(f'root_dir: {folder / "results"}\ndata_root: {data_root or folder / "data"}\ndownload: false\n')
+    return str(path)
+
+
 @pytest.fixture
 def env_file(tmp_path):
-    """An env file whose outputs go under tmp_path/results and datasets under tmp_path/data."""
-    path = tmp_path / 'env.yml'
-    path.write_text(f'root_dir: {tmp_path / "results"}\ndata_root: {tmp_path / "data"}\ndownload: false\n')
-    return str(path)
+    return write_env(tmp_path)
 
 
 def interrupt_on_call(monkeypatch, module, name, call):
@@ -27,6 +31,17 @@ def interrupt_on_call(monkeypatch, module, name, call):
 
     monkeypatch.setattr(module, name, interrupted)
     return lambda: monkeypatch.setattr(module, name, real)
+
+
+def interrupted_then_resumed(monkeypatch, stage, args, epoch=3):
+    """stage.main(args) stopped by Ctrl-C in its `epoch`-th epoch, then continued with --resume."""
+    import pytest
+    restore = interrupt_on_call(monkeypatch, stage, 'train_one_epoch', epoch)
+    with pytest.raises(SystemExit) as e:
+        stage.main(args)
+    assert e.value.code == 130
+    restore()
+    stage.main(args + ['--resume'])
 
 
 def tiny_digits_args(env_file, *extra):

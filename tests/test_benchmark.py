@@ -21,7 +21,7 @@ def test_tiny_profile(tmp_path, monkeypatch):
     argv = ['--profile', 'tiny', '--seeds', '2', '--out', str(tmp_path / 'runs'), '--results', str(tmp_path),
             '--readme', str(readme)]
     table = accuracy.main(argv)
-    for method in ('scan', 'nnm', 'kmeans_pixels', 'kmeans_pretext'):
+    for method in ('scan', 'nnm', 'nnm+selflabel', 'kmeans_pixels', 'kmeans_pretext'):
         assert table[method]['acc'][2] == 2 and 0 < table[method]['acc'][0] <= 1
     saved = json.load(open(tmp_path / 'tiny.json'))
     accs = [s['nnm']['acc'] for s in saved['seeds']]
@@ -36,7 +36,8 @@ def test_tiny_profile(tmp_path, monkeypatch):
 
     monkeypatch.setattr(accuracy.simclr, 'main', no_rerun)
     monkeypatch.setattr(accuracy.scan, 'main', no_rerun)
+    monkeypatch.setattr(accuracy.selflabel, 'main', no_rerun)
     assert accuracy.main(argv) == table
-    os.remove(tmp_path / 'runs' / 'tiny' / 'seed2' / 'results.json')  # interrupted after the stages: read back
+    os.remove(tmp_path / 'runs' / 'tiny' / 'seed2' / 'kmeans.json')  # interrupted before the baselines
     without_times = lambda t: {m: {k: v for k, v in row.items() if k != 'seconds'} for m, row in t.items()}  # noqa: E731
     assert without_times(accuracy.main(argv)) == without_times(table)  # only k-means reran

@@ -8,9 +8,9 @@ from conftest import ROOT
 from data.transforms import train_transform, val_transform
 from models import get_backbone
 from utils.config import base_parser, load_config, parse_args
-from utils.schema import CLUSTERING, ENV, PRETEXT
+from utils.schema import CLUSTERING, ENV, PRETEXT, SELFLABEL
 
-STAGES = {'pretext': PRETEXT, 'scan': CLUSTERING}
+STAGES = {'pretext': PRETEXT, 'scan': CLUSTERING, 'selflabel': SELFLABEL}
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', '*', '*.yml')))
 
 

@@ -9,7 +9,7 @@ import torch
 
 import scan
 import simclr
-from conftest import ROOT, interrupt_on_call, tiny_digits_args
+from conftest import ROOT, interrupted_then_resumed, tiny_digits_args, write_env
 
 TINY = ['epochs=2', 'batch_size=64', 'train_subset=256', 'val_subset=256', 'backbone_kwargs.widths=[8, 16, 16, 16]',
         'num_heads=2']
@@ -19,9 +19,8 @@ TINY = ['epochs=2', 'batch_size=64', 'train_subset=256', 'val_subset=256', 'back
 def pretext(tmp_path_factory):
     """One tiny pretext run, copied into each test's root_dir."""
     root = tmp_path_factory.mktemp('pretext')
-    env = root / 'env.yml'
-    env.write_text(f'root_dir: {root / "results"}\ndata_root: {root}\ndownload: false\n')
-    simclr.main(tiny_digits_args(str(env), 'epochs=1'))
+    env = write_env(root, data_root=root)
+    simclr.main(tiny_digits_args(env, 'epochs=1'))
     return root / 'results' / 'digits' / 'pretext'
 
 
@@ -65,11 +64,7 @@ def test_resume_after_interruption_matches(env_file, run_root, tmp_path, monkeyp
     scan.main(args + [f'root_dir={tmp_path}/full'])
     reference = torch.load(tmp_path / 'full' / 'digits' / 'scan' / 'checkpoint.pth.tar', weights_only=True)
 
-    restore = interrupt_on_call(monkeypatch, scan, 'train_one_epoch', 3)
-    with pytest.raises(SystemExit):
-        scan.main(args)
-    restore()
-    scan.main(args + ['--resume'])
+    interrupted_then_resumed(monkeypatch, scan, args)
     resumed = torch.load(run_root / 'scan' / 'checkpoint.pth.tar', weights_only=True)
     assert all(torch.equal(reference['model'][k], resumed['model'][k]) for k in reference['model'])
     assert torch.equal(reference['global_probs'], resumed['global_probs'])

@@ -62,3 +62,22 @@ def global_neighbor_probs(prediction):
     """NNM's dataset-level neighbours from an in-order pass: G[h, i] = probabilities of i's nearest other
     sample (backbone features, L2) under head h. Returns [H, N, C]."""
     return prediction['probs'][:, nearest_other(prediction['features'])]
+
+
+def check_classes(cfg, dataset):
+    if dataset.has_labels and dataset.classes:
+        n = len(dataset.classes)
+        if cfg.num_classes < n or (cfg.num_classes > n and not cfg.overclustering):
+            raise UserError(f'num_classes is {cfg.num_classes} but {cfg.train_db_name} has {n} classes; '
+                            f'set num_classes={n} (or overclustering=true for more clusters than classes)')
+
+
+def single_head_state(state, head):
+    """A clustering state_dict with H heads -> backbone + that head as cluster_head.0 (self-labelling, eval)."""
+    prefix = f'cluster_head.{head}.'
+    if not any(k.startswith(prefix) for k in state):
+        heads = sorted({k.split('.')[1] for k in state if k.startswith('cluster_head.')})
+        raise UserError(f'the model has no head {head} (heads: {", ".join(heads) or "none"})')
+    out = {k: v for k, v in state.items() if k.startswith('backbone.')}
+    out.update({'cluster_head.0.' + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    return out

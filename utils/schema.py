@@ -79,6 +79,23 @@ CLUSTERING = {
     'scan_folder': 'scan',                # <root_dir>/<name>/<scan_folder>/: keep SCAN and NNM runs side by side
 }
 
+SELFLABEL = {
+    **COMMON,
+    'setup': Key('selflabel', str, ('selflabel',)),
+    'num_classes': Key(REQUIRED, int),
+    'overclustering': False,
+    'num_heads': Key(1, int, (1,)),        # SCAN's configs name it: self-labelling trains one head
+    'confidence_threshold': 0.99,
+    'criterion_kwargs': {'apply_class_balancing': True},
+    'augmentation_strategy': Key('ours', str, ('simclr', 'ours')),
+    'augmentation_kwargs': Key(REQUIRED, dict),
+    'augment_on_device': False,
+    'use_ema': False,
+    'ema_alpha': 0.999,
+    'scan_folder': 'scan',                # where the clustering model is read from
+    'selflabel_folder': 'selflabel',      # <root_dir>/<name>/<selflabel_folder>/
+}
+
 # keys that may change between an interrupted run and its resumption
 RESUME_MAY_DIFFER = ('root_dir', 'data_root', 'download', 'device', 'gpus', 'num_workers')
 

@@ -3,9 +3,10 @@ import os
 import sys
 
 from utils.checkpoint import atomic_save, load_file
-from utils.config import save_config, to_plain
+from utils.common import get_device, seed_all
+from utils.config import load_config, save_config, to_plain
 from utils.errors import UserError, one_line
-from utils.schema import RESUME_MAY_DIFFER
+from utils.schema import ENV, RESUME_MAY_DIFFER, add_paths
 
 
 def run_cli(main_fn):
@@ -19,6 +20,14 @@ def run_cli(main_fn):
         print('interrupted; the last finished epoch is in checkpoint.pth.tar (continue with --resume)',
               file=sys.stderr)
         raise SystemExit(130)
+
+
+def prepare(args, schema):
+    """The first lines of every stage: the resolved config (with SCAN's paths), the device, the seed."""
+    cfg = add_paths(load_config(args, ENV, schema))
+    device = get_device(cfg)
+    seed_all(cfg.seed)
+    return cfg, device
 
 
 def config_for_checkpoint(cfg, schema):

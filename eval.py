@@ -1,0 +1,221 @@
+"""Evaluate a pretext, clustering or self-label model, ours or downloaded from SCAN / NNM.
+
+    python eval.py --config_exp configs/scan/scan_cifar10.yml --model results/cifar-10/scan/model.pth.tar \
+        [--visualize_prototypes] [--predict PATH_OR_FOLDER]
+
+Clustering models: ACC, NMI, ARI, top-5 after Hungarian matching (majority-vote accuracy when there
+are more clusters than classes), a row-normalised confusion matrix, optionally a grid of each
+cluster's prototype images, and with --predict a CSV row per image. Pretext models: top-1/5/20
+neighbour accuracy and weighted-kNN accuracy. Outputs go next to the model (--output to change).
+"""
+import csv
+import json
+import os
+
+import numpy as np
+import torch
+
+from data import get_dataset
+from data.base import IMAGE_EXTENSIONS, FileDataset
+from data.loaders import eval_loader
+from data.transforms import val_transform
+from models import ClusteringModel, ContrastiveModel, get_backbone
+from utils.checkpoint import atomic_write_text, load_file, load_weights, strip_prefixes
+from utils.clustering import check_classes, predict, single_head_state
+from utils.config import base_parser, parse_args, read_yaml
+from utils.errors import UserError
+from utils.features import extract_features, knn_accuracy
+from utils.metrics import cluster_metrics, contingency, hungarian_mapping
+from utils.neighbors import mine_neighbors, neighbor_accuracy
+from utils.plots import save_confusion_matrix, save_prototype_grid
+from utils.schema import CLUSTERING, PRETEXT, SELFLABEL
+from utils.stage import prepare, run_cli
+
+SCHEMAS = {'simclr': PRETEXT, 'scan': CLUSTERING, 'nnm': CLUSTERING, 'selflabel': SELFLABEL}
+
+
+def detect(obj, path):
+    """What a checkpoint file holds: ('pretext' | 'clustering', state_dict, head).
+
+    Layouts (SPEC section 4): a bare state_dict (pretext; self-label with one head), {'model', 'head'}
+    (clustering), and resume files {'model', 'optimizer', 'epoch', ...} with optional 'module.' prefixes
+    and a head under 'head' or NNM's 'best_loss_head'.
+    """
+    if not isinstance(obj, dict):
+        raise UserError(f'{path} holds a {type(obj).__name__}, not a model')
+    state, head = obj, None
+    if isinstance(obj.get('model'), dict):
+        state = obj['model']
+        for key in ('head', 'best_loss_head'):
+            if obj.get(key) is not None:
+                head = int(obj[key])
+                break
+    state = strip_prefixes(state)
+    if any(k.startswith('cluster_head.') for k in state):
+        heads = {k.split('.')[1] for k in state if k.startswith('cluster_head.')}
+        if head is None:
+            if len(heads) > 1:
+                print(f'note: {path} names no selected head; evaluating head 0 of {len(heads)}')
+            head = 0
+        return 'clustering', state, head
+    if any(k.startswith('contrastive_head.') for k in state):
+        return 'pretext', state, None
+    raise UserError(f'{path} is neither a pretext model (contrastive_head.*) nor a clustering model '
+                    f'(cluster_head.*); its first keys: {", ".join(list(state)[:3])}')
+
+
+def config_schema(paths):
+    setup = None
+    for path in paths:
+        setup = read_yaml(path, 'experiment').get('setup', setup)
+    if setup not in SCHEMAS:
+        raise UserError(f"the experiment config's setup '{setup}' is not one of {', '.join(SCHEMAS)}")
+    return SCHEMAS[setup]
+
+
+def contrastive_model(cfg, state):
+    """Rebuild the projection head from the file itself (mlp or linear, its output size)."""
+    if 'contrastive_head.2.weight' in state:
+        kwargs = {'head': 'mlp', 'features_dim': state['contrastive_head.2.weight'].shape[0]}
+    else:
+        kwargs = {'head': 'linear', 'features_dim': state['contrastive_head.weight'].shape[0]}
+    return ContrastiveModel(get_backbone(cfg), **kwargs)
+
+
+def evaluate_pretext(cfg, model, device, out_dir):
+    evaluation = val_transform(cfg.transformation_kwargs)
+    fp = 'backbone' if cfg.get('mining_features') == 'backbone' else 'default'
+    train_feats, train_targets = extract_features(model, eval_loader(get_dataset(cfg, 'train', evaluation), cfg),
+                                                  device, fp)
+    val_set = get_dataset(cfg, 'val', evaluation)
+    val_feats, val_targets = extract_features(model, eval_loader(val_set, cfg), device, fp)
+    if not val_set.has_labels:
+        raise UserError('pretext evaluation reports neighbour and kNN accuracy, which need labels; '
+                        f'{cfg.val_db_name} has none')
+    indices = mine_neighbors(val_feats, 20, device=device)
+    result = {f'top{k}_neighbor_acc': neighbor_accuracy(indices[:, :k + 1], val_targets) for k in (1, 5, 20)}
+    same = cfg.train_db_name == cfg.val_db_name and cfg.train_split == cfg.val_split
+    k, t = cfg.get('knn_k', 100), cfg.get('knn_temperature', 0.1)
+    result[f'knn{k}_acc'] = knn_accuracy(train_feats, train_targets, val_feats, val_targets, k, t, exclude_self=same)
+    return result
+
+
+def prototypes(pred, probs, val_set, k):
+    """Per cluster: among its most confident samples, the k nearest to their mean backbone feature."""
+    confidence, assigned = probs.max(1)
+    rows = []
+    for c in range(probs.shape[1]):
+        members = torch.nonzero(assigned == c).flatten()
+        if len(members) == 0:
+            rows.append([])
+            continue
+        confident = members[confidence[members].argsort(descending=True)[:max(k, len(members) // 10)]]
+        feats = pred['features'][confident]
+        order = (feats - feats.mean(0)).norm(dim=1).argsort()[:k]
+        rows.append([val_set.get_image(int(i)) for i in confident[order]])
+    return rows
+
+
+def evaluate_clustering(cfg, model, device, out_dir, args):
+    val_set = get_dataset(cfg, 'val', val_transform(cfg.transformation_kwargs))
+    check_classes(cfg, val_set)
+    pred = predict(model, eval_loader(val_set, cfg), device)
+    probs = pred['probs'][0]
+    clusters = probs.argmax(1).numpy()
+    sizes = np.bincount(clusters, minlength=probs.shape[1])
+    result, mapping = {'cluster_sizes': sizes.tolist()}, None
+    names = [f'cluster {c}' for c in range(probs.shape[1])]
+    if val_set.has_labels:
+        num_classes = len(val_set.classes)
+        result.update(cluster_metrics(clusters, pred['targets'], probs.numpy(), num_classes))
+        mapping = hungarian_mapping(clusters, pred['targets'], probs.shape[1], num_classes)
+        names = [f'{c}: {val_set.classes[m]}' if m >= 0 else f'{c}: (unmatched)' for c, m in enumerate(mapping)]
+        matched = np.where(mapping[clusters] >= 0, mapping[clusters], num_classes)
+        counts = contingency(pred['targets'], matched, num_classes, num_classes + 1)[:, :num_classes]
+        save_confusion_matrix(counts, val_set.classes, os.path.join(out_dir, 'confusion_matrix.png'))
+    else:
+        print('the val split has no labels: metrics need labels; writing cluster sizes (and prototypes)')
+    if args.visualize_prototypes:
+        save_prototype_grid(prototypes(pred, probs, val_set, args.prototypes), names,
+                            os.path.join(out_dir, 'prototypes.png'))
+    if args.predict_paths:
+        result['predictions'] = predict_files(cfg, model, device, args.predict_paths, mapping, val_set.classes,
+                                              out_dir)
+    return result
+
+
+def prediction_paths(target):
+    """The images to predict: `target` itself, or every image under the folder (recursively)."""
+    if os.path.isdir(target):
+        paths = sorted(os.path.join(d, f) for d, _, files in os.walk(target) for f in files
+                       if f.lower().endswith(IMAGE_EXTENSIONS))
+    elif os.path.isfile(target):
+        paths = [target]
+    else:
+        raise UserError(f'--predict: no such file or folder: {target}')
+    if not paths:
+        raise UserError(f'--predict: no images ({", ".join(IMAGE_EXTENSIONS)}) under {target}')
+    return paths
+
+
+def predict_files(cfg, model, device, paths, mapping, classes, out_dir):
+    """One CSV row per image: path, cluster, matched class (when the val split has labels), confidence."""
+    files = FileDataset(paths, [-1] * len(paths), [], cfg.channels, val_transform(cfg.transformation_kwargs))
+    probs = predict(model, eval_loader(files, cfg), device)['probs'][0]
+    confidence, cluster = probs.max(1)
+    lines = [['path', 'cluster', 'class', 'confidence']]
+    for path, c, p in zip(paths, cluster.tolist(), confidence.tolist()):
+        cls = classes[mapping[c]] if mapping is not None and mapping[c] >= 0 else ''
+        lines.append([path, c, cls, f'{p:.4f}'])
+    out = os.path.join(out_dir, 'predictions.csv')
+    with open(out + '.tmp', 'w', newline='') as f:
+        csv.writer(f).writerows(lines)
+    os.replace(out + '.tmp', out)
+    return out
+
+
+def main(argv=None):
+    parser = base_parser('Evaluate a pretext, clustering or self-label model.', resume=False)
+    parser.add_argument('--model', required=True, help='model.pth.tar or checkpoint.pth.tar (ours, SCAN, NNM)')
+    parser.add_argument('--visualize_prototypes', action='store_true', help='write prototypes.png')
+    parser.add_argument('--prototypes', type=int, default=5, help='prototype images per cluster')
+    parser.add_argument('--predict', default=None, help='an image or a folder of images to assign to clusters')
+    parser.add_argument('--output', default=None, help='folder for the outputs (default: the model\'s folder)')
+    args = parse_args(parser, argv)
+    return run_cli(lambda: run(args))
+
+
+def run(args):
+    schema = config_schema(args.config_exp)
+    cfg, device = prepare(args, schema)
+    kind, state, head = detect(load_file(args.model, 'model'), args.model)
+    args.predict_paths = prediction_paths(args.predict) if args.predict else None  # checked before writing
+    out_dir = args.output or os.path.dirname(os.path.abspath(args.model))
+    os.makedirs(out_dir, exist_ok=True)
+    if kind == 'pretext':
+        model = contrastive_model(cfg, state)
+        load_weights(model, state, f'pretext model {args.model}')
+        result = evaluate_pretext(cfg, model.to(device), device, out_dir)
+    else:
+        if cfg.get('num_classes') is None:
+            raise UserError('num_classes is not set in the config; set it to the model\'s cluster count')
+        model = ClusteringModel(get_backbone(cfg), cfg.num_classes, 1)
+        load_weights(model, single_head_state(state, head), f'clustering model {args.model}')
+        result = {'head': head, **evaluate_clustering(cfg, model.to(device), device, out_dir, args)}
+    result = {'model': os.path.abspath(args.model), 'kind': kind, 'dataset': cfg.val_db_name, **result}
+    atomic_write_text(os.path.join(out_dir, 'eval.json'), json.dumps(result, indent=2) + '\n')
+    print_table(result)
+    return result
+
+
+def print_table(result):
+    rows = [(k, v) for k, v in result.items() if isinstance(v, float)]
+    print(f"{result['kind']} model, {result['dataset']}:")
+    for k, v in rows:
+        print(f'  {k:<20} {v:.4f}')
+    if 'cluster_sizes' in result:
+        print(f"  cluster sizes        {result['cluster_sizes']}")
+
+
+if __name__ == '__main__':
+    main()

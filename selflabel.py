@@ -1,0 +1,135 @@
+"""Self-labelling stage: fine-tune the best clustering head on its own confident predictions.
+
+    python selflabel.py --config_env configs/env.yml --config_exp configs/selflabel/selflabel_cifar10.yml
+
+Reads <root_dir>/<name>/scan/model.pth.tar ({'model', 'head'}; `scan_folder` picks another folder),
+copies the selected head to cluster_head.0, and trains with the confidence-thresholded, class-balanced
+cross-entropy of strong views against weak-view pseudo-labels. Writes <root_dir>/<name>/selflabel/:
+config.yml, log.jsonl, training_curve.png, checkpoint.pth.tar (--resume), model.pth.tar (SCAN's
+layout: a bare state_dict with cluster_head.0; the EMA weights with use_ema) and metrics.json.
+"""
+import os
+import time
+import warnings
+
+import torch
+
+from data import get_dataset
+from data.loaders import eval_loader, weak_strong_batches
+from data.transforms import val_transform
+from losses.selflabel import ConfidenceBasedCE
+from models import get_clustering_model
+from utils.checkpoint import atomic_save, load_file, load_weights
+from utils.clustering import check_classes, predict, single_head_state
+from utils.common import seed_all
+from utils.config import base_parser, parse_args
+from utils.ema import EMA
+from utils.errors import UserError
+from utils.logger import RunLog, progress, write_json
+from utils.metrics import cluster_metrics
+from utils.optim import get_optimizer, lr_at, optimizer_step, set_lr
+from utils.schema import SELFLABEL
+from utils.stage import prepare, run_cli, save_checkpoint, start_run
+
+
+def train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device, ema):
+    model.train()
+    total, trained, confident, seen, steps = 0.0, 0, 0, 0, len(batches)
+    for step, batch in enumerate(progress(batches, steps, f'epoch {epoch + 1}/{cfg.epochs}')):
+        set_lr(optimizer, lr_at(cfg, epoch + step / steps))
+        weak = batch['image'].to(device, non_blocking=True)
+        strong = batch['image_augmented'].to(device, non_blocking=True)
+        with torch.no_grad():
+            weak_logits = model(weak)[0]
+        out = criterion(weak_logits, model(strong)[0])
+        seen, confident = seen + len(weak), confident + out['confident']
+        if out['loss'] is None:  # no confident sample in this batch: nothing to learn from it
+            continue
+        optimizer_step(optimizer, out['loss'], epoch)
+        if ema is not None:
+            ema.update(model)
+        total, trained = total + out['loss'].item(), trained + 1
+    if trained == 0:
+        warnings.warn(f'epoch {epoch + 1}: no sample above confidence_threshold {cfg.confidence_threshold}; '
+                      'nothing was trained (lower the threshold or train the clustering stage longer)')
+    return {'loss': total / trained if trained else None, 'confident_share': round(confident / max(seen, 1), 5),
+            'skipped_batches': steps - trained}
+
+
+def evaluate(model, cfg, device, val_set):
+    pred = predict(model, eval_loader(val_set, cfg), device)
+    probs = pred['probs'][0]
+    report = {'cluster_sizes': sorted(torch.bincount(probs.argmax(1), minlength=cfg.num_classes).tolist(),
+                                      reverse=True)}
+    if val_set.has_labels:
+        m = cluster_metrics(probs.argmax(1).numpy(), pred['targets'], probs.numpy(), cfg.num_classes)
+        report.update({k: round(m[k], 5) for k in ('acc', 'nmi', 'ari')})
+    return report
+
+
+def load_clustering_model(model, path):
+    """SCAN's / our scan/model.pth.tar: {'model': state_dict with H heads, 'head': int} -> one head."""
+    if not os.path.isfile(path):
+        raise UserError(f'clustering model not found: {path}; run scan.py first (same env file, name and scan_folder)')
+    state = load_file(path, 'clustering model')
+    if not isinstance(state, dict) or 'model' not in state or 'head' not in state:
+        raise UserError(f"{path} is not a clustering model ({{'model', 'head'}}); point scan_folder at scan.py's output")
+    head = int(state['head'])
+    load_weights(model, single_head_state(state['model'], head), f'clustering model {path}')
+    return head
+
+
+def main(argv=None):
+    args = parse_args(base_parser('Self-labelling stage.'), argv)
+    return run_cli(lambda: run(args))
+
+
+def run(args):
+    t_start = time.time()
+    cfg, device = prepare(args, SELFLABEL)
+    evaluation = val_transform(cfg.transformation_kwargs)
+    train_set = get_dataset(cfg, 'train')
+    val_set = get_dataset(cfg, 'val', evaluation)
+    check_classes(cfg, train_set)
+    model = get_clustering_model(cfg).to(device)
+    head = load_clustering_model(model, cfg.scan_model)
+    state = start_run(cfg.selflabel_dir, cfg, SELFLABEL, cfg.selflabel_checkpoint, args.resume)
+
+    criterion = ConfidenceBasedCE(cfg.confidence_threshold, **cfg.criterion_kwargs)
+    optimizer = get_optimizer(cfg, model.parameters())
+    ema = EMA(model, cfg.ema_alpha) if cfg.use_ema else None
+    start_epoch = 0
+    if state is not None:
+        load_weights(model, state['model'], 'checkpoint')
+        optimizer.load_state_dict(state['optimizer'])
+        if ema is not None:
+            load_weights(ema.shadow, state['ema'], 'checkpoint (EMA)')
+        start_epoch = state['epoch']
+        print(f'resuming {cfg.selflabel_checkpoint} at epoch {start_epoch + 1}/{cfg.epochs}')
+    print(f'selflabel: head {head} of {cfg.scan_model}, {len(train_set)} train images, {cfg.epochs} epochs, '
+          f'threshold {cfg.confidence_threshold}, device {device}')
+    batches = weak_strong_batches(train_set, cfg, device, evaluation)
+    final = ema.shadow if ema is not None else model
+    log = RunLog(cfg.selflabel_dir)
+    report = evaluate(final, cfg, device, val_set) if start_epoch == cfg.epochs else {}
+    for epoch in range(start_epoch, cfg.epochs):
+        seed_all(cfg.seed, epoch)
+        t0 = time.time()
+        record = {'epoch': epoch + 1, **train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device, ema)}
+        report = evaluate(final, cfg, device, val_set)
+        record.update(report, seconds=round(time.time() - t0, 2))
+        save_checkpoint(cfg.selflabel_checkpoint, cfg, SELFLABEL, model=model.state_dict(),
+                        optimizer=optimizer.state_dict(), epoch=epoch + 1,
+                        ema=ema.shadow.state_dict() if ema is not None else None)
+        atomic_save(final.state_dict(), cfg.selflabel_model)
+        log.log(record)
+    log.plot(os.path.join(cfg.selflabel_dir, 'training_curve.png'), ['loss', 'confident_share', 'acc'])
+    result = {**{k: report.get(k) for k in ('acc', 'nmi', 'ari')}, 'head': 0,
+              'seconds': round(time.time() - t_start, 1)}
+    write_json(os.path.join(cfg.selflabel_dir, 'metrics.json'), result)
+    print('self-label: ' + ', '.join(f'{k} {v:.4f}' for k, v in result.items() if k in ('acc', 'nmi', 'ari') and v is not None))
+    return result
+
+
+if __name__ == '__main__':
+    main()

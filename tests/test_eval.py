@@ -1,0 +1,148 @@
+"""eval.py on the checkpoint layouts users download from SCAN and NNM, plots, unlabelled data, --predict."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from easydict import EasyDict
+from PIL import Image
+
+import eval as evaluate
+from conftest import ROOT
+from data.transforms import val_transform
+from models import get_clustering_model, get_contrastive_model
+from utils.plots import confusion_figure_size, prototype_grid_size
+
+SCAN_CFG = os.path.join(ROOT, 'configs', 'scan', 'scan_digits.yml')
+PRETEXT_CFG = os.path.join(ROOT, 'configs', 'pretext', 'simclr_digits.yml')
+TINY = ['val_subset=120', 'backbone_kwargs.widths=[8, 16, 16, 16]', 'batch_size=64']
+MODEL_CFG = EasyDict(backbone='small_cnn', train_db_name='digits', channels=1, num_classes=10, num_heads=3,
+                     backbone_kwargs={'widths': [8, 16, 16, 16], 'pools': [False, True, False, True]},
+                     model_kwargs={'head': 'mlp', 'features_dim': 64})
+
+
+@pytest.fixture(scope='module')
+def source():
+    torch.manual_seed(0)
+    model = get_clustering_model(MODEL_CFG).eval()
+    for p in model.cluster_head.parameters():  # spread the logits so predictions differ per head
+        p.data.mul_(20)
+    return model
+
+
+@pytest.fixture
+def images(tmp_path):
+    from sklearn.datasets import load_digits
+    folder = tmp_path / 'new' / 'sub'
+    folder.mkdir(parents=True)
+    digits = load_digits()
+    for i in range(12):
+        Image.fromarray(np.round(digits.images[i] * 255 / 16).astype(np.uint8), 'L').save(folder / f'{i:02d}.png')
+    return tmp_path / 'new'
+
+
+def expected_clusters(model, head, folder):
+    transform = val_transform({'crop_size': 8, 'normalize': {'mean': [0.33], 'std': [0.38]}})
+    paths = sorted(str(p) for p in folder.rglob('*.png'))
+    x = torch.stack([transform(Image.open(p)) for p in paths])
+    with torch.no_grad():
+        return paths, model(x)[head].argmax(1).tolist()
+
+
+def layouts(model, head):
+    state = model.state_dict()
+    module = {'module.' + k: v for k, v in state.items()}
+    single = {k.replace(f'cluster_head.{head}.', 'cluster_head.0.'): v for k, v in state.items()
+              if k.startswith('backbone.') or k.startswith(f'cluster_head.{head}.')}
+    return {
+        'scan_model': {'model': state, 'head': np.int64(head)},
+        'scan_checkpoint': {'optimizer': {'state': {}, 'param_groups': []}, 'model': module, 'head': np.int64(head),
+                            'epoch': 7, 'best_loss': np.float64(-1.5), 'best_loss_head': np.int64(head)},
+        'nnm_checkpoint': {'optimizer': {}, 'model': module, 'epoch': 7, 'best_acc': 0.5, 'best_loss': -1.5,
+                           'best_loss_head': head, 'clustering_results': [torch.rand(4, 10) for _ in range(3)]},
+        'selflabel_model': single,
+    }
+
+
+@pytest.mark.parametrize('layout', ['scan_model', 'scan_checkpoint', 'nnm_checkpoint', 'selflabel_model'])
+def test_downloaded_layouts_predict_like_the_source_model(tmp_path, env_file, source, images, layout):
+    head = 2
+    path = tmp_path / f'{layout}.pth.tar'
+    torch.save(layouts(source, head)[layout], path)
+    result = evaluate.main(['--config_env', env_file, '--config_exp', SCAN_CFG, '--model', str(path),
+                            '--predict', str(images), *TINY])
+    assert result['kind'] == 'clustering' and result['head'] == (0 if layout == 'selflabel_model' else head)
+    paths, clusters = expected_clusters(source, head, images)
+    rows = list(csv.DictReader(open(tmp_path / 'predictions.csv')))
+    assert [r['path'] for r in rows] == paths and [int(r['cluster']) for r in rows] == clusters
+    assert all(0 < float(r['confidence']) <= 1 for r in rows) and all(r['class'] for r in rows)
+    saved = json.load(open(tmp_path / 'eval.json'))
+    assert set(saved) >= {'acc', 'nmi', 'ari', 'top5', 'cluster_sizes'} and sum(saved['cluster_sizes']) == 120
+
+
+def test_plots_are_valid_pngs_of_the_expected_size(tmp_path, env_file, source):
+    path = tmp_path / 'model.pth.tar'
+    torch.save({'model': source.state_dict(), 'head': 1}, path)
+    evaluate.main(['--config_env', env_file, '--config_exp', SCAN_CFG, '--model', str(path),
+                   '--visualize_prototypes', '--prototypes', '3', *TINY])
+    cm = Image.open(tmp_path / 'confusion_matrix.png')
+    cm.verify()
+    assert Image.open(tmp_path / 'confusion_matrix.png').size == tuple(round(s * 100) for s in confusion_figure_size(10))
+    grid = Image.open(tmp_path / 'prototypes.png')
+    assert grid.size == prototype_grid_size(10, 3) and grid.mode == 'RGB'
+
+
+def test_unlabelled_val_split_writes_prototypes_and_sizes(tmp_path, env_file, source, images, capsys):
+    path = tmp_path / 'model.pth.tar'
+    torch.save({'model': source.state_dict(), 'head': 0}, path)
+    result = evaluate.main(['--config_env', env_file, '--config_exp', SCAN_CFG, '--model', str(path),
+                            '--visualize_prototypes', 'val_db_name=image_folder', f'data_root={images}',
+                            'val_split=sub', 'val_subset=null', *TINY[1:]])
+    assert 'metrics need labels' in capsys.readouterr().out
+    assert 'acc' not in result and sum(result['cluster_sizes']) == 12
+    assert (tmp_path / 'prototypes.png').is_file() and not (tmp_path / 'confusion_matrix.png').exists()
+
+
+def test_pretext_model_reports_neighbour_and_knn_accuracy(tmp_path, env_file):
+    torch.manual_seed(0)
+    path = tmp_path / 'pretext.pth.tar'
+    torch.save(get_contrastive_model(MODEL_CFG).state_dict(), path)  # SCAN's bare layout
+    result = evaluate.main(['--config_env', env_file, '--config_exp', PRETEXT_CFG, '--model', str(path),
+                            'train_subset=200', *TINY])
+    assert result['kind'] == 'pretext'
+    assert set(result) >= {'top1_neighbor_acc', 'top5_neighbor_acc', 'top20_neighbor_acc', 'knn100_acc'}
+    assert all(0 <= result[k] <= 1 for k in ('top1_neighbor_acc', 'knn100_acc'))
+
+
+class _CreatesFile:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def test_bad_files_are_one_line_errors(tmp_path, env_file, capsys, source, images):
+    def run(path, *extra):
+        with pytest.raises(SystemExit) as e:
+            evaluate.main(['--config_env', env_file, '--config_exp', SCAN_CFG, '--model', str(path), *TINY, *extra])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.count('\n') == 1
+        return err
+
+    target = tmp_path / 'created'
+    evil = tmp_path / 'evil.pth.tar'
+    torch.save({'model': source.state_dict(), 'head': 0, 'x': _CreatesFile(str(target))}, evil)
+    assert 'refusing to load' in run(evil) and not target.exists()
+    other = tmp_path / 'five.pth.tar'
+    torch.save({'model': get_clustering_model(EasyDict({**MODEL_CFG, 'num_classes': 5})).state_dict(), 'head': 0},
+               other)
+    assert 'does not fit this model' in run(other)
+    good = tmp_path / 'good.pth.tar'
+    torch.save({'model': source.state_dict(), 'head': 0}, good)
+    assert 'no such file or folder' in run(good, '--predict', str(tmp_path / 'none'))
+    assert not (tmp_path / 'eval.json').exists() and not (tmp_path / 'confusion_matrix.png').exists()
+    torch.save({'weights': torch.zeros(2)}, tmp_path / 'odd.pth.tar')
+    assert 'neither a pretext model' in run(tmp_path / 'odd.pth.tar')

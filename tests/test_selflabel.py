@@ -1,0 +1,121 @@
+"""Self-labelling: the loss against a reference, EMA, and selflabel.py main() on tiny data."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+
+import scan
+import selflabel
+import simclr
+from conftest import ROOT, interrupted_then_resumed, tiny_digits_args, write_env
+from losses.selflabel import ConfidenceBasedCE
+from utils.ema import EMA
+
+
+def reference(weak, strong, threshold, balance):
+    probs = weak.softmax(1)
+    rows = [i for i in range(len(weak)) if probs[i].max() > threshold]
+    if not rows:
+        return None
+    targets = [int(probs[i].argmax()) for i in rows]
+    weights = [len(rows) / targets.count(t) if balance else 1.0 for t in targets]
+    losses = [-float(strong[i].log_softmax(0)[t]) for i, t in zip(rows, targets)]
+    return sum(w * l for w, l in zip(weights, losses)) / sum(weights)
+
+
+@pytest.mark.parametrize('balance', [True, False])
+def test_confidence_loss_matches_reference(balance):
+    torch.manual_seed(0)
+    weak = torch.randn(40, 4, dtype=torch.float64) * 4
+    strong = torch.randn(40, 4, dtype=torch.float64)
+    out = ConfidenceBasedCE(0.9, balance)(weak, strong)
+    expected = reference(weak, strong, 0.9, balance)
+    assert out['confident'] == int((weak.softmax(1).max(1).values > 0.9).sum()) > 3
+    assert out['loss'].item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_class_balancing_weights_rare_classes_up():
+    weak = torch.tensor([[10.0, 0], [10.0, 0], [10.0, 0], [0, 10.0]])
+    strong = torch.tensor([[0.0, 1], [0.0, 1], [0.0, 1], [1.0, 0]])  # all wrong, equally
+    ce = -torch.log_softmax(torch.tensor([0.0, 1]), 0)[0].item()
+    # weights 4/3 for the three class-0 samples, 4/1 for the single class-1 sample: weighted mean = ce
+    assert ConfidenceBasedCE(0.99, True)(weak, strong)['loss'].item() == pytest.approx(ce)
+
+
+def test_empty_mask_gives_no_loss():
+    out = ConfidenceBasedCE(0.99)(torch.zeros(5, 3), torch.randn(5, 3))
+    assert out == {'loss': None, 'confident': 0}
+
+
+def test_ema_update_and_buffers():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = EMA(model, decay=0.9)
+    before = ema.shadow[0].weight.clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    model.train()(torch.randn(8, 3))  # changes the BatchNorm running statistics
+    ema.update(model)
+    assert torch.allclose(ema.shadow[0].weight, 0.9 * before + 0.1 * model[0].weight)
+    assert torch.equal(ema.shadow[1].running_mean, model[1].running_mean)
+    assert not ema.shadow[0].weight.requires_grad
+
+
+TINY = ['epochs=2', 'batch_size=64', 'train_subset=256', 'val_subset=256', 'backbone_kwargs.widths=[8, 16, 16, 16]']
+
+
+@pytest.fixture(scope='module')
+def clustered(tmp_path_factory):
+    """Tiny pretext + NNM runs whose folders each test copies."""
+    root = tmp_path_factory.mktemp('clustered')
+    env = write_env(root, data_root=root)
+    simclr.main(tiny_digits_args(env, 'epochs=1'))
+    scan.main(['--config_env', env, '--config_exp', os.path.join(ROOT, 'configs', 'scan', 'nnm_digits.yml'),
+               *TINY, 'num_heads=2'])
+    return root / 'results' / 'digits'
+
+
+def selflabel_args(env_file, *extra):
+    return ['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'selflabel', 'selflabel_digits.yml'),
+            *TINY, *extra]
+
+
+@pytest.fixture
+def run_root(tmp_path, clustered):
+    shutil.copytree(clustered, tmp_path / 'results' / 'digits')
+    return tmp_path / 'results' / 'digits'
+
+
+def test_selflabel_runs_and_writes_scans_layout(env_file, run_root):
+    result = selflabel.main(selflabel_args(env_file, 'confidence_threshold=0.0', 'use_ema=true'))
+    out = run_root / 'selflabel'
+    assert set(result) == {'acc', 'nmi', 'ari', 'head', 'seconds'} and json.load(open(out / 'metrics.json')) == result
+    state = torch.load(out / 'model.pth.tar', weights_only=True)
+    assert 'cluster_head.0.weight' in state and not any(k.startswith('cluster_head.1') for k in state)
+    log = [json.loads(line) for line in open(out / 'log.jsonl')]
+    assert len(log) == 2 and 0 < log[0]['confident_share'] <= 1 and 'acc' in log[0]
+
+
+def test_no_confident_sample_skips_and_warns(env_file, run_root):
+    with pytest.warns(UserWarning, match='no sample above confidence_threshold'):
+        selflabel.main(selflabel_args(env_file, 'confidence_threshold=1.0', 'epochs=1'))
+    record = json.loads(open(run_root / 'selflabel' / 'log.jsonl').readline())
+    assert record['loss'] is None and record['confident_share'] == 0 and record['skipped_batches'] == 4
+
+
+def test_selflabel_resume_matches(env_file, run_root, tmp_path, monkeypatch):
+    args = selflabel_args(env_file, 'confidence_threshold=0.0', 'use_ema=true', 'epochs=3')
+    shutil.copytree(run_root, tmp_path / 'full' / 'digits')
+    selflabel.main(args + [f'root_dir={tmp_path}/full'])
+    reference_state = torch.load(tmp_path / 'full' / 'digits' / 'selflabel' / 'model.pth.tar', weights_only=True)
+    interrupted_then_resumed(monkeypatch, selflabel, args)
+    resumed = torch.load(run_root / 'selflabel' / 'model.pth.tar', weights_only=True)
+    assert all(torch.equal(reference_state[k], resumed[k]) for k in reference_state)
+
+
+def test_missing_clustering_model(env_file, run_root, capsys):
+    with pytest.raises(SystemExit) as e:
+        selflabel.main(selflabel_args(env_file, 'scan_folder=nowhere'))
+    assert e.value.code == 2 and 'run scan.py first' in capsys.readouterr().err
+    assert not (run_root / 'selflabel').exists()

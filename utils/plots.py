@@ -1,0 +1,63 @@
+"""The pictures eval.py writes: a row-normalised confusion matrix and a grid of cluster prototypes."""
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+
+def confusion_figure_size(num_classes):
+    """(width, height) in inches at 100 dpi."""
+    side = max(4.0, 0.45 * num_classes + 2.5)
+    return side + 1.0, side
+
+
+def save_confusion_matrix(counts, class_names, path, dpi=100):
+    """counts [classes, classes]: rows = true class, columns = the class each cluster was matched to.
+    Rows are normalised so each shows where one class went."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    rows = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=confusion_figure_size(len(class_names)), dpi=dpi)
+    im = ax.imshow(rows, cmap='Blues', vmin=0, vmax=1)
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
+    ax.set_yticks(ticks, class_names, fontsize=7)
+    ax.set_xlabel('predicted (matched cluster)')
+    ax.set_ylabel('true class')
+    if len(class_names) <= 20:
+        for i in range(len(class_names)):
+            for j in range(len(class_names)):
+                if rows[i, j] >= 0.01:
+                    ax.text(j, i, f'{rows[i, j]:.2f}', ha='center', va='center', fontsize=6,
+                            color='white' if rows[i, j] > 0.5 else 'black')
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    _save(fig, path, dpi)
+    plt.close(fig)
+
+
+def _save(fig, path, dpi):
+    tmp = path + '.tmp.png'
+    fig.savefig(tmp, dpi=dpi)  # no bbox='tight': the size stays what confusion_figure_size says
+    os.replace(tmp, path)
+
+
+def prototype_grid_size(rows, cols, cell=64, label_width=120):
+    return label_width + cols * cell, rows * cell
+
+
+def save_prototype_grid(images, labels, path, cell=64, label_width=120):
+    """images: one list of PIL images per cluster (row), labels: one text per row."""
+    cols = max((len(r) for r in images), default=1) or 1
+    width, height = prototype_grid_size(len(images), cols, cell, label_width)
+    canvas = Image.new('RGB', (width, height), 'white')
+    draw = ImageDraw.Draw(canvas)
+    for r, (row, label) in enumerate(zip(images, labels)):
+        draw.text((6, r * cell + cell // 2 - 6), str(label)[:18], fill='black')
+        for c, img in enumerate(row):
+            canvas.paste(img.convert('RGB').resize((cell - 4, cell - 4), Image.NEAREST),
+                         (label_width + c * cell + 2, r * cell + 2))
+    tmp = path + '.tmp.png'
+    canvas.save(tmp)
+    os.replace(tmp, path)
