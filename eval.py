@@ -6,7 +6,8 @@
 Clustering models: ACC, NMI, ARI, top-5 after Hungarian matching (majority-vote accuracy when there
 are more clusters than classes), a row-normalised confusion matrix, optionally a grid of each
 cluster's prototype images, and with --predict a CSV row per image. Pretext models: top-1/5/20
-neighbour accuracy and weighted-kNN accuracy. Outputs go next to the model (--output to change).
+neighbour accuracy, 1-NN and weighted-kNN accuracy (K = 30, 200 and the config's). Outputs go next to
+the model (--output to change).
 """
 import csv
 import json
@@ -31,7 +32,8 @@ from utils.plots import save_confusion_matrix, save_prototype_grid
 from utils.schema import CLUSTERING, PRETEXT, SELFLABEL
 from utils.stage import prepare, run_cli
 
-SCHEMAS = {'simclr': PRETEXT, 'scan': CLUSTERING, 'nnm': CLUSTERING, 'selflabel': SELFLABEL}
+SCHEMAS = {**{s: PRETEXT for s in PRETEXT['setup'].choices}, **{s: CLUSTERING for s in CLUSTERING['setup'].choices},
+           'selflabel': SELFLABEL}
 
 
 def detect(obj, path):
@@ -95,8 +97,11 @@ def evaluate_pretext(cfg, model, device, out_dir):
     indices = mine_neighbors(val_feats, 20, device=device)
     result = {f'top{k}_neighbor_acc': neighbor_accuracy(indices[:, :k + 1], val_targets) for k in (1, 5, 20)}
     same = cfg.train_db_name == cfg.val_db_name and cfg.train_split == cfg.val_split
-    k, t = cfg.get('knn_k', 100), cfg.get('knn_temperature', 0.1)
-    result[f'knn{k}_acc'] = knn_accuracy(train_feats, train_targets, val_feats, val_targets, k, t, exclude_self=same)
+    t = cfg.get('knn_temperature', 0.1)
+    # 1-NN, and weighted kNN at instance discrimination's K = 200, SNCA's K = 30 and the config's own K
+    for k in sorted({1, 30, 200, cfg.get('knn_k', 100)}):
+        name = 'nn1_acc' if k == 1 else f'knn{k}_acc'
+        result[name] = knn_accuracy(train_feats, train_targets, val_feats, val_targets, k, t, exclude_self=same)
     return result
 
 

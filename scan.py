@@ -113,9 +113,6 @@ def main(argv=None):
 def run(args):
     t_start = time.time()
     cfg, device = prepare(args, CLUSTERING)
-    if cfg.criterion not in (None, cfg.setup):
-        raise UserError(f"criterion '{cfg.criterion}' differs from setup '{cfg.setup}'; drop criterion or make them equal")
-    cfg.criterion = cfg.setup
     evaluation = val_transform(cfg.transformation_kwargs)
     train_set = get_dataset(cfg, 'train')
     val_set = get_dataset(cfg, 'val', evaluation)

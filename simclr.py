@@ -1,4 +1,5 @@
-"""Pretext stage: train a SimCLR model, then mine every image's K nearest neighbours.
+"""Pretext stage: learn features (setup simclr, instdisc, and or snca), then mine every image's K nearest
+neighbours.
 
     python simclr.py --config_env configs/env.yml --config_exp configs/pretext/simclr_cifar10.yml
 
@@ -14,31 +15,43 @@ import time
 import torch
 
 from data import get_dataset, same_data
-from data.loaders import eval_loader, two_view_batches
+from data.loaders import eval_loader, view_batches
 from data.transforms import val_transform
 from losses import get_criterion
 from models import get_contrastive_model
 from utils.checkpoint import atomic_save, atomic_save_npy, load_file, load_weights
 from utils.common import seed_all
-from utils.config import base_parser, load_config, parse_args, save_config
+from utils.config import base_parser, parse_args, save_config
 from utils.features import extract_features, knn_accuracy
 from utils.logger import RunLog, progress, write_json
+from utils.memory_bank import MemorySetup
 from utils.neighbors import mine_neighbors, neighbor_accuracy
 from utils.optim import get_optimizer, lr_at, optimizer_step, set_lr
 from utils.schema import PRETEXT
 from utils.stage import prepare, run_cli, save_checkpoint, start_run
 
 
-def train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device):
+def total_epochs(cfg):
+    """AND runs and_rounds + 1 rounds of `epochs` each; the other setups `epochs`."""
+    return cfg.epochs * (cfg.and_rounds + 1) if cfg.setup == 'and' else cfg.epochs
+
+
+def train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device, memory=None):
     model.train()
     total, steps = 0.0, len(batches)
-    for step, batch in enumerate(progress(batches, steps, f'epoch {epoch + 1}/{cfg.epochs}')):
-        set_lr(optimizer, lr_at(cfg, epoch + step / steps))
-        images = batch['image'].to(device, non_blocking=True)  # [b, 2, C, H, W]
+    views = 1 if memory is not None else 2
+    for step, batch in enumerate(progress(batches, steps, f'epoch {epoch + 1}/{total_epochs(cfg)}')):
+        set_lr(optimizer, lr_at(cfg, epoch % cfg.epochs + step / steps))  # AND restarts the lr every round
+        images = batch['image'].to(device, non_blocking=True)  # [b, views, C, H, W]
         b = images.shape[0]
-        z = model(images.flatten(0, 1)).view(b, 2, -1)
-        loss = criterion(z)
+        z = model(images.flatten(0, 1)).view(b, views, -1)
+        if memory is None:
+            loss = criterion(z)
+        else:
+            loss = memory.loss(criterion, z[:, 0], batch['index'])['loss']
         optimizer_step(optimizer, loss, epoch)
+        if memory is not None:
+            memory.bank.update(batch['index'], z[:, 0])
         total += loss.item()
     return total / max(steps, 1)
 
@@ -59,24 +72,32 @@ def evaluate(model, cfg, device, train_eval, val_set):
 def train(cfg, model, train_set, train_eval, val_set, device, state):
     criterion = get_criterion(cfg)
     optimizer = get_optimizer(cfg, model.parameters())
+    memory = None
+    if cfg.setup != 'simclr':
+        memory = MemorySetup(cfg, train_set, cfg.model_kwargs['features_dim'], device)
     start_epoch = 0
     if state is not None:
         load_weights(model, state['model'], 'checkpoint')
         optimizer.load_state_dict(state['optimizer'])
+        if memory is not None:
+            memory.load_state_dict(state['memory'])
         start_epoch = state['epoch']
-        print(f'resuming {cfg.pretext_checkpoint} at epoch {start_epoch + 1}/{cfg.epochs}')
+        print(f'resuming {cfg.pretext_checkpoint} at epoch {start_epoch + 1}/{total_epochs(cfg)}')
     log = RunLog(cfg.pretext_dir)
-    batches = two_view_batches(train_set, cfg, device)
-    for epoch in range(start_epoch, cfg.epochs):
+    batches = view_batches(train_set, cfg, device, 2 if memory is None else 1)
+    for epoch in range(start_epoch, total_epochs(cfg)):
         seed_all(cfg.seed, epoch)
         t0 = time.time()
-        loss = train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device)
-        record = {'epoch': epoch + 1, 'loss': loss, 'lr': optimizer.param_groups[0]['lr'],
-                  'seconds': round(time.time() - t0, 2)}
+        record = {'epoch': epoch + 1}
+        if cfg.setup == 'and' and epoch % cfg.epochs == 0:
+            record.update(memory.start_round(epoch // cfg.epochs, cfg.and_rounds, cfg.criterion_kwargs['temperature']))
+        loss = train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device, memory)
+        record.update(loss=loss, lr=optimizer.param_groups[0]['lr'], seconds=round(time.time() - t0, 2))
         if cfg.knn_every and (epoch + 1) % cfg.knn_every == 0:
             record['knn_acc'] = evaluate(model, cfg, device, train_eval, val_set)[2]
         save_checkpoint(cfg.pretext_checkpoint, cfg, PRETEXT, model=model.state_dict(),
-                        optimizer=optimizer.state_dict(), epoch=epoch + 1)
+                        optimizer=optimizer.state_dict(), epoch=epoch + 1,
+                        memory=memory.state_dict() if memory is not None else None)
         log.log(record)
     log.plot(os.path.join(cfg.pretext_dir, 'training_curve.png'), ['loss', 'knn_acc', 'lr'])
     atomic_save(model.state_dict(), cfg.pretext_model)
@@ -127,6 +148,8 @@ def run(args):
         acc = 'n/a (no labels)' if metrics[split] is None else f'{metrics[split]:.4f}'
         print(f'accuracy of top-{k} neighbours on {split}: {acc}')
     result = {'neighbor_acc': metrics['train'], 'knn_acc': knn_acc, 'seconds': round(time.time() - t_start, 1)}
+    if cfg.setup == 'snca':
+        result['supervised'] = True  # trained with labels: an upper bound, not a clustering result
     write_json(os.path.join(cfg.pretext_dir, 'metrics.json'), result)
     print(f'weighted kNN accuracy on val: {knn_acc if knn_acc is None else round(knn_acc, 4)}; '
           f'wrote {cfg.pretext_dir}')

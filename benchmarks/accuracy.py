@@ -41,6 +41,12 @@ PROFILES = {
         'selflabel': {'nnm': 'configs/selflabel/selflabel_digits.yml'},  # self-label the NNM model
         'overrides': [],
     },
+    # every pretext setup side by side: neighbour and kNN accuracy, and where NNM gets from its neighbours
+    'digits-pretext': {
+        'pretexts': {setup: f'configs/pretext/{setup}_digits.yml' for setup in ('simclr', 'instdisc', 'and', 'snca')},
+        'clustering': {'nnm': 'configs/scan/nnm_digits.yml'},
+        'overrides': [],
+    },
     'cifar10-jpg-cpu': {  # needs data_root=... pointing at the unpacked cifar10-jpg copy
         'pretext': 'configs/pretext/simclr_cifar10_jpg.yml',
         'clustering': {'scan': 'configs/scan/scan_cifar10_jpg.yml', 'nnm': 'configs/scan/nnm_cifar10_jpg.yml'},
@@ -80,11 +86,57 @@ def kmeans_baselines(profile, root, seed, extra):
     return out
 
 
+def run_pretexts(name, profile, out, seed, extra):
+    """A 'pretexts' profile: each pretext setup in its own folder, eval.py's neighbour and kNN report on its
+    model, and the clustering setups on the neighbours of every unsupervised one."""
+    import eval as evaluate
+    env = ['--config_env', os.path.join(ROOT, 'configs', 'env.yml')]
+    results = {}
+    for setup, path in profile['pretexts'].items():
+        root = os.path.join(out, name, f'seed{seed}', setup)
+        metrics = _stage_metrics(root, path, 'pretext') or simclr.main(env + _config_args(path, root, seed, extra)
+                                                                       + ['--resume'])
+        report = os.path.join(root, 'pretext_eval.json')
+        if not os.path.isfile(report):
+            evaluate.main(env + _config_args(path, root, seed, extra)
+                          + ['--model', _stage_file(root, path, 'pretext', 'model.pth.tar'), '--output', root])
+            os.replace(os.path.join(root, 'eval.json'), report)
+        knn = {k: v for k, v in json.load(open(report)).items() if k.endswith('_acc')}
+        results[setup] = {**metrics, **knn}
+        if metrics.get('supervised'):
+            continue
+        for cluster_setup, cpath in profile['clustering'].items():
+            folder = f'scan_{cluster_setup}'
+            results[f'{setup}+{cluster_setup}'] = _stage_metrics(root, cpath, folder) or scan.main(
+                env + _config_args(cpath, root, seed, extra) + [f'scan_folder={folder}', '--resume'])
+    return results
+
+
+def pretext_markdown(name, table, machine, seeds, profile):
+    clusters = list(profile['clustering'])
+    head = ['setup', 'top-20 neighbour acc', 'weighted kNN K=200', 'weighted kNN K=30', '1-NN']
+    head += [f'{c.upper()} ACC' for c in clusters] + ['pretext seconds']
+    lines = [f'Profile `{name}`, {seeds} seed(s), mean ± standard deviation; {machine}.', '',
+             '| ' + ' | '.join(head) + ' |', '|---' * len(head) + '|']
+    cell = lambda row, key: f'{row[key][0]:.3f} ± {row[key][1]:.3f}' if key in row else 'n/a'  # noqa: E731
+    for setup in profile['pretexts']:
+        row = table.get(setup, {})
+        label = f'{setup} (supervised)' if 'supervised' in row else setup
+        cells = [cell(row, k) for k in ('neighbor_acc', 'knn200_acc', 'knn30_acc', 'nn1_acc')]
+        cells += ['n/a (uses labels)' if 'supervised' in row else cell(table.get(f'{setup}+{c}', {}), 'acc')
+                  for c in clusters]
+        cells.append(f"{row['seconds'][0]:.0f}" if 'seconds' in row else 'n/a')
+        lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 def run_seed(name, profile, out, seed, extra):
     """All stages of one seed; returns {method: metrics}. Finished stages (their metrics.json) and
     baselines (kmeans.json) are read back, not rerun, so stages added to a profile later still run."""
     root = os.path.join(out, name, f'seed{seed}')
     env = ['--config_env', os.path.join(ROOT, 'configs', 'env.yml')]
+    if 'pretexts' in profile:
+        return run_pretexts(name, profile, out, seed, extra)
     results = {}
     pretext_metrics = _stage_metrics(root, profile['pretext'], 'pretext')
     results['pretext'] = pretext_metrics or simclr.main(env + _config_args(profile['pretext'], root, seed, extra)
@@ -206,13 +258,17 @@ def main(argv=None):
     per_seed = [run_seed(args.profile, profile, args.out, seed, profile['overrides'] + args.overrides)
                 for seed in range(1, args.seeds + 1)]
     table = aggregate(per_seed)
-    text = markdown(args.profile, table, machine(), args.seeds)
+    if 'pretexts' in profile:
+        text = pretext_markdown(args.profile, table, machine(), args.seeds, profile)
+    else:
+        text = markdown(args.profile, table, machine(), args.seeds)
     os.makedirs(args.results, exist_ok=True)
     atomic_write_text(os.path.join(args.results, f'{args.profile}.json'),
                       json.dumps({'profile': args.profile, 'machine': machine(), 'seeds': per_seed,
                                   'summary': table}, indent=2))
     atomic_write_text(os.path.join(args.results, f'{args.profile}.md'), text + '\n')
-    pictures = eval_pictures(args.profile, profile, args.out, args.results, profile['overrides'] + args.overrides)
+    pictures = '' if 'pretexts' in profile else eval_pictures(args.profile, profile, args.out, args.results,
+                                                                profile['overrides'] + args.overrides)
     if pictures:
         text += '\n\n' + pictures
     update_readme(args.profile, text, args.readme)

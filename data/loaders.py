@@ -2,7 +2,7 @@
 import torch
 
 from data.batch_augment import BatchAugment
-from data.transforms import TwoViews, train_transform
+from data.transforms import Views, train_transform
 from utils.errors import UserError
 
 
@@ -47,16 +47,20 @@ class DeviceBatches:
         return self.augment(self.images[index.to(self.images.device)])
 
 
-class DeviceTwoViews(DeviceBatches):
+class DeviceViews(DeviceBatches):
+    def __init__(self, dataset, cfg, device, views):
+        super().__init__(dataset, cfg, device)
+        self.views = views
+
     def batch(self, index):
-        return {'image': torch.stack([self.view(index), self.view(index)], dim=1), 'index': index}
+        return {'image': torch.stack([self.view(index) for _ in range(self.views)], dim=1), 'index': index}
 
 
-def two_view_batches(dataset, cfg, device):
-    """SimCLR training batches: {'image': [b, 2, C, H, W], 'index'}. `dataset` is built without a transform."""
+def view_batches(dataset, cfg, device, views):
+    """Pretext batches: {'image': [b, views, C, H, W], 'index', ['target']}; `dataset` has no transform yet."""
     if cfg.augment_on_device:
-        return DeviceTwoViews(dataset, cfg, device)
-    dataset.transform = TwoViews(train_transform(cfg.augmentation_strategy, cfg.augmentation_kwargs))
+        return DeviceViews(dataset, cfg, device, views)
+    dataset.transform = Views(train_transform(cfg.augmentation_strategy, cfg.augmentation_kwargs), views)
     return train_loader(dataset, cfg)
 
 

@@ -49,14 +49,14 @@ class GaussianNoise:
         return (x + self.std * torch.randn_like(x)).clamp(0, 1)
 
 
-class TwoViews:
-    """Two independent draws of a transform, stacked: [2, C, H, W]."""
+class Views:
+    """`n` independent draws of a transform, stacked: [n, C, H, W]."""
 
-    def __init__(self, transform):
-        self.transform = transform
+    def __init__(self, transform, n=2):
+        self.transform, self.n = transform, n
 
     def __call__(self, img):
-        return torch.stack([self.transform(img), self.transform(img)])
+        return torch.stack([self.transform(img) for _ in range(self.n)])
 
 
 def augmentation_transform(aug):

@@ -1,9 +1,11 @@
 """Losses by name (`criterion` in the config)."""
+from losses.memory import ANDLoss, InstDiscLoss, SNCALoss
 from losses.scan import NNMLoss, SCANLoss
 from losses.simclr import SimCLRLoss
 from utils.errors import UserError
 
-CRITERIA = {'simclr': SimCLRLoss, 'scan': SCANLoss, 'nnm': NNMLoss}
+CRITERIA = {'simclr': SimCLRLoss, 'instdisc': InstDiscLoss, 'and': ANDLoss, 'snca': SNCALoss,
+            'scan': SCANLoss, 'nnm': NNMLoss}
 
 
 def get_criterion(cfg):

@@ -41,3 +41,19 @@ def test_tiny_profile(tmp_path, monkeypatch):
     os.remove(tmp_path / 'runs' / 'tiny' / 'seed2' / 'kmeans.json')  # interrupted before the baselines
     without_times = lambda t: {m: {k: v for k, v in row.items() if k != 'seconds'} for m, row in t.items()}  # noqa: E731
     assert without_times(accuracy.main(argv)) == without_times(table)  # only k-means reran
+
+
+def test_pretext_profile_reports_every_setup(tmp_path, monkeypatch):
+    tiny = {'pretexts': {s: f'configs/pretext/{s}_digits.yml' for s in ('simclr', 'snca')},
+            'clustering': {'nnm': 'configs/scan/nnm_digits.yml'},
+            'overrides': ['epochs=1', 'batch_size=64', 'train_subset=200', 'val_subset=200',
+                          'backbone_kwargs.widths=[8, 16, 16, 16]', 'num_workers=0']}
+    monkeypatch.setitem(accuracy.PROFILES, 'tinypre', tiny)
+    readme = tmp_path / 'README.md'
+    readme.write_text('<!-- results:tinypre start -->\n<!-- results:tinypre end -->\n')
+    table = accuracy.main(['--profile', 'tinypre', '--seeds', '1', '--out', str(tmp_path / 'runs'),
+                           '--results', str(tmp_path), '--readme', str(readme)])
+    assert {'knn200_acc', 'knn30_acc', 'nn1_acc', 'neighbor_acc'} <= set(table['simclr']) and 'simclr+nnm' in table
+    assert 'snca+nnm' not in table and table['snca']['supervised'][0] == 1  # no clustering on supervised features
+    text = readme.read_text()
+    assert '| snca (supervised) |' in text and 'n/a (uses labels)' in text and '| simclr |' in text

@@ -112,7 +112,8 @@ def test_pretext_model_reports_neighbour_and_knn_accuracy(tmp_path, env_file):
     result = evaluate.main(['--config_env', env_file, '--config_exp', PRETEXT_CFG, '--model', str(path),
                             'train_subset=200', *TINY])
     assert result['kind'] == 'pretext'
-    assert set(result) >= {'top1_neighbor_acc', 'top5_neighbor_acc', 'top20_neighbor_acc', 'knn100_acc'}
+    assert set(result) >= {'top1_neighbor_acc', 'top5_neighbor_acc', 'top20_neighbor_acc', 'nn1_acc', 'knn30_acc',
+                           'knn100_acc', 'knn200_acc'}
     assert all(0 <= result[k] <= 1 for k in ('top1_neighbor_acc', 'knn100_acc'))
 
 

@@ -48,10 +48,12 @@ COMMON = {
 
 PRETEXT = {
     **COMMON,
-    'setup': Key('simclr', str, ('simclr',)),
+    'setup': Key('simclr', str, ('simclr', 'instdisc', 'and', 'snca')),
     'model_kwargs': {'head': 'mlp', 'features_dim': 128},
-    'criterion': Key('simclr', str),
+    'criterion': Key(None, str, ('simclr', 'instdisc', 'and', 'snca')),  # SCAN's configs name it; = setup
     'criterion_kwargs': {'temperature': 0.1},
+    'memory_momentum': 0.5,               # instdisc / and / snca: v <- normalise(m v + (1 - m) f)
+    'and_rounds': 4,                      # AND: rounds 0..R (0, 1/R, ..., 100 % anchors), `epochs` each
     'augmentation_strategy': Key('simclr', str, ('simclr',)),
     'augmentation_kwargs': Key(REQUIRED, dict),
     'augment_on_device': False,           # batched augmentation on the training device (fast path)

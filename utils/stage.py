@@ -25,6 +25,11 @@ def run_cli(main_fn):
 def prepare(args, schema):
     """The first lines of every stage: the resolved config (with SCAN's paths), the device, the seed."""
     cfg = add_paths(load_config(args, ENV, schema))
+    if 'criterion' in schema and 'setup' in schema:  # the loss is the setup's; SCAN's configs name it twice
+        if cfg.criterion not in (None, cfg.setup):
+            raise UserError(f"criterion '{cfg.criterion}' differs from setup '{cfg.setup}'; drop criterion or "
+                            'make them equal')
+        cfg.criterion = cfg.setup
     device = get_device(cfg)
     seed_all(cfg.seed)
     return cfg, device
