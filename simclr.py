@@ -81,6 +81,7 @@ def train(cfg, model, train_set, train_eval, val_set, device, state):
         optimizer.load_state_dict(state['optimizer'])
         if memory is not None:
             memory.load_state_dict(state['memory'])
+        criterion.load_state_dict(state['criterion'])  # e.g. NCE's normalising constant
         start_epoch = state['epoch']
         print(f'resuming {cfg.pretext_checkpoint} at epoch {start_epoch + 1}/{total_epochs(cfg)}')
     log = RunLog(cfg.pretext_dir)
@@ -96,7 +97,7 @@ def train(cfg, model, train_set, train_eval, val_set, device, state):
         if cfg.knn_every and (epoch + 1) % cfg.knn_every == 0:
             record['knn_acc'] = evaluate(model, cfg, device, train_eval, val_set)[2]
         save_checkpoint(cfg.pretext_checkpoint, cfg, PRETEXT, model=model.state_dict(),
-                        optimizer=optimizer.state_dict(), epoch=epoch + 1,
+                        optimizer=optimizer.state_dict(), epoch=epoch + 1, criterion=criterion.state_dict(),
                         memory=memory.state_dict() if memory is not None else None)
         log.log(record)
     log.plot(os.path.join(cfg.pretext_dir, 'training_curve.png'), ['loss', 'knn_acc', 'lr'])

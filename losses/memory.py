@@ -3,6 +3,8 @@
 Each takes the batch's L2-normalised features f [b, d], the memory V [N, d] and the batch's dataset
 indices [b]; logits are f V^T / temperature, [b, N] (the batch against every sample, never N x N).
 """
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,10 +20,38 @@ class _MemoryLoss(nn.Module):
 
 
 class InstDiscLoss(_MemoryLoss):
-    """Non-parametric softmax: every sample is its own class, CE(f V^T / t, index). Returns {'loss'}."""
+    """Instance discrimination: every sample is its own class.
 
-    def forward(self, features, memory, index):
-        return {'loss': F.cross_entropy(self.logits(features, memory), index.to(features.device))}
+    nce_k = 0: the non-parametric softmax, CE(f V^T / t, index) over all N rows.
+    nce_k > 0: noise-contrastive estimation for large N (only b x (nce_k + 1) scores): with
+    P(i|f) = exp(v_i f / t) / Z and uniform noise P_n = 1/N, h = P / (P + nce_k / N); the loss is
+    -log h(positive) - sum over nce_k uniform noise rows of log(1 - h). Z is estimated once, on the
+    first batch (Z = N * mean exp(score)), and kept as a buffer (it is saved with the checkpoint).
+    Returns {'loss'}.
+    """
+
+    def __init__(self, temperature=0.07, nce_k=0):
+        super().__init__(temperature)
+        self.nce_k = int(nce_k)
+        self.register_buffer('log_z', torch.tensor(float('nan'), dtype=torch.float64))
+
+    def forward(self, features, memory, index, noise=None):
+        index = index.to(features.device)
+        if self.nce_k == 0:
+            return {'loss': F.cross_entropy(self.logits(features, memory), index)}
+        n = len(memory)
+        if noise is None:
+            noise = torch.randint(n, (len(features), self.nce_k), device=features.device)
+        rows = torch.cat([index.unsqueeze(1), noise.to(features.device)], dim=1)  # [b, 1 + nce_k]
+        scores = (memory.to(features)[rows] @ features.unsqueeze(2)).squeeze(2) / self.temperature
+        if torch.isnan(self.log_z):
+            self.log_z.fill_(float(torch.logsumexp(scores.detach().flatten(), 0) - math.log(scores.numel()) + math.log(n)))
+        log_p = scores - self.log_z.to(scores.dtype)
+        log_noise = math.log(self.nce_k / n)
+        denominator = torch.logaddexp(log_p, torch.full_like(log_p, log_noise))
+        positive = log_p[:, 0] - denominator[:, 0]
+        negative = (log_noise - denominator[:, 1:]).sum(1)
+        return {'loss': -(positive + negative).mean()}
 
 
 class ANDLoss(_MemoryLoss):

@@ -90,3 +90,20 @@ def test_snca_loss_reference():
         den = sum(math.exp(logits[i, j]) for j in range(9) if j != index[i])
         expected -= math.log(num / den) / 4
     assert SNCALoss(0.1)(f, memory, index, labels, memory_labels)['loss'].item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_instdisc_nce_matches_reference():
+    f, memory, logits = features_and_memory(3, 50)
+    index = torch.tensor([4, 17, 30])
+    noise = torch.tensor([[1, 2, 3, 4], [0, 9, 49, 17], [30, 31, 5, 6]])
+    loss = InstDiscLoss(0.1, nce_k=4)
+    out = loss(f, memory, index, noise)['loss'].item()
+    scores = [[float(logits[i, j]) for j in [int(index[i])] + noise[i].tolist()] for i in range(3)]
+    z = 50 * sum(math.exp(s) for row in scores for s in row) / 15  # estimated on this first batch
+    pn = 4 / 50
+    h = lambda s: (math.exp(s) / z) / (math.exp(s) / z + pn)  # noqa: E731
+    expected = -sum(math.log(h(row[0])) + sum(math.log(1 - h(s)) for s in row[1:]) for row in scores) / 3
+    assert out == pytest.approx(expected, rel=1e-9)
+    assert float(loss.log_z) == pytest.approx(math.log(z))
+    loss(f, memory, index, noise[:, [1, 0, 3, 2]])
+    assert float(loss.log_z) == pytest.approx(math.log(z))  # Z stays fixed after the first batch

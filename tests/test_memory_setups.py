@@ -56,3 +56,13 @@ def test_snca_needs_labels(env_file, tmp_path, capsys):
                          'train_split=""', 'val_split=""', 'db_kwargs={path: pool}', 'train_subset=null',
                          'val_subset=null'))
     assert 'snca is supervised' in capsys.readouterr().err
+
+
+def test_instdisc_nce_resumes_with_its_normaliser(env_file, tmp_path, monkeypatch):
+    run = args(env_file, 'instdisc', 'epochs=3', 'criterion_kwargs.nce_k=32')
+    simclr.main(run + [f'root_dir={tmp_path}/full'])
+    interrupted_then_resumed(monkeypatch, simclr, run, epoch=2)
+    a = torch.load(tmp_path / 'full' / 'digits' / 'pretext' / 'checkpoint.pth.tar', weights_only=True)
+    b = torch.load(tmp_path / 'results' / 'digits' / 'pretext' / 'checkpoint.pth.tar', weights_only=True)
+    assert torch.isfinite(a['criterion']['log_z']) and torch.equal(a['criterion']['log_z'], b['criterion']['log_z'])
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
