@@ -20,7 +20,7 @@ from data import get_dataset
 from data.base import IMAGE_EXTENSIONS, FileDataset
 from data.loaders import eval_loader
 from data.transforms import val_transform
-from models import ClusteringModel, ContrastiveModel, get_backbone
+from models import ClusteringModel, contrastive_model_for, get_backbone
 from utils.checkpoint import atomic_write_text, load_file, load_weights, strip_prefixes
 from utils.clustering import check_classes, predict, single_head_state
 from utils.config import base_parser, parse_args, read_yaml
@@ -73,15 +73,6 @@ def config_schema(paths):
     if setup not in SCHEMAS:
         raise UserError(f"the experiment config's setup '{setup}' is not one of {', '.join(SCHEMAS)}")
     return SCHEMAS[setup]
-
-
-def contrastive_model(cfg, state):
-    """Rebuild the projection head from the file itself (mlp or linear, its output size)."""
-    if 'contrastive_head.2.weight' in state:
-        kwargs = {'head': 'mlp', 'features_dim': state['contrastive_head.2.weight'].shape[0]}
-    else:
-        kwargs = {'head': 'linear', 'features_dim': state['contrastive_head.weight'].shape[0]}
-    return ContrastiveModel(get_backbone(cfg), **kwargs)
 
 
 def evaluate_pretext(cfg, model, device, out_dir):
@@ -198,7 +189,7 @@ def run(args):
     out_dir = args.output or os.path.dirname(os.path.abspath(args.model))
     os.makedirs(out_dir, exist_ok=True)
     if kind == 'pretext':
-        model = contrastive_model(cfg, state)
+        model = contrastive_model_for(cfg, state)
         load_weights(model, state, f'pretext model {args.model}')
         result = evaluate_pretext(cfg, model.to(device), device, out_dir)
     else:

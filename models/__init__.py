@@ -35,9 +35,19 @@ def get_contrastive_model(cfg):
     return ContrastiveModel(get_backbone(cfg), **(cfg.get('model_kwargs') or {}))
 
 
+def contrastive_model_for(cfg, state):
+    """Rebuild the projection head from the file itself (mlp or linear, its output size)."""
+    if 'contrastive_head.2.weight' in state:
+        kwargs = {'head': 'mlp', 'features_dim': state['contrastive_head.2.weight'].shape[0]}
+    else:
+        kwargs = {'head': 'linear', 'features_dim': state['contrastive_head.weight'].shape[0]}
+    return ContrastiveModel(get_backbone(cfg), **kwargs)
+
+
 def get_clustering_model(cfg):
     return ClusteringModel(get_backbone(cfg), cfg.num_classes, cfg.num_heads)
 
 
-__all__ = ['BACKBONES', 'ClusteringModel', 'ContrastiveModel', 'get_backbone', 'get_contrastive_model',
+__all__ = ['BACKBONES', 'ClusteringModel', 'ContrastiveModel', 'contrastive_model_for', 'get_backbone',
+           'get_contrastive_model',
            'get_clustering_model']

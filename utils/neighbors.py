@@ -8,23 +8,50 @@ except ImportError:  # the chunked torch search below takes over
     faiss = None
 
 
-def _search_faiss(features, k):
-    x = np.ascontiguousarray(features, dtype=np.float32)
-    index = faiss.IndexFlatIP(x.shape[1])
-    if hasattr(faiss, 'get_num_gpus') and faiss.get_num_gpus() > 0:
-        index = faiss.index_cpu_to_all_gpus(index)
-    index.add(x)
-    _, idx = index.search(x, k)
-    return idx.astype(np.int64)
+def _search_faiss(base, queries, k, nlist=None):
+    base = np.ascontiguousarray(base, dtype=np.float32)
+    if nlist:  # approximate: an inverted file of nlist cells, 1/16 of them probed
+        quantizer = faiss.IndexFlatIP(base.shape[1])
+        index = faiss.IndexIVFFlat(quantizer, base.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(base)
+        index.nprobe = max(1, nlist // 16)
+    else:
+        index = faiss.IndexFlatIP(base.shape[1])
+        if hasattr(faiss, 'get_num_gpus') and faiss.get_num_gpus() > 0:
+            index = faiss.index_cpu_to_all_gpus(index)
+    index.add(base)
+    sims, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return sims, idx.astype(np.int64)
 
 
 @torch.no_grad()
-def _search_torch(features, k, device=None, chunk=4096):
-    x = torch.as_tensor(features, dtype=torch.float32, device=device)
-    out = []
-    for start in range(0, len(x), chunk):
-        out.append((x[start:start + chunk] @ x.T).topk(k, dim=1).indices.cpu())
-    return torch.cat(out).numpy().astype(np.int64)
+def _search_torch(base, queries, k, device=None, chunk=4096):
+    base = torch.as_tensor(base, dtype=torch.float32, device=device)
+    queries = torch.as_tensor(queries, dtype=torch.float32, device=device)
+    sims, idx = [], []
+    for start in range(0, len(queries), chunk):
+        top = (queries[start:start + chunk] @ base.T).topk(k, dim=1)
+        sims.append(top.values.cpu())
+        idx.append(top.indices.cpu())
+    return torch.cat(sims).numpy(), torch.cat(idx).numpy().astype(np.int64)
+
+
+def search(base, queries, k, backend='auto', device=None, nlist=None):
+    """For each query row, the k most similar base rows by inner product: (similarities, indices), [M, k].
+
+    backend: 'faiss' (exact IndexFlatIP, on all GPUs when faiss has them), 'torch' (chunked matmul +
+    top-k on `device`) or 'auto' (faiss when installed). nlist: an approximate faiss IVF index with
+    that many cells instead of exact search (for pools too large for exact search).
+    """
+    as_numpy = lambda x: x.float().cpu().numpy() if torch.is_tensor(x) else np.asarray(x, np.float32)  # noqa: E731
+    base, queries = as_numpy(base), as_numpy(queries)
+    if backend == 'faiss' and faiss is None:
+        raise RuntimeError('faiss is not installed; use backend torch')
+    if backend == 'faiss' or (backend == 'auto' and faiss is not None):
+        return _search_faiss(base, queries, k, nlist)
+    if nlist:
+        raise RuntimeError('the approximate (IVF) index needs faiss')
+    return _search_torch(base, queries, k, device)
 
 
 def mine_neighbors(features, topk, backend='auto', device=None):
@@ -35,13 +62,9 @@ def mine_neighbors(features, topk, backend='auto', device=None):
     near-duplicates can put another sample first; the row itself is moved to column 0 so
     that files written here always follow SCAN's layout.
     """
-    features = features.float().cpu().numpy() if torch.is_tensor(features) else np.asarray(features, np.float32)
     n = len(features)
     k = min(topk + 1, n)
-    use_faiss = backend == 'faiss' or (backend == 'auto' and faiss is not None)
-    if backend == 'faiss' and faiss is None:
-        raise RuntimeError('faiss is not installed; use backend torch')
-    idx = _search_faiss(features, k) if use_faiss else _search_torch(features, k, device)
+    idx = search(features, features, k, backend, device)[1]
     rows = np.arange(n)[:, None]
     others = np.where(idx == rows, -1, idx)
     # per row: itself, then the others in order (dropping the last one when itself was missing)
