@@ -32,8 +32,8 @@ def main(argv=None):
     p.add_argument('--data_root', required=True)
     p.add_argument('--pretext_model', default=os.path.join(ROOT, 'results', 'cifar10-jpg', 'pretext', 'model.pth.tar'))
     p.add_argument('--classes', nargs=2, default=['automobile', 'horse'])
-    p.add_argument('--nn_factor', type=int, default=5)
-    p.add_argument('--dist_thr', type=float, default=0.3)
+    p.add_argument('--settings', nargs='+', default=['5:0.3', '5:0.2', '1:0.2'],
+                   help='nn_factor:dist_thr pairs to run side by side')
     p.add_argument('--work', default=os.path.join(ROOT, 'results', 'nn_maker_example'))
     args = p.parse_args(argv)
     t0 = time.time()
@@ -48,25 +48,35 @@ def main(argv=None):
     keep = [i for i, label in enumerate(labels) if label in args.classes]
     target = os.path.join(args.work, 'target')
     write_features(target, feats[keep], [paths[i] for i in keep], [labels[i] for i in keep])
-    save_dir = os.path.join(args.work, f'selected_k{args.nn_factor}_t{args.dist_thr}')
-    if os.path.isdir(save_dir):
-        summary = json.load(open(os.path.join(save_dir, 'summary.json')))
-    else:
-        summary = nn_maker.main(['--target_csv', target + '.csv', '--near_csv', os.path.join(args.work, 'train.csv'),
-                                 '--near_db', os.path.join(images, 'train'), '--save_dir', save_dir,
-                                 '--nn_factor', str(args.nn_factor), '--dist_thr', str(args.dist_thr)])
-    in_classes = sum(summary['per_class'].get(c, 0) for c in args.classes)
-    share = in_classes / max(summary['selected'], 1)
-    result = {'classes': args.classes, 'targets': summary['targets'], 'pool': summary['pool'],
-              'nn_factor': args.nn_factor, 'dist_thr': args.dist_thr, 'selected': summary['selected'],
-              'share_in_target_classes': share, 'per_class': summary['per_class'],
-              'seconds': round(time.time() - t0, 1), 'machine': machine()}
-    text = (f"Pool: the {summary['pool']:,} CIFAR-10 (JPEG) train images; target: the {summary['targets']:,} test "
-            f"images of {args.classes[0]} and {args.classes[1]}; features of the CPU-scale SimCLR model "
-            f"(`simclr_cifar10_jpg.yml`); `--nn_factor {args.nn_factor} --dist_thr {args.dist_thr}`. "
-            f"nn_maker selected {summary['selected']:,} pool images, **{share:.1%}** of them from the two target "
-            f"classes (a random pick: 20 %). Per class: "
-            + ', '.join(f'{k} {v}' for k, v in summary['per_class'].items()) + f'. {machine()}.')
+    runs = []
+    for setting in args.settings:
+        k, thr = int(setting.split(':')[0]), float(setting.split(':')[1])
+        save_dir = os.path.join(args.work, f'selected_k{k}_t{thr}')
+        if os.path.isdir(save_dir):
+            summary = json.load(open(os.path.join(save_dir, 'summary.json')))
+        else:
+            summary = nn_maker.main(['--target_csv', target + '.csv', '--near_csv', os.path.join(args.work, 'train.csv'),
+                                     '--near_db', os.path.join(images, 'train'), '--save_dir', save_dir,
+                                     '--nn_factor', str(k), '--dist_thr', str(thr)])
+        in_classes = sum(summary['per_class'].get(c, 0) for c in args.classes)
+        runs.append({'nn_factor': k, 'dist_thr': thr, 'selected': summary['selected'],
+                     'share_in_target_classes': in_classes / max(summary['selected'], 1),
+                     'per_class': summary['per_class']})
+    result = {'classes': args.classes, 'targets': len(keep), 'pool': len(read_features(
+        os.path.join(args.work, 'train.csv'), os.path.join(images, 'train'))[0]), 'runs': runs,
+        'seconds': round(time.time() - t0, 1), 'machine': machine()}
+    metrics = os.path.join(os.path.dirname(args.pretext_model), 'metrics.json')
+    knn = json.load(open(metrics)).get('knn_acc') if os.path.isfile(metrics) else None
+    quality = f', weighted kNN {knn:.2f} on test' if knn is not None else ''
+    lines = [f"Pool: the {result['pool']:,} CIFAR-10 (JPEG) train images; target: the {len(keep):,} test images of "
+             f"{args.classes[0]} and {args.classes[1]}; features of the CPU-scale SimCLR model "
+             f"(`simclr_cifar10_jpg.yml`{quality}). A random pick has 20 % of the pool from the "
+             f"two classes. {machine()}.", '',
+             '| --nn_factor | --dist_thr | selected pool images | share from the two target classes |',
+             '|---|---|---|---|']
+    lines += [f"| {r['nn_factor']} | {r['dist_thr']} | {r['selected']:,} | {r['share_in_target_classes']:.1%} |"
+              for r in runs]
+    text = '\n'.join(lines)
     os.makedirs(os.path.join(HERE, 'results'), exist_ok=True)
     atomic_write_text(os.path.join(HERE, 'results', 'nn_maker_cifar10_jpg.json'), json.dumps(result, indent=2) + '\n')
     atomic_write_text(os.path.join(HERE, 'results', 'nn_maker_cifar10_jpg.md'), text + '\n')
