@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from data import get_dataset
+from data import get_dataset, same_data
 from data.base import IMAGE_EXTENSIONS, FileDataset
 from data.loaders import eval_loader
 from data.transforms import val_transform
@@ -87,7 +87,7 @@ def evaluate_pretext(cfg, model, device, out_dir):
                         f'{cfg.val_db_name} has none')
     indices = mine_neighbors(val_feats, 20, device=device)
     result = {f'top{k}_neighbor_acc': neighbor_accuracy(indices[:, :k + 1], val_targets) for k in (1, 5, 20)}
-    same = cfg.train_db_name == cfg.val_db_name and cfg.train_split == cfg.val_split
+    same = same_data(cfg)
     t = cfg.get('knn_temperature', 0.1)
     # 1-NN, and weighted kNN at instance discrimination's K = 200, SNCA's K = 30 and the config's own K
     for k in sorted({1, 30, 200, cfg.get('knn_k', 100)}):

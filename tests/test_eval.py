@@ -147,3 +147,26 @@ def test_bad_files_are_one_line_errors(tmp_path, env_file, capsys, source, image
     assert not (tmp_path / 'eval.json').exists() and not (tmp_path / 'confusion_matrix.png').exists()
     torch.save({'weights': torch.zeros(2)}, tmp_path / 'odd.pth.tar')
     assert 'neither a pretext model' in run(tmp_path / 'odd.pth.tar')
+
+
+def test_pretext_knn_leaves_out_only_when_val_is_the_train_set(tmp_path, env_file):
+    """Different subsets of one split are different sets: no sample may be 'left out' of the other."""
+    from data import get_dataset
+    from utils.config import base_parser, load_config, parse_args
+    from utils.features import extract_features, knn_accuracy
+    from utils.schema import ENV, PRETEXT, add_paths
+    from data.loaders import eval_loader
+    torch.manual_seed(0)
+    model = get_contrastive_model(MODEL_CFG)
+    path = tmp_path / 'pretext.pth.tar'
+    torch.save(model.state_dict(), path)
+    extra = ['train_subset=200', 'val_subset=120', 'backbone_kwargs.widths=[8, 16, 16, 16]', 'batch_size=64']
+    result = evaluate.main(['--config_env', env_file, '--config_exp', PRETEXT_CFG, '--model', str(path), *extra])
+    cfg = add_paths(load_config(parse_args(base_parser('t'), ['--config_env', env_file, '--config_exp', PRETEXT_CFG,
+                                                              *extra]), ENV, PRETEXT))
+    transform = val_transform(cfg.transformation_kwargs)
+    model.eval()
+    feats = [extract_features(model, eval_loader(get_dataset(cfg, w, transform), cfg), 'cpu', 'backbone')
+             for w in ('train', 'val')]
+    expected = knn_accuracy(*feats[0], *feats[1], 30, cfg.knn_temperature, exclude_self=False)
+    assert result['knn30_acc'] == pytest.approx(expected)
