@@ -25,7 +25,7 @@ from utils.checkpoint import atomic_write_text, load_file, load_weights, strip_p
 from utils.clustering import check_classes, predict, single_head_state
 from utils.config import base_parser, parse_args, read_yaml
 from utils.errors import UserError
-from utils.features import extract_features, knn_accuracy
+from utils.features import knn_accuracy, pretext_features
 from utils.metrics import cluster_metrics, contingency, hungarian_mapping
 from utils.neighbors import mine_neighbors, neighbor_accuracy
 from utils.plots import save_confusion_matrix, save_prototype_grid
@@ -77,11 +77,10 @@ def config_schema(paths):
 
 def evaluate_pretext(cfg, model, device, out_dir):
     evaluation = val_transform(cfg.transformation_kwargs)
-    fp = 'backbone' if cfg.get('mining_features') == 'backbone' else 'default'
-    train_feats, train_targets = extract_features(model, eval_loader(get_dataset(cfg, 'train', evaluation), cfg),
-                                                  device, fp)
+    train_set = get_dataset(cfg, 'train', evaluation)
+    train_feats, train_targets = pretext_features(model, eval_loader(train_set, cfg), cfg, device)
     val_set = get_dataset(cfg, 'val', evaluation)
-    val_feats, val_targets = extract_features(model, eval_loader(val_set, cfg), device, fp)
+    val_feats, val_targets = pretext_features(model, eval_loader(val_set, cfg), cfg, device)
     if not val_set.has_labels:
         raise UserError('pretext evaluation reports neighbour and kNN accuracy, which need labels; '
                         f'{cfg.val_db_name} has none')

@@ -13,12 +13,12 @@ import os
 from data import DATASETS, build_dataset
 from data.loaders import eval_loader
 from data.transforms import val_transform
-from models import contrastive_model_for
-from utils.checkpoint import load_file, load_weights, strip_prefixes
+from models import get_contrastive_model
+from utils.checkpoint import load_pretext_model
 from utils.config import base_parser, parse_args
 from utils.errors import UserError
 from utils.feature_files import write_features
-from utils.features import extract_features
+from utils.features import pretext_features
 from utils.logger import progress
 from utils.schema import PRETEXT
 from utils.stage import prepare, run_cli
@@ -47,16 +47,11 @@ def main(argv=None):
 
 def run(args):
     cfg, device = prepare(args, PRETEXT)
-    state = load_file(args.pretext_model, 'pretext model')
-    state = strip_prefixes(state.get('model', state))
-    if not any(k.startswith('contrastive_head.') for k in state):
-        raise UserError(f'{args.pretext_model} is not a pretext model (no contrastive_head.*)')
-    model = contrastive_model_for(cfg, state)
-    load_weights(model, state, f'pretext model {args.pretext_model}')
+    model = get_contrastive_model(cfg)
+    load_pretext_model(model, args.pretext_model)
     dataset, root = open_db(cfg, args.db, args.split)
     loader = eval_loader(dataset, cfg)
-    fp = 'backbone' if cfg.mining_features == 'backbone' else 'default'
-    features, _ = extract_features(model.to(device), progress(loader, len(loader), 'features'), device, fp)
+    features, _ = pretext_features(model.to(device), progress(loader, len(loader), 'features'), cfg, device)
     if hasattr(dataset, 'paths'):
         paths = [os.path.relpath(p, root) if root else p for p in dataset.paths]
     else:

@@ -19,10 +19,10 @@ from data.loaders import eval_loader, view_batches
 from data.transforms import val_transform
 from losses import get_criterion
 from models import get_contrastive_model
-from utils.checkpoint import atomic_save, atomic_save_npy, load_file, load_weights
+from utils.checkpoint import atomic_save, atomic_save_npy, load_pretext_model, load_weights
 from utils.common import seed_all
 from utils.config import base_parser, parse_args, save_config
-from utils.features import extract_features, knn_accuracy
+from utils.features import knn_accuracy, pretext_features
 from utils.logger import RunLog, progress, write_json
 from utils.memory_bank import MemorySetup
 from utils.neighbors import mine_neighbors, neighbor_accuracy
@@ -58,12 +58,11 @@ def train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device, me
 
 def evaluate(model, cfg, device, train_eval, val_set):
     """Features of both splits (for mining), plus the weighted-kNN accuracy on val."""
-    fp = 'backbone' if cfg.mining_features == 'backbone' else 'default'
-    train_feats, train_targets = extract_features(model, eval_loader(train_eval, cfg), device, fp)
+    train_feats, train_targets = pretext_features(model, eval_loader(train_eval, cfg), cfg, device)
     if val_set is train_eval:
         val_feats, val_targets = train_feats, train_targets
     else:
-        val_feats, val_targets = extract_features(model, eval_loader(val_set, cfg), device, fp)
+        val_feats, val_targets = pretext_features(model, eval_loader(val_set, cfg), cfg, device)
     acc = knn_accuracy(train_feats, train_targets, val_feats, val_targets, cfg.knn_k, cfg.knn_temperature,
                        exclude_self=val_set is train_eval)
     return (train_feats, train_targets), (val_feats, val_targets), acc
@@ -102,13 +101,6 @@ def train(cfg, model, train_set, train_eval, val_set, device, state):
         log.log(record)
     log.plot(os.path.join(cfg.pretext_dir, 'training_curve.png'), ['loss', 'knn_acc', 'lr'])
     atomic_save(model.state_dict(), cfg.pretext_model)
-
-
-def load_pretext_model(model, path):
-    """A pretext model.pth.tar: SCAN's bare state_dict, or {'model': state_dict}."""
-    state = load_file(path, 'pretext model')
-    state = state.get('model', state) if isinstance(state, dict) else state
-    load_weights(model, state, f'pretext model {path}')
 
 
 def main(argv=None):

@@ -28,9 +28,9 @@ from data import get_dataset  # noqa: E402
 from data.loaders import eval_loader  # noqa: E402
 from data.transforms import val_transform  # noqa: E402
 from models import get_contrastive_model  # noqa: E402
-from utils.checkpoint import atomic_write_text, load_file  # noqa: E402
+from utils.checkpoint import atomic_write_text, load_pretext_model  # noqa: E402
 from utils.config import base_parser, load_config, parse_args  # noqa: E402
-from utils.features import extract_features  # noqa: E402
+from utils.features import pretext_features  # noqa: E402
 from utils.metrics import cluster_metrics  # noqa: E402
 from utils.schema import ENV, PRETEXT, add_paths  # noqa: E402
 
@@ -73,10 +73,8 @@ def kmeans_baselines(profile, root, seed, extra):
     k = len(val_set.classes)
     pixels = val_set.uint8_tensor().flatten(1).float().numpy() / 255
     model = get_contrastive_model(cfg)
-    state = load_file(cfg.pretext_model, 'pretext model')
-    model.load_state_dict(state.get('model', state))
-    fp = 'backbone' if cfg.mining_features == 'backbone' else 'default'
-    feats, targets = extract_features(model, eval_loader(val_set, cfg), 'cpu', fp)
+    load_pretext_model(model, cfg.pretext_model)
+    feats, targets = pretext_features(model, eval_loader(val_set, cfg), cfg, 'cpu')
     out = {}
     for name, x in (('kmeans_pixels', pixels), ('kmeans_pretext', feats.numpy())):
         t0 = time.time()

@@ -108,3 +108,12 @@ def load_weights(model, state_dict, what, strict=True):
         raise UserError(f'{what} does not fit this model (wrong backbone or class count?): ' + ', '.join(parts))
     model.load_state_dict(state_dict, strict=False)
     return missing, unexpected
+
+
+def load_pretext_model(model, path):
+    """Load a pretext model.pth.tar (SCAN's bare state_dict, or {'model': state_dict}) into `model`."""
+    state = load_file(path, 'pretext model')
+    state = strip_prefixes(state.get('model', state))
+    if not any(k.startswith('contrastive_head.') for k in state):
+        raise UserError(f'{path} is not a pretext model (no contrastive_head.*); give the pretext stage\'s model.pth.tar')
+    load_weights(model, state, f'pretext model {path}')

@@ -20,6 +20,12 @@ def extract_features(model, loader, device, forward_pass='default', normalize=Tr
     return torch.cat(feats), torch.cat(targets).numpy()
 
 
+def pretext_features(model, loader, cfg, device):
+    """The features the pretext stage mines and reports kNN on: the L2-normalised projection, or the backbone's
+    with `mining_features: backbone`."""
+    return extract_features(model, loader, device, 'backbone' if cfg.get('mining_features') == 'backbone' else 'default')
+
+
 def knn_accuracy(train_feats, train_targets, val_feats, val_targets, k, temperature, exclude_self=False):
     """Weighted-kNN accuracy of the val split against the train features; None without labels."""
     if len(train_targets) == 0 or (train_targets < 0).any() or (val_targets < 0).any():
