@@ -4,21 +4,15 @@ import torch
 
 from losses.scan import EPS, entropy
 from utils.errors import UserError
+from utils.features import forward_in_order
 
 
-@torch.no_grad()
 def predict(model, loader, device):
     """One in-order pass (eval mode): backbone features [N, D] and per-head probabilities [H, N, C], on the CPU."""
-    was_training = model.training
-    model.eval()
-    feats, probs, targets = [], [], []
-    for batch in loader:
-        out = model(batch['image'].to(device, non_blocking=True), forward_pass='return_all')
-        feats.append(out['features'].float().cpu())
-        probs.append(torch.stack([o.float().softmax(1) for o in out['output']]).cpu())
-        targets.append(batch['target'])
-    model.train(was_training)
-    return {'features': torch.cat(feats), 'probs': torch.cat(probs, dim=1), 'targets': torch.cat(targets).numpy()}
+    outputs, targets = forward_in_order(model, loader, device, 'return_all', lambda out: (
+        out['features'].float().cpu(), torch.stack([o.float().softmax(1) for o in out['output']]).cpu()))
+    feats, probs = zip(*outputs)
+    return {'features': torch.cat(feats), 'probs': torch.cat(probs, dim=1), 'targets': targets}
 
 
 def neighbor_lists(indices, k):

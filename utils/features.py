@@ -7,17 +7,23 @@ from utils.knn import weighted_knn_predict
 
 
 @torch.no_grad()
-def extract_features(model, loader, device, forward_pass='default', normalize=True):
-    """Run `model` over `loader` (not shuffled) in eval mode: features [N, D] on the CPU, targets [N]."""
+def forward_in_order(model, loader, device, forward_pass, keep):
+    """Run `model` in eval mode over `loader` (not shuffled): [keep(output) per batch], targets [N]."""
     was_training = model.training
     model.eval()
-    feats, targets = [], []
+    outputs, targets = [], []
     for batch in loader:
-        out = model(batch['image'].to(device, non_blocking=True), forward_pass=forward_pass)
-        feats.append((F.normalize(out, dim=1) if normalize else out).float().cpu())
+        outputs.append(keep(model(batch['image'].to(device, non_blocking=True), forward_pass=forward_pass)))
         targets.append(batch['target'])
     model.train(was_training)
-    return torch.cat(feats), torch.cat(targets).numpy()
+    return outputs, torch.cat(targets).numpy()
+
+
+def extract_features(model, loader, device, forward_pass='default', normalize=True):
+    """Features [N, D] (L2-normalised unless normalize=False) on the CPU, in dataset order, and targets [N]."""
+    feats, targets = forward_in_order(model, loader, device, forward_pass,
+                                      lambda out: (F.normalize(out, dim=1) if normalize else out).float().cpu())
+    return torch.cat(feats), targets
 
 
 def pretext_features(model, loader, cfg, device):
