@@ -26,9 +26,10 @@ from utils.config import base_parser, parse_args
 from utils.errors import UserError
 from utils.logger import RunLog, progress, write_json
 from utils.metrics import cluster_metrics
-from utils.optim import get_optimizer, lr_at, optimizer_step, set_lr
+from utils.distributed import gather
+from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
 from utils.schema import CLUSTERING
-from utils.stage import prepare, run_cli, save_checkpoint, start_run
+from utils.stage import prepare, run_cli, save_checkpoint, start_run, training_model
 
 
 @dataclass
@@ -40,8 +41,10 @@ class Setup:
 SETUPS = {'scan': Setup(), 'nnm': Setup(second_view=True, global_neighbors=True)}
 
 
-def train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device, global_probs):
-    model.train()
+def train_one_epoch(net, model, batches, criterion, optimizer, cfg, epoch, device, global_probs, scaler):
+    """One epoch; `net` is the module to train (`model`, or its DDP/compiled wrapper). Under torchrun every loss
+    is computed on the whole global batch, gathered from every process."""
+    net.train()
     if cfg.update_cluster_head_only:
         model.backbone.eval()
     sums, steps = {}, len(batches)
@@ -50,23 +53,36 @@ def train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device, gl
         views = [batch[k] for k in ('anchor', 'neighbor', 'second') if k in batch]
         b = len(views[0])
         x = torch.cat(views).to(device, non_blocking=True)  # [views * b, C, H, W]
-        with torch.set_grad_enabled(not cfg.update_cluster_head_only):
-            features = model(x, forward_pass='backbone')
+        with autocast(cfg, device):
+            out = net(x, forward_pass='return_all')
+        local = out['features'][:b]
+        if 'weak' in batch:  # NNM's in-batch neighbours from the weak view (local_neighbor_view: weak)
+            local = weak_features(model, batch['weak'].to(device, non_blocking=True), cfg)
+        index = gather(batch['index'].to(device))
         total, parts = 0.0, {}
-        for h, logits in enumerate(model(features, forward_pass='head')):
-            chunks = logits.split(b)  # anchors, neighbours[, second views]
+        for h, logits in enumerate(out['output']):
+            chunks = [gather(c.float()) for c in logits.split(b)]  # anchors, neighbours[, second views]
             inputs = {'anchors': chunks[0], 'neighbors': chunks[1]}
             if SETUPS[cfg.setup].second_view:
-                inputs.update(second=chunks[2], features=features[:b],
-                              global_probs=None if global_probs is None else global_probs[h, batch['index']].to(device))
-            out = criterion(**inputs)
-            total = total + out['total']
-            for k, v in out.items():
+                inputs.update(second=chunks[2], features=gather(local.detach().float()),
+                              global_probs=None if global_probs is None else global_probs[h, index.cpu()].to(device))
+            loss = criterion(**inputs)
+            total = total + loss['total']
+            for k, v in loss.items():
                 parts[k] = parts.get(k, 0.0) + v.item() / cfg.num_heads
-        optimizer_step(optimizer, total, epoch)
+        optimizer_step(optimizer, total, epoch, scaler)
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v
     return {('loss' if k == 'total' else k): v / max(steps, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def weak_features(model, x, cfg):
+    """Backbone features of weak views in eval mode (BatchNorm running statistics, which it leaves as they were)."""
+    model.backbone.eval()
+    features = model(x, forward_pass='backbone')
+    model.backbone.train(not cfg.update_cluster_head_only)
+    return features
 
 
 def evaluate(model, cfg, device, val_set, val_lists, num_classes):
@@ -125,8 +141,10 @@ def run(args):
     setup = SETUPS[cfg.setup]
 
     criterion = get_criterion(cfg)
-    params = model.cluster_head.parameters() if cfg.update_cluster_head_only else model.parameters()
-    optimizer = get_optimizer(cfg, params)
+    if cfg.update_cluster_head_only:
+        model.backbone.requires_grad_(False)
+    optimizer = get_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+    scaler = grad_scaler(cfg, device)
     start_epoch, best, global_probs = 0, {'loss': float('inf'), 'metrics': {}}, None
     if state is not None:
         load_weights(model, state['model'], 'checkpoint')
@@ -135,13 +153,15 @@ def run(args):
         print(f'resuming {cfg.scan_checkpoint} at epoch {start_epoch + 1}/{cfg.epochs}')
     print(f'{cfg.setup}: {len(train_set)} train images, {cfg.num_heads} heads, {cfg.epochs} epochs, device {device}')
     train_eval = val_set if same_data(cfg) else get_dataset(cfg, 'train', evaluation)
-    batches = neighbor_batches(train_set, train_lists, cfg, device, second=setup.second_view)
+    weak = evaluation if setup.second_view and cfg.local_neighbor_view == 'weak' else None
+    batches = neighbor_batches(train_set, train_lists, cfg, device, second=setup.second_view, weak_transform=weak)
+    net = training_model(model, cfg, device)
     log = RunLog(cfg.scan_dir)
     for epoch in range(start_epoch, cfg.epochs):
         seed_all(cfg.seed, epoch)
         t0 = time.time()
-        record = {'epoch': epoch + 1, **train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device,
-                                                          global_probs)}
+        record = {'epoch': epoch + 1, **train_one_epoch(net, model, batches, criterion, optimizer, cfg, epoch, device,
+                                                          global_probs, scaler)}
         report, val_pred = evaluate(model, cfg, device, val_set, val_lists, cfg.num_classes)
         if setup.global_neighbors:
             train_pred = val_pred if train_eval is val_set else predict(model, eval_loader(train_eval, cfg), device)

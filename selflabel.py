@@ -27,25 +27,30 @@ from utils.ema import EMA
 from utils.errors import UserError
 from utils.logger import RunLog, progress, write_json
 from utils.metrics import cluster_metrics
-from utils.optim import get_optimizer, lr_at, optimizer_step, set_lr
+from utils.distributed import gather, world
+from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
 from utils.schema import SELFLABEL
-from utils.stage import prepare, run_cli, save_checkpoint, start_run
+from utils.stage import prepare, run_cli, save_checkpoint, start_run, training_model
 
 
-def train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device, ema):
-    model.train()
+def train_one_epoch(net, model, batches, criterion, optimizer, cfg, epoch, device, ema, scaler):
+    """One epoch; `net` is `model` or its DDP/compiled wrapper. Under torchrun the loss (its confidence mask and
+    class balancing included) is computed on the whole global batch, gathered from every process."""
+    net.train()
     total, trained, confident, seen, steps = 0.0, 0, 0, 0, len(batches)
     for step, batch in enumerate(progress(batches, steps, f'epoch {epoch + 1}/{cfg.epochs}')):
         set_lr(optimizer, lr_at(cfg, epoch + step / steps))
         weak = batch['image'].to(device, non_blocking=True)
         strong = batch['image_augmented'].to(device, non_blocking=True)
-        with torch.no_grad():
-            weak_logits = model(weak)[0]
-        out = criterion(weak_logits, model(strong)[0])
-        seen, confident = seen + len(weak), confident + out['confident']
+        with autocast(cfg, device):
+            with torch.no_grad():
+                weak_logits = net(weak)[0]
+            strong_logits = net(strong)[0]
+        out = criterion(gather(weak_logits.float()), gather(strong_logits.float()))
+        seen, confident = seen + len(weak) * world(), confident + out['confident']
         if out['loss'] is None:  # no confident sample in this batch: nothing to learn from it
             continue
-        optimizer_step(optimizer, out['loss'], epoch)
+        optimizer_step(optimizer, out['loss'], epoch, scaler)
         if ema is not None:
             ema.update(model)
         total, trained = total + out['loss'].item(), trained + 1
@@ -97,6 +102,7 @@ def run(args):
 
     criterion = ConfidenceBasedCE(cfg.confidence_threshold, **cfg.criterion_kwargs)
     optimizer = get_optimizer(cfg, model.parameters())
+    scaler = grad_scaler(cfg, device)
     ema = EMA(model, cfg.ema_alpha) if cfg.use_ema else None
     start_epoch = 0
     if state is not None:
@@ -109,13 +115,15 @@ def run(args):
     print(f'selflabel: head {head} of {cfg.scan_model}, {len(train_set)} train images, {cfg.epochs} epochs, '
           f'threshold {cfg.confidence_threshold}, device {device}')
     batches = weak_strong_batches(train_set, cfg, device, evaluation)
+    net = training_model(model, cfg, device)
     final = ema.shadow if ema is not None else model
     log = RunLog(cfg.selflabel_dir)
     report = evaluate(final, cfg, device, val_set) if start_epoch == cfg.epochs else {}
     for epoch in range(start_epoch, cfg.epochs):
         seed_all(cfg.seed, epoch)
         t0 = time.time()
-        record = {'epoch': epoch + 1, **train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device, ema)}
+        record = {'epoch': epoch + 1,
+                  **train_one_epoch(net, model, batches, criterion, optimizer, cfg, epoch, device, ema, scaler)}
         report = evaluate(final, cfg, device, val_set)
         record.update(report, seconds=round(time.time() - t0, 2))
         save_checkpoint(cfg.selflabel_checkpoint, cfg, SELFLABEL, model=model.state_dict(),

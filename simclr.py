@@ -26,9 +26,10 @@ from utils.features import knn_accuracy, pretext_features
 from utils.logger import RunLog, progress, write_json
 from utils.memory_bank import MemorySetup
 from utils.neighbors import mine_neighbors, neighbor_accuracy
-from utils.optim import get_optimizer, lr_at, optimizer_step, set_lr
+from utils.distributed import gather
+from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
 from utils.schema import PRETEXT
-from utils.stage import prepare, run_cli, save_checkpoint, start_run
+from utils.stage import prepare, run_cli, save_checkpoint, start_run, training_model
 
 
 def total_epochs(cfg):
@@ -36,22 +37,27 @@ def total_epochs(cfg):
     return cfg.epochs * (cfg.and_rounds + 1) if cfg.setup == 'and' else cfg.epochs
 
 
-def train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device, memory=None):
-    model.train()
+def train_one_epoch(net, batches, criterion, optimizer, cfg, epoch, device, memory=None, scaler=None):
+    """One epoch; `net` is the model to train (or its DDP/compiled wrapper). Under torchrun the loss is computed
+    on the projections of the whole global batch, gathered from every process with their gradients."""
+    net.train()
     total, steps = 0.0, len(batches)
     views = 1 if memory is not None else 2
     for step, batch in enumerate(progress(batches, steps, f'epoch {epoch + 1}/{total_epochs(cfg)}')):
         set_lr(optimizer, lr_at(cfg, epoch % cfg.epochs + step / steps))  # AND restarts the lr every round
-        images = batch['image'].to(device, non_blocking=True)  # [b, views, C, H, W]
+        images = batch['image'].to(device, non_blocking=True)  # [b, views, C, H, W], this process's share
         b = images.shape[0]
-        z = model(images.flatten(0, 1)).view(b, views, -1)
+        with autocast(cfg, device):
+            z = net(images.flatten(0, 1))
+        z = gather(z.float().view(b, views, -1))
         if memory is None:
             loss = criterion(z)
         else:
-            loss = memory.loss(criterion, z[:, 0], batch['index'])['loss']
-        optimizer_step(optimizer, loss, epoch)
+            index = gather(batch['index'].to(device))
+            loss = memory.loss(criterion, z[:, 0], index)['loss']
+        optimizer_step(optimizer, loss, epoch, scaler)
         if memory is not None:
-            memory.bank.update(batch['index'], z[:, 0])
+            memory.bank.update(index, z[:, 0])
         total += loss.item()
     return total / max(steps, 1)
 
@@ -71,6 +77,7 @@ def evaluate(model, cfg, device, train_eval, val_set):
 def train(cfg, model, train_set, train_eval, val_set, device, state):
     criterion = get_criterion(cfg)
     optimizer = get_optimizer(cfg, model.parameters())
+    scaler = grad_scaler(cfg, device)
     memory = None
     if cfg.setup != 'simclr':
         memory = MemorySetup(cfg, train_set, cfg.model_kwargs['features_dim'], device)
@@ -85,13 +92,14 @@ def train(cfg, model, train_set, train_eval, val_set, device, state):
         print(f'resuming {cfg.pretext_checkpoint} at epoch {start_epoch + 1}/{total_epochs(cfg)}')
     log = RunLog(cfg.pretext_dir)
     batches = view_batches(train_set, cfg, device, 2 if memory is None else 1)
+    net = training_model(model, cfg, device)
     for epoch in range(start_epoch, total_epochs(cfg)):
         seed_all(cfg.seed, epoch)
         t0 = time.time()
         record = {'epoch': epoch + 1}
         if cfg.setup == 'and' and epoch % cfg.epochs == 0:
             record.update(memory.start_round(epoch // cfg.epochs, cfg.and_rounds, cfg.criterion_kwargs['temperature']))
-        loss = train_one_epoch(model, batches, criterion, optimizer, cfg, epoch, device, memory)
+        loss = train_one_epoch(net, batches, criterion, optimizer, cfg, epoch, device, memory, scaler)
         record.update(loss=loss, lr=optimizer.param_groups[0]['lr'], seconds=round(time.time() - t0, 2))
         if cfg.knn_every and (epoch + 1) % cfg.knn_every == 0:
             record['knn_acc'] = evaluate(model, cfg, device, train_eval, val_set)[2]

@@ -15,8 +15,9 @@ from data.transforms import check_augmentation
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
-def _uniform(n, low, high, device):
-    return low + (high - low) * torch.rand(n, device=device)
+def _uniform_of(low_high, u):
+    """Map uniforms u in [0, 1) onto [low, high)."""
+    return low_high[0] + (low_high[1] - low_high[0]) * u
 
 
 def _range(value, around=None):
@@ -33,127 +34,169 @@ def _gray(x):
     return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
 
 
+def take(params, part):
+    """The parameters of the samples `part` (a slice or index tensor) of a batch."""
+    return {k: v[part] for k, v in params.items()}
+
+
 class BatchAugment:
-    """uint8 [b, C, H, W] on any device -> normalised float [b, C, S, S], parameters per sample."""
+    """uint8 [b, C, H, W] on any device -> normalised float [b, C, S, S], parameters per sample.
+
+    `sample(n, shape, device)` draws every random parameter of n samples; `apply(images, params)` uses them.
+    Under torchrun every process draws the parameters of the whole global batch and applies its share,
+    so the random stream, and the result, do not depend on the number of processes.
+    """
 
     def __init__(self, aug):
         self.aug = check_augmentation(dict(aug))
         self.mean = torch.tensor(self.aug['normalize']['mean'], dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(self.aug['normalize']['std'], dtype=torch.float32).view(1, -1, 1, 1)
+        rrc = self.aug.get('random_resized_crop')
+        self.size = None if not rrc else ((rrc['size'],) * 2 if isinstance(rrc['size'], int) else tuple(rrc['size']))
 
     def __call__(self, images):
+        return self.apply(images, self.sample(len(images), images.shape[1:], images.device))
+
+    def sample(self, n, shape, device):
+        """Every random parameter of n samples of images of `shape` (C, H, W): a dict of [n, ...] tensors."""
+        a, u = self.aug, lambda *size: torch.rand(n, *size, device=device)
+        c, h, w = shape
+        out_h, out_w = self.size or (h, w)
+        p = {}
+        if a.get('random_resized_crop'):
+            p['crop'] = u(4)  # scale, log-ratio, x and y position
+        if a.get('horizontal_flip', True):
+            p['flip'] = u() < 0.5
+        if a.get('random_affine'):
+            p['affine'] = u(5)  # angle, scale, shear, translation x and y
+        if a.get('color_jitter'):
+            prob = (a.get('color_jitter_random_apply') or {}).get('p', 1.0)
+            p['jitter'] = u() < prob
+            p['jitter_factors'] = u(4)
+            p['jitter_order'] = u(4).argsort(1)  # torchvision draws an order per image
+        if a.get('random_grayscale'):
+            p['gray'] = u() < a['random_grayscale']['p']
+        if a.get('intensity'):
+            p['intensity'] = u()
+        if a.get('gaussian_noise'):
+            p['noise'] = torch.randn(n, c, out_h, out_w, device=device)
+        if a.get('random_erasing'):
+            p['erase'] = u(5)  # area, log-ratio, top, left, apply
+        return p
+
+    def apply(self, images, p):
         x = images.float().div_(255)
-        x = self._geometry(x)
-        if self.aug.get('color_jitter'):
-            p = (self.aug.get('color_jitter_random_apply') or {}).get('p', 1.0)
-            x = self._where(torch.rand(len(x), device=x.device) < p, self._color_jitter(x), x)
-        if self.aug.get('random_grayscale') and x.shape[1] == 3:
-            x = self._where(torch.rand(len(x), device=x.device) < self.aug['random_grayscale']['p'],
-                            _gray(x).expand_as(x), x)
-        if self.aug.get('intensity'):
+        x = self._geometry(x, p)
+        if 'jitter' in p:
+            x = self._where(p['jitter'], self._color_jitter(x, p), x)
+        if 'gray' in p and x.shape[1] == 3:
+            x = self._where(p['gray'], _gray(x).expand_as(x), x)
+        if 'intensity' in p:
             low, high = self.aug['intensity']
-            x = (x * _uniform(len(x), low, high, x.device).view(-1, 1, 1, 1)).clamp_(0, 1)
-        if self.aug.get('gaussian_noise'):
-            x = (x + self.aug['gaussian_noise']['std'] * torch.randn_like(x)).clamp_(0, 1)
+            x = (x * (low + (high - low) * p['intensity']).view(-1, 1, 1, 1)).clamp_(0, 1)
+        if 'noise' in p:
+            x = (x + self.aug['gaussian_noise']['std'] * p['noise']).clamp_(0, 1)
         x = (x - self.mean.to(x.device)) / self.std.to(x.device)
-        if self.aug.get('random_erasing'):
-            x = self._erase(x, **self.aug['random_erasing'])
+        if 'erase' in p:
+            x = self._erase(x, p['erase'], **self.aug['random_erasing'])
         return x
 
     @staticmethod
     def _where(mask, a, b):
         return torch.where(mask.view(-1, 1, 1, 1), a, b)
 
-    def _geometry(self, x):
+    def _geometry(self, x, p):
         """Compose crop, flip and affine as output->input maps in normalised coordinates."""
         b, c, h, w = x.shape
         dev = x.device
         theta = torch.eye(3, device=dev).repeat(b, 1, 1)
-        size = (h, w)
-        moved = False
-        rrc = self.aug.get('random_resized_crop')
-        if rrc:
-            s = rrc['size']
-            size = (s, s) if isinstance(s, int) else tuple(s)
-            scale = _uniform(b, *rrc.get('scale', (0.08, 1.0)), dev)
+        size = self.size or (h, w)
+        if 'crop' in p:
+            rrc = self.aug['random_resized_crop']
+            low, high = rrc.get('scale', (0.08, 1.0))
+            scale = low + (high - low) * p['crop'][:, 0]
             lr = [math.log(r) for r in rrc.get('ratio', (3 / 4, 4 / 3))]
-            ratio = torch.exp(_uniform(b, lr[0], lr[1], dev))
+            ratio = torch.exp(lr[0] + (lr[1] - lr[0]) * p['crop'][:, 1])
             fw = torch.sqrt(scale * ratio).clamp(max=1.0)  # crop width as a share of the image width
             fh = torch.sqrt(scale / ratio).clamp(max=1.0)
             crop = torch.zeros(b, 3, 3, device=dev)
             crop[:, 0, 0], crop[:, 1, 1], crop[:, 2, 2] = fw, fh, 1
-            crop[:, 0, 2] = (1 - fw) * _uniform(b, -1, 1, dev)
-            crop[:, 1, 2] = (1 - fh) * _uniform(b, -1, 1, dev)
-            theta, moved = theta @ crop, True
-        if self.aug.get('horizontal_flip', True):
+            crop[:, 0, 2] = (1 - fw) * (2 * p['crop'][:, 2] - 1)
+            crop[:, 1, 2] = (1 - fh) * (2 * p['crop'][:, 3] - 1)
+            theta = theta @ crop
+        if 'flip' in p:
             flip = torch.eye(3, device=dev).repeat(b, 1, 1)
-            flip[:, 0, 0] = torch.where(torch.rand(b, device=dev) < 0.5, -1.0, 1.0)
-            theta, moved = theta @ flip, True
-        affine = self.aug.get('random_affine')
-        if affine:
-            theta, moved = theta @ torch.linalg.inv(self._affine(b, dev, **affine)), True
-        if not moved and size == (h, w):
+            flip[:, 0, 0] = torch.where(p['flip'], -1.0, 1.0)
+            theta = theta @ flip
+        if 'affine' in p:
+            theta = theta @ torch.linalg.inv(self._affine(p['affine'], **self.aug['random_affine']))
+        if len(p.keys() & {'crop', 'flip', 'affine'}) == 0 and size == (h, w):
             return x
         grid = F.affine_grid(theta[:, :2], [b, c, *size], align_corners=False)
         return F.grid_sample(x, grid, mode='bilinear', padding_mode='zeros', align_corners=False)
 
     @staticmethod
-    def _affine(b, dev, degrees=0, translate=None, scale=None, shear=None):
-        """torchvision RandomAffine's forward map (input -> output) about the image centre."""
-        angle = torch.deg2rad(_uniform(b, *_range(degrees), dev))
+    def _affine(u, degrees=0, translate=None, scale=None, shear=None):
+        """torchvision RandomAffine's forward map (input -> output) about the image centre; u [b, 5] uniforms."""
+        b, dev = len(u), u.device
+        angle = torch.deg2rad(_uniform_of(_range(degrees), u[:, 0]))
         m = torch.eye(3, device=dev).repeat(b, 1, 1)
-        sc = _uniform(b, *scale, dev) if scale else torch.ones(b, device=dev)
-        sh = torch.tan(torch.deg2rad(_uniform(b, *_range(shear), dev))) if shear else torch.zeros(b, device=dev)
+        sc = _uniform_of(scale, u[:, 1]) if scale else torch.ones(b, device=dev)
+        sh = torch.tan(torch.deg2rad(_uniform_of(_range(shear), u[:, 2]))) if shear else torch.zeros(b, device=dev)
         cos, sin = torch.cos(angle), torch.sin(angle)
         # R(angle) @ Shear_x @ Scale
         m[:, 0, 0], m[:, 0, 1] = cos * sc, (cos * sh - sin) * sc
         m[:, 1, 0], m[:, 1, 1] = sin * sc, (sin * sh + cos) * sc
         if translate:
-            m[:, 0, 2] = 2 * _uniform(b, -translate[0], translate[0], dev)  # the image spans 2 units
-            m[:, 1, 2] = 2 * _uniform(b, -translate[1], translate[1], dev)
+            m[:, 0, 2] = 2 * translate[0] * (2 * u[:, 3] - 1)  # the image spans 2 units
+            m[:, 1, 2] = 2 * translate[1] * (2 * u[:, 4] - 1)
         return m
 
-    def _color_jitter(self, x):
+    def _color_jitter(self, x, p):
+        """Brightness, contrast, saturation and hue, each sample in its own random order."""
         cj = self.aug['color_jitter']
-        b, dev = len(x), x.device
-        ops = []
+        f = p['jitter_factors']
+        factor = lambda key, i: _uniform_of(_range(cj[key], 1), f[:, i]).view(-1, 1, 1, 1)  # noqa: E731
+        ops = {}
         if cj.get('brightness'):
-            f = _uniform(b, *_range(cj['brightness'], 1), dev).view(-1, 1, 1, 1)
-            ops.append(lambda x: (x * f).clamp(0, 1))
+            ops[0] = lambda x, s: (x * factor('brightness', 0)[s]).clamp(0, 1)
         if cj.get('contrast'):
-            f = _uniform(b, *_range(cj['contrast'], 1), dev).view(-1, 1, 1, 1)
-            ops.append(lambda x: ((x - _gray(x).mean((1, 2, 3), keepdim=True)) * f
-                                  + _gray(x).mean((1, 2, 3), keepdim=True)).clamp(0, 1))
+            ops[1] = lambda x, s: ((x - _gray(x).mean((1, 2, 3), keepdim=True)) * factor('contrast', 1)[s]
+                                   + _gray(x).mean((1, 2, 3), keepdim=True)).clamp(0, 1)
         if x.shape[1] == 3 and cj.get('saturation'):
-            f = _uniform(b, *_range(cj['saturation'], 1), dev).view(-1, 1, 1, 1)
-            ops.append(lambda x: (_gray(x) + f * (x - _gray(x))).clamp(0, 1))
+            ops[2] = lambda x, s: (_gray(x) + factor('saturation', 2)[s] * (x - _gray(x))).clamp(0, 1)
         if x.shape[1] == 3 and cj.get('hue'):
             # a rotation of the chroma plane in YIQ space: a linear stand-in for the HSV hue shift
-            angle = 2 * math.pi * _uniform(b, *_range(cj['hue']), dev)
-            rot = torch.zeros(b, 3, 3, device=dev)
+            angle = 2 * math.pi * _uniform_of(_range(cj['hue']), f[:, 3])
+            rot = torch.zeros(len(x), 3, 3, device=x.device)
             rot[:, 0, 0] = 1
             rot[:, 1, 1], rot[:, 1, 2] = torch.cos(angle), -torch.sin(angle)
             rot[:, 2, 1], rot[:, 2, 2] = torch.sin(angle), torch.cos(angle)
-            yiq = _RGB_TO_YIQ.to(dev)
+            yiq = _RGB_TO_YIQ.to(x.device)
             mat = torch.linalg.inv(yiq) @ rot @ yiq
-            ops.append(lambda x: torch.einsum('bij,bjhw->bihw', mat, x).clamp(0, 1))
-        for i in torch.randperm(len(ops)).tolist():  # torchvision shuffles the order too
-            x = ops[i](x)
+            ops[3] = lambda x, s: torch.einsum('bij,bjhw->bihw', mat[s], x).clamp(0, 1)
+        x = x.clone()
+        for position in range(4):
+            for op, fn in ops.items():
+                s = (p['jitter_order'][:, position] == op).nonzero().squeeze(1)
+                if len(s):
+                    x[s] = fn(x[s], s)
         return x
 
     @staticmethod
-    def _erase(x, p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3)):
+    def _erase(x, u, p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3)):
+        """Erase one rectangle per sample with probability p; u [b, 5] uniforms."""
         b, _, h, w = x.shape
         dev = x.device
-        area = _uniform(b, *scale, dev) * h * w
-        r = torch.exp(_uniform(b, math.log(ratio[0]), math.log(ratio[1]), dev))
+        area = _uniform_of(scale, u[:, 0]) * h * w
+        r = torch.exp(_uniform_of((math.log(ratio[0]), math.log(ratio[1])), u[:, 1]))
         eh = torch.sqrt(area * r).round().clamp(1, h)
         ew = torch.sqrt(area / r).round().clamp(1, w)
-        top = (torch.rand(b, device=dev) * (h - eh + 1)).floor()
-        left = (torch.rand(b, device=dev) * (w - ew + 1)).floor()
+        top = (u[:, 2] * (h - eh + 1)).floor()
+        left = (u[:, 3] * (w - ew + 1)).floor()
         rows = torch.arange(h, device=dev).view(1, h, 1)
         cols = torch.arange(w, device=dev).view(1, 1, w)
         inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + eh).view(-1, 1, 1))
                   & (cols >= left.view(-1, 1, 1)) & (cols < (left + ew).view(-1, 1, 1)))
-        hit = inside & (torch.rand(b, device=dev) < p).view(-1, 1, 1)
+        hit = inside & (u[:, 4] < p).view(-1, 1, 1)
         return x.masked_fill(hit.unsqueeze(1), 0.0)

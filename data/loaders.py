@@ -1,30 +1,50 @@
-"""Batches for training and evaluation, on either augmentation path."""
+"""Batches for training and evaluation, on either augmentation path; under torchrun, each process's share."""
 import torch
 
-from data.batch_augment import BatchAugment
+from data.batch_augment import BatchAugment, take
 from data.transforms import Views, train_transform
+from utils import distributed
 from utils.errors import UserError
 
 
 def eval_loader(dataset, cfg, batch_size=None):
-    """In dataset order, no shuffling: feature i belongs to dataset item i."""
+    """In dataset order, no shuffling: feature i belongs to dataset item i. Under torchrun: this process's
+    contiguous shard (utils.features.forward_in_order gathers the shards back in order)."""
+    if distributed.world() > 1:
+        dataset = torch.utils.data.Subset(dataset, distributed.shard(len(dataset)))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size or cfg.batch_size, shuffle=False,
                                        num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
 
 
+class EpochLoader(torch.utils.data.DataLoader):
+    """A DataLoader whose DistributedSampler (under torchrun) reshuffles every epoch from the run's seed."""
+
+    def __iter__(self):
+        if isinstance(self.sampler, torch.utils.data.DistributedSampler):
+            self.sampler.set_epoch(int(torch.randint(2 ** 31, ())))  # the stages seed torch per epoch
+        return super().__iter__()
+
+
 def train_loader(dataset, cfg):
-    """Shuffled full batches (a batch of 1 would break BatchNorm)."""
-    return torch.utils.data.DataLoader(dataset, batch_size=min(cfg.batch_size, len(dataset)), shuffle=True,
-                                       drop_last=True, num_workers=cfg.num_workers,
-                                       pin_memory=torch.cuda.is_available(),
-                                       persistent_workers=cfg.num_workers > 0)
+    """Shuffled full batches (a batch of 1 would break BatchNorm); under torchrun each process's share of
+    every global batch of batch_size."""
+    batch = min(cfg.batch_size, len(dataset))
+    sampler = None
+    if distributed.world() > 1:
+        batch = len(range(len(dataset))[distributed.local_part(batch)])
+        sampler = torch.utils.data.DistributedSampler(dataset, shuffle=True, drop_last=True)
+    return EpochLoader(dataset, batch_size=batch, shuffle=sampler is None, sampler=sampler, drop_last=True,
+                       num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
+                       persistent_workers=cfg.num_workers > 0)
 
 
 class DeviceBatches:
     """The whole dataset as one uint8 tensor on the device, augmented batch by batch there.
 
-    Shuffling uses the global torch generator, which the stages seed per epoch; subclasses
-    turn a batch of indices into the same dict the DataLoader path yields.
+    Shuffling and augmentation parameters use the global torch generator, which the stages seed per
+    epoch; every process draws them for the whole global batch and keeps its share, so one process and
+    W processes see the same images. Subclasses turn a batch of indices into the dict the DataLoader path
+    yields (with this process's share of the indices).
     """
 
     def __init__(self, dataset, cfg, device):
@@ -34,6 +54,10 @@ class DeviceBatches:
         self.images = dataset.uint8_tensor().to(device)
         self.augment = BatchAugment(cfg.augmentation_kwargs)
         self.batch_size = min(cfg.batch_size, len(self.images))
+        kw = cfg.transformation_kwargs
+        self.crop = kw['crop_size']
+        self.mean = torch.tensor(kw['normalize']['mean'], device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(kw['normalize']['std'], device=device).view(1, -1, 1, 1)
 
     def __len__(self):
         return len(self.images) // self.batch_size
@@ -44,7 +68,20 @@ class DeviceBatches:
             yield self.batch(order[step * self.batch_size:(step + 1) * self.batch_size])
 
     def view(self, index):
-        return self.augment(self.images[index.to(self.images.device)])
+        """Augmented images of this process's share of the global batch `index`."""
+        params = self.augment.sample(len(index), self.images.shape[1:], self.images.device)
+        part = distributed.local_part(len(index))
+        return self.augment.apply(self.images[index[part].to(self.images.device)], take(params, part))
+
+    def weak(self, index):
+        """The evaluation transform on the device (centre crop and normalisation) of this process's share."""
+        x = self.images[index[distributed.local_part(len(index))].to(self.images.device)]
+        top, left = (x.shape[2] - self.crop) // 2, (x.shape[3] - self.crop) // 2
+        return (x[:, :, top:top + self.crop, left:left + self.crop].float() / 255 - self.mean) / self.std
+
+
+def local(index):
+    return index[distributed.local_part(len(index))]
 
 
 class DeviceViews(DeviceBatches):
@@ -53,7 +90,7 @@ class DeviceViews(DeviceBatches):
         self.views = views
 
     def batch(self, index):
-        return {'image': torch.stack([self.view(index) for _ in range(self.views)], dim=1), 'index': index}
+        return {'image': torch.stack([self.view(index) for _ in range(self.views)], dim=1), 'index': local(index)}
 
 
 def view_batches(dataset, cfg, device, views):
@@ -66,10 +103,11 @@ def view_batches(dataset, cfg, device, views):
 
 class NeighborPairs(torch.utils.data.Dataset):
     """Item i: {'anchor', 'neighbor' (one of its mined neighbours, uniformly), ['second' view of the anchor],
-    'index'}; each image augmented independently."""
+    ['weak' view of the anchor], 'index'}; each image augmented independently."""
 
-    def __init__(self, dataset, neighbors, transform, second=False):
+    def __init__(self, dataset, neighbors, transform, second=False, weak=None):
         self.dataset, self.neighbors, self.transform, self.second = dataset, neighbors, transform, second
+        self.weak = weak
 
     def __len__(self):
         return len(self.dataset)
@@ -80,28 +118,33 @@ class NeighborPairs(torch.utils.data.Dataset):
         item = {'anchor': self.transform(anchor), 'neighbor': self.transform(self.dataset.get_image(j)), 'index': i}
         if self.second:
             item['second'] = self.transform(anchor)
+        if self.weak is not None:
+            item['weak'] = self.weak(anchor)
         return item
 
 
 class DevicePairs(DeviceBatches):
-    def __init__(self, dataset, neighbors, cfg, device, second=False):
+    def __init__(self, dataset, neighbors, cfg, device, second=False, weak=False):
         super().__init__(dataset, cfg, device)
-        self.neighbors, self.second = neighbors, second
+        self.neighbors, self.second, self.with_weak = neighbors, second, weak
 
     def batch(self, index):
         pick = torch.randint(self.neighbors.shape[1], (len(index),))
-        out = {'anchor': self.view(index), 'neighbor': self.view(self.neighbors[index, pick]), 'index': index}
+        out = {'anchor': self.view(index), 'neighbor': self.view(self.neighbors[index, pick]), 'index': local(index)}
         if self.second:
             out['second'] = self.view(index)
+        if self.with_weak:
+            out['weak'] = self.weak(index)
         return out
 
 
-def neighbor_batches(dataset, neighbors, cfg, device, second=False):
-    """Clustering batches: {'anchor', 'neighbor', ['second'], 'index'}; neighbors [N, K] without self."""
+def neighbor_batches(dataset, neighbors, cfg, device, second=False, weak_transform=None):
+    """Clustering batches: {'anchor', 'neighbor', ['second'], ['weak'], 'index'}; neighbors [N, K] without self;
+    'weak' (the anchor under weak_transform) only when weak_transform is given."""
     if cfg.augment_on_device:
-        return DevicePairs(dataset, neighbors, cfg, device, second)
+        return DevicePairs(dataset, neighbors, cfg, device, second, weak=weak_transform is not None)
     transform = train_transform(cfg.augmentation_strategy, cfg.augmentation_kwargs)
-    return train_loader(NeighborPairs(dataset, neighbors, transform, second), cfg)
+    return train_loader(NeighborPairs(dataset, neighbors, transform, second, weak_transform), cfg)
 
 
 class WeakStrong(torch.utils.data.Dataset):
@@ -119,18 +162,8 @@ class WeakStrong(torch.utils.data.Dataset):
 
 
 class DeviceWeakStrong(DeviceBatches):
-    def __init__(self, dataset, cfg, device):
-        super().__init__(dataset, cfg, device)
-        kw = cfg.transformation_kwargs
-        self.crop = kw['crop_size']
-        self.mean = torch.tensor(kw['normalize']['mean'], device=device).view(1, -1, 1, 1)
-        self.std = torch.tensor(kw['normalize']['std'], device=device).view(1, -1, 1, 1)
-
     def batch(self, index):
-        x = self.images[index.to(self.images.device)]
-        top, left = (x.shape[2] - self.crop) // 2, (x.shape[3] - self.crop) // 2  # the centre crop
-        weak = (x[:, :, top:top + self.crop, left:left + self.crop].float() / 255 - self.mean) / self.std
-        return {'image': weak, 'image_augmented': self.augment(x), 'index': index}
+        return {'image': self.weak(index), 'image_augmented': self.view(index), 'index': local(index)}
 
 
 def weak_strong_batches(dataset, cfg, device, weak_transform):

@@ -12,6 +12,10 @@ PREFIXES = ('module.', '_orig_mod.')  # DataParallel/DDP and torch.compile wrapp
 
 
 def _atomic(path, write):
+    """Write through a temporary file and rename; under torchrun only rank 0 writes."""
+    from utils.distributed import is_main
+    if not is_main():
+        return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')

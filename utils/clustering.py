@@ -9,10 +9,9 @@ from utils.features import forward_in_order
 
 def predict(model, loader, device):
     """One in-order pass (eval mode): backbone features [N, D] and per-head probabilities [H, N, C], on the CPU."""
-    outputs, targets = forward_in_order(model, loader, device, 'return_all', lambda out: (
-        out['features'].float().cpu(), torch.stack([o.float().softmax(1) for o in out['output']]).cpu()))
-    feats, probs = zip(*outputs)
-    return {'features': torch.cat(feats), 'probs': torch.cat(probs, dim=1), 'targets': targets}
+    (feats, probs), targets = forward_in_order(model, loader, device, 'return_all', lambda out: (
+        out['features'].float().cpu(), torch.stack([o.float().softmax(1) for o in out['output']], dim=1).cpu()))
+    return {'features': feats, 'probs': probs.transpose(0, 1).contiguous(), 'targets': targets}
 
 
 def neighbor_lists(indices, k):

@@ -3,12 +3,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils import distributed
 from utils.knn import weighted_knn_predict
 
 
 @torch.no_grad()
 def forward_in_order(model, loader, device, forward_pass, keep):
-    """Run `model` in eval mode over `loader` (not shuffled): [keep(output) per batch], targets [N]."""
+    """Run `model` in eval mode over an `eval_loader` (not shuffled). keep(output) -> a tuple of [b, ...] tensors
+    on the CPU; returns those tuples concatenated over the dataset, in dataset order, and targets [N]. Under
+    torchrun the loader holds this process's shard and the shards are gathered in order."""
     was_training = model.training
     model.eval()
     outputs, targets = [], []
@@ -16,14 +19,17 @@ def forward_in_order(model, loader, device, forward_pass, keep):
         outputs.append(keep(model(batch['image'].to(device, non_blocking=True), forward_pass=forward_pass)))
         targets.append(batch['target'])
     model.train(was_training)
-    return outputs, torch.cat(targets).numpy()
+    parts = [torch.cat(column) for column in zip(*outputs)] + [torch.cat(targets)]
+    if distributed.world() > 1:
+        parts = [distributed.gather_uneven(p.to(device)).cpu() for p in parts]
+    return parts[:-1], parts[-1].numpy()
 
 
 def extract_features(model, loader, device, forward_pass='default', normalize=True):
     """Features [N, D] (L2-normalised unless normalize=False) on the CPU, in dataset order, and targets [N]."""
-    feats, targets = forward_in_order(model, loader, device, forward_pass,
-                                      lambda out: (F.normalize(out, dim=1) if normalize else out).float().cpu())
-    return torch.cat(feats), targets
+    (feats,), targets = forward_in_order(model, loader, device, forward_pass, lambda out: (
+        (F.normalize(out, dim=1) if normalize else out).float().cpu(),))
+    return feats, targets
 
 
 def pretext_features(model, loader, cfg, device):

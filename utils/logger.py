@@ -5,6 +5,8 @@ import sys
 
 from tqdm import tqdm
 
+from utils.distributed import is_main
+
 
 def progress(iterable, total, desc):
     """A tqdm bar with ETA on a terminal; nothing (the per-epoch lines suffice) in logs and CI."""
@@ -18,8 +20,9 @@ class RunLog:
         self.path = os.path.join(folder, name)
 
     def log(self, record, echo=True):
-        with open(self.path, 'a') as f:
-            f.write(json.dumps(record) + '\n')
+        if is_main():  # under torchrun only rank 0 writes (and prints)
+            with open(self.path, 'a') as f:
+                f.write(json.dumps(record) + '\n')
         if echo:
             print(' '.join(f'{k} {_fmt(v)}' for k, v in record.items()), flush=True)
 
@@ -31,6 +34,8 @@ class RunLog:
 
     def plot(self, png, keys, x='epoch'):
         """One panel per key that the log holds, against `x`."""
+        if not is_main():
+            return
         import matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt

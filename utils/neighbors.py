@@ -2,6 +2,8 @@
 import numpy as np
 import torch
 
+from utils import distributed
+
 try:
     import faiss
 except ImportError:  # the chunked torch search below takes over
@@ -45,6 +47,12 @@ def search(base, queries, k, backend='auto', device=None, nlist=None):
     """
     as_numpy = lambda x: x.float().cpu().numpy() if torch.is_tensor(x) else np.asarray(x, np.float32)  # noqa: E731
     base, queries = as_numpy(base), as_numpy(queries)
+    if distributed.world() > 1:
+        return _search_sharded(base, queries, k, backend, device, nlist)
+    return _search_local(base, queries, k, backend, device, nlist)
+
+
+def _search_local(base, queries, k, backend, device, nlist):
     if backend == 'faiss' and faiss is None:
         raise RuntimeError('faiss is not installed; use backend torch')
     if backend == 'faiss' or (backend == 'auto' and faiss is not None):
@@ -52,6 +60,21 @@ def search(base, queries, k, backend='auto', device=None, nlist=None):
     if nlist:
         raise RuntimeError('the approximate (IVF) index needs faiss')
     return _search_torch(base, queries, k, device)
+
+
+def _search_sharded(base, queries, k, backend, device, nlist):
+    """Under torchrun: each process searches its contiguous shard of `base` (so the base may exceed one
+    device's memory), the per-shard top-k lists are gathered and merged. Every process gets the result."""
+    rows = distributed.shard(len(base))
+    sims, idx = _search_local(base[rows.start:rows.stop], queries, min(k, len(rows)), backend, device, nlist)
+    pad = k - sims.shape[1]  # a shard shorter than k: pad with entries that never win
+    sims = np.pad(sims, ((0, 0), (0, pad)), constant_values=-np.inf)
+    idx = np.pad(idx + rows.start, ((0, 0), (0, pad)), constant_values=-1)
+    where = device if device is not None and torch.device(device).type == 'cuda' else 'cpu'
+    all_sims = distributed.gather_columns(torch.as_tensor(sims, device=where)).cpu().numpy()
+    all_idx = distributed.gather_columns(torch.as_tensor(idx, device=where)).cpu().numpy()
+    order = np.argsort(-all_sims, axis=1, kind='stable')[:, :k]  # shards in order: ties keep the lower index
+    return np.take_along_axis(all_sims, order, 1), np.take_along_axis(all_idx, order, 1)
 
 
 def mine_neighbors(features, topk, backend='auto', device=None):

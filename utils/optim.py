@@ -1,4 +1,5 @@
-"""Optimisers and learning-rate schedules."""
+"""Optimisers, learning-rate schedules, mixed precision and the optimisation step."""
+import contextlib
 import math
 
 import torch
@@ -41,11 +42,32 @@ def set_lr(optimizer, lr):
         group['lr'] = lr
 
 
-def optimizer_step(optimizer, loss, epoch):
-    """Backward and step; a non-finite loss stops the run before it can spoil the weights."""
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def autocast(cfg, device):
+    """The forward pass's precision, `amp: none|bf16|fp16` (BatchNorm and the losses stay fp32)."""
+    if cfg.amp == 'none':
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AMP_DTYPES[cfg.amp])
+
+
+def grad_scaler(cfg, device):
+    """fp16 needs its gradients scaled against underflow; None otherwise."""
+    return torch.amp.GradScaler(device.type) if cfg.amp == 'fp16' else None
+
+
+def optimizer_step(optimizer, loss, epoch, scaler=None):
+    """Backward and step (through the grad scaler under fp16); a non-finite loss stops the run before it can
+    spoil the weights."""
     if not torch.isfinite(loss):
         raise UserError(f'loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate '
                         '(the last good epoch is in checkpoint.pth.tar)')
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()

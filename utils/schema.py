@@ -44,6 +44,11 @@ COMMON = {
     'seed': 0,
     'device': Key('auto', str, ('auto', 'cpu', 'cuda')),
     'gpus': Key(None, str),
+    # speed (README "Speed and scale"): none of them changes what is learnt beyond float rounding
+    'amp': Key('none', str, ('none', 'bf16', 'fp16')),  # mixed precision of the forward pass
+    'channels_last': False,               # NHWC memory format (faster convolutions on recent GPUs)
+    'compile': False,                     # torch.compile the training model
+    'sync_bn': False,                     # under torchrun: BatchNorm statistics over the global batch
 }
 
 PRETEXT = {
@@ -75,6 +80,9 @@ CLUSTERING = {
     'num_heads': 1,
     'update_cluster_head_only': False,    # freeze the backbone (eval mode, no gradients)
     'num_neighbors': 20,                  # the neighbour of each anchor is drawn from its first K mined ones
+    # NNM's in-batch neighbours from the backbone features of: the strong anchor view (published) or its
+    # weak view (the evaluation transform, one extra forward pass without gradients in eval mode)
+    'local_neighbor_view': Key('strong', str, ('strong', 'weak')),
     'augmentation_strategy': Key('ours', str, ('simclr', 'ours')),
     'augmentation_kwargs': Key(REQUIRED, dict),
     'augment_on_device': False,
@@ -99,7 +107,8 @@ SELFLABEL = {
 }
 
 # keys that may change between an interrupted run and its resumption
-RESUME_MAY_DIFFER = ('root_dir', 'data_root', 'download', 'device', 'gpus', 'num_workers')
+RESUME_MAY_DIFFER = ('root_dir', 'data_root', 'download', 'device', 'gpus', 'num_workers', 'amp', 'channels_last',
+                     'compile', 'sync_bn')
 
 
 def add_paths(cfg):

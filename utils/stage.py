@@ -2,6 +2,9 @@
 import os
 import sys
 
+import torch
+
+from utils import distributed
 from utils.checkpoint import atomic_save, load_file
 from utils.common import get_device, seed_all
 from utils.config import load_config, save_config, to_plain
@@ -30,9 +33,19 @@ def prepare(args, schema):
             raise UserError(f"criterion '{cfg.criterion}' differs from setup '{cfg.setup}'; drop criterion or "
                             'make them equal')
         cfg.criterion = cfg.setup
-    device = get_device(cfg)
-    seed_all(cfg.seed)
+    device = distributed.init(get_device(cfg))  # joins torchrun's processes when launched by torchrun
+    seed_all(cfg.seed)  # the same seed in every process: shuffling and augmentation stay in step
     return cfg, device
+
+
+def training_model(model, cfg, device):
+    """The module the training loop calls: `model` in channels_last memory format, with SyncBatchNorm and
+    DistributedDataParallel under torchrun, compiled with `compile: true`. It shares `model`'s parameters, so
+    checkpoints and evaluation keep using `model`."""
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = distributed.wrap(model, cfg, device)
+    return torch.compile(net) if cfg.compile else net
 
 
 def config_for_checkpoint(cfg, schema):
@@ -60,7 +73,7 @@ def start_run(folder, cfg, schema, checkpoint_path, resume):
             raise UserError(f'cannot resume {checkpoint_path}: the config changed in {diffs}; '
                             'restore those values or start a new root_dir')
     os.makedirs(folder, exist_ok=True)
-    save_config(cfg, os.path.join(folder, 'config.yml'))
+    save_config(cfg, os.path.join(folder, 'config.yml'))  # rank 0 only, as every write
     return state
 
 
