@@ -84,7 +84,7 @@ def evaluate_pretext(cfg, model, device, out_dir):
     if not val_set.has_labels:
         raise UserError('pretext evaluation reports neighbour and kNN accuracy, which need labels; '
                         f'{cfg.val_db_name} has none')
-    indices = mine_neighbors(val_feats, 20, device=device)
+    indices = mine_neighbors(val_feats, 20, device=device)[0]
     result = {f'top{k}_neighbor_acc': neighbor_accuracy(indices[:, :k + 1], val_targets) for k in (1, 5, 20)}
     same = same_data(cfg)
     t = cfg.get('knn_temperature', 0.1)

@@ -143,12 +143,14 @@ def run(args):
     metrics = {}
     for split, feats, targets, k in (('train', train_feats, train_targets, cfg.num_neighbors),
                                      ('val', val_feats, val_targets, cfg.num_val_neighbors)):
-        indices = mine_neighbors(feats, k, device=device)
+        indices, search_report = mine_neighbors(feats, k, device=device, exact_max=cfg.exact_search_max)
+        metrics[f'{split}_search'] = search_report
         atomic_save_npy(indices, cfg[f'topk_neighbors_{split}_path'])
         metrics[split] = neighbor_accuracy(indices, targets)
         acc = 'n/a (no labels)' if metrics[split] is None else f'{metrics[split]:.4f}'
         print(f'accuracy of top-{k} neighbours on {split}: {acc}')
-    result = {'neighbor_acc': metrics['train'], 'knn_acc': knn_acc, 'seconds': round(time.time() - t_start, 1)}
+    result = {'neighbor_acc': metrics['train'], 'knn_acc': knn_acc, 'search': metrics['train_search'],
+              'seconds': round(time.time() - t_start, 1)}
     if cfg.setup == 'snca':
         result['supervised'] = True  # trained with labels: an upper bound, not a clustering result
     write_json(os.path.join(cfg.pretext_dir, 'metrics.json'), result)

@@ -15,18 +15,18 @@ def brute_force(x, k):
 def test_faiss_and_torch_return_the_same_neighbours():
     torch.manual_seed(0)
     x = F.normalize(torch.randn(700, 32), dim=1)
-    a = mine_neighbors(x, 10, backend='faiss')
-    b = mine_neighbors(x, 10, backend='torch')
+    a = mine_neighbors(x, 10, backend='faiss')[0]
+    b = mine_neighbors(x, 10, backend='torch')[0]
     assert a.shape == (700, 11) and np.array_equal(a, b)
     assert np.array_equal(a, brute_force(x.numpy(), 10))
-    assert np.array_equal(mine_neighbors(x, 10, backend='torch', device='cpu')[:, 0], np.arange(700))
+    assert np.array_equal(mine_neighbors(x, 10, backend='torch', device='cpu')[0][:, 0], np.arange(700))
 
 
 def test_self_is_column_zero_even_with_duplicates():
     x = F.normalize(torch.randn(50, 8), dim=1)
     x[7] = x[3]  # exact duplicates tie
     for backend in ('faiss', 'torch'):
-        idx = mine_neighbors(x, 4, backend=backend)
+        idx = mine_neighbors(x, 4, backend=backend)[0]
         assert idx[3, 0] == 3 and idx[7, 0] == 7 and idx[3, 1] == 7 and idx[7, 1] == 3
         assert all(len(set(row)) == 5 for row in idx)
 
@@ -60,3 +60,17 @@ def test_weighted_knn_against_brute_force(exclude_self):
     got = weighted_knn_predict(query, bank, labels, 4, k=15, temperature=0.1, exclude_self=exclude_self, chunk=37)
     want = brute_knn(query.numpy(), bank.numpy(), labels.numpy(), 4, 15, 0.1, exclude_self)
     assert np.array_equal(got.numpy(), want)
+
+
+def test_ivf_above_exact_max_reports_its_recall_against_exact_search():
+    g = torch.Generator().manual_seed(0)
+    centres = F.normalize(torch.randn(20, 16, generator=g), dim=1)
+    x = F.normalize(centres[torch.arange(3000) % 20] + 0.3 * torch.randn(3000, 16, generator=g), dim=1)
+    exact, report = mine_neighbors(x, 10, backend='faiss', exact_max=5000)
+    assert report == {'search': 'exact'}
+    approx, report = mine_neighbors(x, 10, backend='faiss', exact_max=1000)
+    assert report['search'] == 'ivf' and report['nlist'] == int(4 * 3000 ** 0.5)
+    sample = np.random.default_rng(0).choice(3000, 1000, replace=False)
+    recall = np.mean([len(set(a) & set(b)) / 11 for a, b in zip(approx[sample], exact[sample])])
+    assert report['recall'] == pytest.approx(recall, abs=1e-3) and 0.3 < recall <= 1
+    assert np.array_equal(approx[:, 0], np.arange(3000))

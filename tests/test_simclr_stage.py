@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import simclr
-from conftest import interrupt_on_call, tiny_digits_args
+from conftest import interrupt_on_call, tiny_digits_args, write_env
 
 
 def out_dir(tmp_path, name='digits'):
@@ -26,7 +26,8 @@ def test_tiny_run_writes_every_output(env_file, tmp_path):
     assert train_nn.shape == (256, 21) and val_nn.shape == (256, 6)
     assert np.array_equal(train_nn[:, 0], np.arange(256))
     metrics = json.load(open(out / 'metrics.json'))
-    assert set(metrics) == {'neighbor_acc', 'knn_acc', 'seconds'} and metrics == result
+    assert set(metrics) == {'neighbor_acc', 'knn_acc', 'search', 'seconds'} and metrics == result
+    assert metrics['search'] == {'search': 'exact'}
     assert 0.1 < metrics['neighbor_acc'] <= 1 and 0.1 < metrics['knn_acc'] <= 1
     log = [json.loads(line) for line in open(out / 'log.jsonl')]
     assert [r['epoch'] for r in log] == [1, 2] and all('knn_acc' in r and 'loss' in r for r in log)
@@ -109,3 +110,16 @@ def test_mine_only_without_a_model_is_an_error(env_file, capsys, tmp_path):
         simclr.main(tiny_digits_args(env_file, '--mine_only'))
     assert e.value.code == 2 and 'pretext model not found' in capsys.readouterr().err
     assert not os.path.exists(out_dir(tmp_path))
+
+
+@pytest.mark.parametrize('amp', ['bf16', 'fp16'])
+def test_mixed_precision_and_channels_last_train_close_to_fp32(env_file, tmp_path, amp):
+    import json
+    reference = simclr.main(tiny_digits_args(env_file, 'epochs=1', 'device=cpu'))
+    (tmp_path / amp).mkdir()
+    env = write_env(tmp_path / amp)
+    fast = simclr.main(tiny_digits_args(env, 'epochs=1', 'device=cpu', f'amp={amp}', 'channels_last=true'))
+    log = [json.loads(line) for line in open(tmp_path / amp / 'results' / 'digits' / 'pretext' / 'log.jsonl')]
+    first = [json.loads(line) for line in open(tmp_path / 'results' / 'digits' / 'pretext' / 'log.jsonl')]
+    assert log[0]['loss'] == pytest.approx(first[0]['loss'], rel=0.02) and log[0]['loss'] != first[0]['loss']
+    assert abs(fast['neighbor_acc'] - reference['neighbor_acc']) < 0.1

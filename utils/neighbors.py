@@ -77,22 +77,33 @@ def _search_sharded(base, queries, k, backend, device, nlist):
     return np.take_along_axis(all_sims, order, 1), np.take_along_axis(all_idx, order, 1)
 
 
-def mine_neighbors(features, topk, backend='auto', device=None):
-    """Indices [N, topk + 1] of each row's most similar rows, column 0 = the row itself.
+def mine_neighbors(features, topk, backend='auto', device=None, exact_max=None):
+    """Indices [N, topk + 1] of each row's most similar rows, column 0 = the row itself, and a report
+    {'search': 'exact' | 'ivf', ['nlist', 'recall']}.
 
-    `backend`: 'faiss' (exact IndexFlatIP, on all GPUs when faiss has them), 'torch'
-    (chunked matmul + top-k on `device`), or 'auto' (faiss when installed). Ties between
-    near-duplicates can put another sample first; the row itself is moved to column 0 so
-    that files written here always follow SCAN's layout.
+    `backend`: 'faiss' (exact IndexFlatIP, on all GPUs when faiss has them), 'torch' (chunked matmul +
+    top-k on `device`), or 'auto' (faiss when installed). Above `exact_max` rows (and with faiss) an
+    approximate IVF index with 4 sqrt(N) cells is used, and its recall of the exact top-k is measured on
+    1,000 rows. Ties between near-duplicates can put another sample first; the row itself is moved to
+    column 0 so that files written here always follow SCAN's layout.
     """
     n = len(features)
     k = min(topk + 1, n)
-    idx = search(features, features, k, backend, device)[1]
+    report = {'search': 'exact'}
+    nlist = None
+    if exact_max is not None and n > exact_max and faiss is not None and backend != 'torch':
+        nlist = int(4 * n ** 0.5)
+    idx = search(features, features, k, backend, device, nlist)[1]
+    if nlist:
+        sample = np.random.default_rng(0).choice(n, min(n, 1000), replace=False)
+        exact = search(features, np.asarray(features)[sample], k, 'torch', device)[1]
+        hits = [len(set(a) & set(b)) for a, b in zip(idx[sample], exact)]
+        report = {'search': 'ivf', 'nlist': nlist, 'recall': round(float(np.sum(hits) / exact.size), 4)}
     rows = np.arange(n)[:, None]
     others = np.where(idx == rows, -1, idx)
     # per row: itself, then the others in order (dropping the last one when itself was missing)
     ordered = np.argsort(others == -1, axis=1, kind='stable')[:, :k - 1]
-    return np.concatenate([rows, np.take_along_axis(others, ordered, axis=1)], axis=1)
+    return np.concatenate([rows, np.take_along_axis(others, ordered, axis=1)], axis=1), report
 
 
 def neighbor_accuracy(indices, targets):

@@ -65,6 +65,7 @@ PRETEXT = {
     'num_neighbors': 20,                  # K mined per train sample (written as K + 1 columns)
     'num_val_neighbors': 5,
     'mining_features': Key('head', str, ('head', 'backbone')),
+    'exact_search_max': 1000000,          # above this many images: approximate (faiss IVF) mining, recall reported
     'knn_k': 100,                         # weighted-kNN monitoring (labels used only for the report)
     'knn_temperature': 0.1,
     'knn_every': 1,                       # epochs between kNN reports; 0 = only at the end
