@@ -23,10 +23,10 @@ from utils.checkpoint import atomic_save, load_file, load_weights
 from utils.clustering import check_classes, global_neighbor_probs, head_losses, neighbor_lists, predict
 from utils.common import seed_all
 from utils.config import base_parser, parse_args
+from utils.distributed import gather
 from utils.errors import UserError
 from utils.logger import RunLog, progress, write_json
 from utils.metrics import cluster_metrics
-from utils.distributed import gather
 from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
 from utils.schema import CLUSTERING
 from utils.stage import prepare, run_cli, save_checkpoint, start_run, training_model

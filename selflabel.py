@@ -23,11 +23,11 @@ from utils.checkpoint import atomic_save, load_file, load_weights
 from utils.clustering import check_classes, predict, single_head_state
 from utils.common import seed_all
 from utils.config import base_parser, parse_args
+from utils.distributed import gather, world
 from utils.ema import EMA
 from utils.errors import UserError
 from utils.logger import RunLog, progress, write_json
 from utils.metrics import cluster_metrics
-from utils.distributed import gather, world
 from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
 from utils.schema import SELFLABEL
 from utils.stage import prepare, run_cli, save_checkpoint, start_run, training_model

@@ -22,11 +22,11 @@ from models import get_contrastive_model
 from utils.checkpoint import atomic_save, atomic_save_npy, load_pretext_model, load_weights
 from utils.common import seed_all
 from utils.config import base_parser, parse_args, save_config
+from utils.distributed import gather
 from utils.features import knn_accuracy, pretext_features
 from utils.logger import RunLog, progress, write_json
 from utils.memory_bank import MemorySetup
 from utils.neighbors import mine_neighbors, neighbor_accuracy
-from utils.distributed import gather
 from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
 from utils.schema import PRETEXT
 from utils.stage import prepare, run_cli, save_checkpoint, start_run, training_model

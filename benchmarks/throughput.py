@@ -88,46 +88,37 @@ def timed(device, fn, steps, batch, warmup=2):
     return {'images_per_s': round(steps * batch / seconds, 1), 'peak_mib': peak}
 
 
-def simclr_rows(args, device):
-    rows = []
-    for name, overrides in paths(args):
-        cfg = config('configs/pretext/simclr_cifar10_jpg.yml', PRETEXT, [*overrides, f'batch_size={args.batch}'])
-        torch.manual_seed(0)
-        model = get_contrastive_model(cfg).to(device)
-        net = training_model(model, cfg, device)
-        criterion, optimizer = get_criterion(cfg), get_optimizer(cfg, model.parameters())
-        scaler = grad_scaler(cfg, device)
-        if name == 'model only':
-            fixed = next(iter(view_batches(dataset(args.batch), config_on_device(cfg), device, 2)))
-            batches = itertools.repeat(fixed)
-        else:
-            batches = view_batches(dataset(args.images), cfg, device, 2)
-        run = lambda steps: simclr.train_one_epoch(net, Steps(batches, steps), criterion, optimizer, cfg, 0,  # noqa
-                                                   device, None, scaler)
-        rows.append({'stage': 'simclr', 'path': name, **timed(device, run, args.steps, args.batch)})
-        print(rows[-1], flush=True)
-    return rows
-
-
-def scan_rows(args, device):
-    rows = []
+def stage_rows(args, device, stage):
+    """Images/s of `stage` ('simclr' or 'scan') on every path of `paths(args)`."""
     knn = torch.randint(args.images, (args.images, 20))
+    rows = []
     for name, overrides in paths(args):
-        cfg = config('configs/scan/scan_cifar10_jpg.yml', CLUSTERING, [*overrides, f'batch_size={args.batch}'])
-        cfg.criterion = cfg.setup
         torch.manual_seed(0)
-        model = get_clustering_model(cfg).to(device)
+        if stage == 'simclr':
+            cfg = config('configs/pretext/simclr_cifar10_jpg.yml', PRETEXT, [*overrides, f'batch_size={args.batch}'])
+            model = get_contrastive_model(cfg).to(device)
+            make_batches = lambda c, n: view_batches(dataset(n), c, device, 2)  # noqa: E731
+        else:
+            cfg = config('configs/scan/scan_cifar10_jpg.yml', CLUSTERING, [*overrides, f'batch_size={args.batch}'])
+            cfg.criterion = cfg.setup
+            model = get_clustering_model(cfg).to(device)
+            # the neighbour lists index all args.images images, so every path uses that many
+            make_batches = lambda c, n: neighbor_batches(dataset(args.images), knn, c, device)  # noqa: E731
         net = training_model(model, cfg, device)
         criterion, optimizer = get_criterion(cfg), get_optimizer(cfg, model.parameters())
         scaler = grad_scaler(cfg, device)
-        if name == 'model only':
-            fixed = next(iter(neighbor_batches(dataset(args.images), knn, config_on_device(cfg), device)))
-            batches = itertools.repeat(fixed)
+        if name == 'model only':  # one pre-augmented batch, repeated
+            batches = itertools.repeat(next(iter(make_batches(config_on_device(cfg), args.batch))))
         else:
-            batches = neighbor_batches(dataset(args.images), knn, cfg, device)
-        run = lambda steps: scan.train_one_epoch(net, model, Steps(batches, steps), criterion, optimizer, cfg,  # noqa
-                                                 0, device, None, scaler)
-        rows.append({'stage': 'scan', 'path': name, **timed(device, run, args.steps, args.batch)})
+            batches = make_batches(cfg, args.images)
+
+        def run(steps):
+            if stage == 'simclr':
+                simclr.train_one_epoch(net, Steps(batches, steps), criterion, optimizer, cfg, 0, device, None, scaler)
+            else:
+                scan.train_one_epoch(net, model, Steps(batches, steps), criterion, optimizer, cfg, 0, device, None,
+                                     scaler)
+        rows.append({'stage': stage, 'path': name, **timed(device, run, args.steps, args.batch)})
         print(rows[-1], flush=True)
     return rows
 
@@ -152,12 +143,13 @@ def search_rows(args, device):
         x = torch.nn.functional.normalize(torch.randn(n, 128, generator=torch.Generator().manual_seed(n)), dim=1)
         x = x.numpy()
         exact = None
-        for name, fn in (('reference: faiss IndexFlatIP, CPU', lambda: neighbors._search_faiss(x, x, 21)[1]),
-                         ('ours: mine_neighbors (auto)', lambda: neighbors.mine_neighbors(x, 20, device=device)[0]),
-                         ('torch matmul + top-k', lambda: neighbors.search(x, x, 21, 'torch', device)[1]),
-                         (f'faiss IVF, nlist {int(4 * n ** 0.5)}',
-                          lambda: neighbors.search(x, x, 21, 'faiss', nlist=int(4 * n ** 0.5))[1])):
-            if 'CPU' in name and n > args.cpu_exact_max:
+        for name, reference, fn in (
+                ('reference: faiss IndexFlatIP, CPU', True, lambda: neighbors._search_faiss(x, x, 21)[1]),
+                ('ours: mine_neighbors (auto)', False, lambda: neighbors.mine_neighbors(x, 20, device=device)[0]),
+                ('torch matmul + top-k', False, lambda: neighbors.search(x, x, 21, 'torch', device)[1]),
+                (f'faiss IVF, nlist {int(4 * n ** 0.5)}', False,
+                 lambda: neighbors.search(x, x, 21, 'faiss', nlist=int(4 * n ** 0.5))[1])):
+            if reference and n > args.cpu_exact_max:  # the reference always searches on the CPU
                 rows.append({'n': n, 'search': name, 'seconds': None, 'recall': None})
                 continue
             t0 = time.perf_counter()
@@ -215,7 +207,7 @@ def main(argv=None):
     parser.add_argument('--out', default=os.path.join(HERE, 'RESULTS.md'))
     args = parser.parse_args(argv)
     device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    rows = simclr_rows(args, device) + scan_rows(args, device)
+    rows = stage_rows(args, device, 'simclr') + stage_rows(args, device, 'scan')
     search = search_rows(args, device)
     text = '# Throughput (generated by benchmarks/throughput.py)\n\n' + markdown(rows, search, args, device)
     atomic_write_text(args.out, text)

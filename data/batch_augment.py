@@ -155,19 +155,20 @@ class BatchAugment:
     def _color_jitter(self, x, p):
         """Brightness, contrast, saturation and hue, each sample in its own random order."""
         cj = self.aug['color_jitter']
-        f = p['jitter_factors']
-        factor = lambda key, i: _uniform_of(_range(cj[key], 1), f[:, i]).view(-1, 1, 1, 1)  # noqa: E731
+        u = p['jitter_factors']
+        f = {key: _uniform_of(_range(cj[key], 1), u[:, i]).view(-1, 1, 1, 1)
+             for i, key in enumerate(('brightness', 'contrast', 'saturation')) if cj.get(key)}
         ops = {}
-        if cj.get('brightness'):
-            ops[0] = lambda x, s: (x * factor('brightness', 0)[s]).clamp(0, 1)
-        if cj.get('contrast'):
-            ops[1] = lambda x, s: ((x - _gray(x).mean((1, 2, 3), keepdim=True)) * factor('contrast', 1)[s]
+        if 'brightness' in f:
+            ops[0] = lambda x, s: (x * f['brightness'][s]).clamp(0, 1)
+        if 'contrast' in f:
+            ops[1] = lambda x, s: ((x - _gray(x).mean((1, 2, 3), keepdim=True)) * f['contrast'][s]
                                    + _gray(x).mean((1, 2, 3), keepdim=True)).clamp(0, 1)
-        if x.shape[1] == 3 and cj.get('saturation'):
-            ops[2] = lambda x, s: (_gray(x) + factor('saturation', 2)[s] * (x - _gray(x))).clamp(0, 1)
+        if x.shape[1] == 3 and 'saturation' in f:
+            ops[2] = lambda x, s: (_gray(x) + f['saturation'][s] * (x - _gray(x))).clamp(0, 1)
         if x.shape[1] == 3 and cj.get('hue'):
             # a rotation of the chroma plane in YIQ space: a linear stand-in for the HSV hue shift
-            angle = 2 * math.pi * _uniform_of(_range(cj['hue']), f[:, 3])
+            angle = 2 * math.pi * _uniform_of(_range(cj['hue']), u[:, 3])
             rot = torch.zeros(len(x), 3, 3, device=x.device)
             rot[:, 0, 0] = 1
             rot[:, 1, 1], rot[:, 1, 2] = torch.cos(angle), -torch.sin(angle)

@@ -31,7 +31,8 @@ def train_loader(dataset, cfg):
     batch = min(cfg.batch_size, len(dataset))
     sampler = None
     if distributed.world() > 1:
-        batch = len(range(len(dataset))[distributed.local_part(batch)])
+        part = distributed.local_part(batch)
+        batch = part.stop - part.start
         sampler = torch.utils.data.DistributedSampler(dataset, shuffle=True, drop_last=True)
     return EpochLoader(dataset, batch_size=batch, shuffle=sampler is None, sampler=sampler, drop_last=True,
                        num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
@@ -75,7 +76,7 @@ class DeviceBatches:
 
     def weak(self, index):
         """The evaluation transform on the device (centre crop and normalisation) of this process's share."""
-        x = self.images[index[distributed.local_part(len(index))].to(self.images.device)]
+        x = self.images[local(index).to(self.images.device)]
         top, left = (x.shape[2] - self.crop) // 2, (x.shape[3] - self.crop) // 2
         return (x[:, :, top:top + self.crop, left:left + self.crop].float() / 255 - self.mean) / self.std
 

@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -29,7 +30,9 @@ def _in_processes(fn, world, *args):
     """fn(rank, *args) in `world` gloo processes; returns what rank 0 returned."""
     ctx = mp.get_context('spawn')
     queue = ctx.SimpleQueue()
-    port = 29500 + os.getpid() % 1000
+    with socket.socket() as free:  # a port nobody holds, not even a previous test's store in TIME_WAIT
+        free.bind(('127.0.0.1', 0))
+        port = free.getsockname()[1]
     procs = [ctx.Process(target=_worker, args=(fn, r, world, port, queue, args)) for r in range(world)]
     for p in procs:
         p.start()

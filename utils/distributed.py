@@ -92,20 +92,6 @@ def shard(n):
     return range(min(rank() * per, n), min((rank() + 1) * per, n))
 
 
-def mean(value, device):
-    """A float averaged over processes (for logs); `device` is this process's (nccl needs CUDA tensors)."""
-    if world() == 1:
-        return value
-    t = torch.tensor(float(value), dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.item() / world()
-
-
-def barrier():
-    if world() > 1:
-        dist.barrier()
-
-
 class GlobalBatchNorm(nn.BatchNorm2d):
     """BatchNorm over the batch of every process (statistics all-reduced with gradients); works on the CPU,
     where torch's SyncBatchNorm does not."""
@@ -153,8 +139,4 @@ def wrap(model, cfg, device):
     if cfg.get('sync_bn'):
         sync_batchnorm(model, device)
     return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
-
-
-def unwrap(model):
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
