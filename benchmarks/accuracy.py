@@ -5,7 +5,7 @@
 Each seed runs in its own folder (<out>/<profile>/seed<k>): the pretext stage, then every clustering
 setup of the profile on the same pretext model, self-labelling of the profile's clustering models,
 plus k-means baselines on raw pixels and on the pretext features. Finished stages are not recomputed, so an interrupted profile can be rerun.
-Writes benchmarks/results/<profile>.json and .md and replaces the profile's block in README.md.
+Writes benchmarks/results/<profile>.json, .md and .png (bar chart) and replaces the profile's block in README.md.
 """
 import argparse
 import json
@@ -32,6 +32,7 @@ from utils.checkpoint import atomic_write_text, load_pretext_model  # noqa: E402
 from utils.config import base_parser, load_config, parse_args  # noqa: E402
 from utils.features import pretext_features  # noqa: E402
 from utils.metrics import cluster_metrics  # noqa: E402
+from utils.plots import save_bar_chart  # noqa: E402
 from utils.schema import ENV, PRETEXT, add_paths  # noqa: E402
 
 PROFILES = {
@@ -202,6 +203,13 @@ def markdown(name, table, machine, seeds):
     return '\n'.join(lines)
 
 
+def bar_chart(name, table, seeds, path):
+    rows = [(label, {m: table[key][m][:2] for m in METRICS if m in table[key]}) for key, label in ORDER
+            if key in table]
+    save_bar_chart(rows, METRICS, path, f'{name}: {seeds} seed(s)')
+    return f'![{name} accuracy]({os.path.relpath(path, ROOT)})'
+
+
 def eval_pictures(name, profile, out, results_dir, extra):
     """eval.py on seed 1's final model (the last self-label run, else the last clustering setup):
     its confusion matrix and prototype grid, copied next to the results for the README."""
@@ -265,10 +273,11 @@ def main(argv=None):
                       json.dumps({'profile': args.profile, 'machine': machine(), 'seeds': per_seed,
                                   'summary': table}, indent=2))
     atomic_write_text(os.path.join(args.results, f'{args.profile}.md'), text + '\n')
-    pictures = '' if 'pretexts' in profile else eval_pictures(args.profile, profile, args.out, args.results,
-                                                                profile['overrides'] + args.overrides)
-    if pictures:
-        text += '\n\n' + pictures
+    if 'pretexts' not in profile:
+        text += '\n\n' + bar_chart(args.profile, table, args.seeds, os.path.join(args.results, f'{args.profile}.png'))
+        pictures = eval_pictures(args.profile, profile, args.out, args.results, profile['overrides'] + args.overrides)
+        if pictures:
+            text += '\n\n' + pictures
     update_readme(args.profile, text, args.readme)
     print(text)
     return table

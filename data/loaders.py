@@ -2,9 +2,14 @@
 import torch
 
 from data.batch_augment import BatchAugment, take
+from data.batch_randaugment import BatchStrongAugment
 from data.transforms import Views, train_transform
 from utils import distributed
 from utils.errors import UserError
+
+
+# augmentation_strategy -> its batched implementation (data/transforms.STRATEGIES holds the reference ones)
+BATCH_STRATEGIES = {'simclr': BatchAugment, 'ours': BatchStrongAugment}
 
 
 def eval_loader(dataset, cfg, batch_size=None):
@@ -49,11 +54,11 @@ class DeviceBatches:
     """
 
     def __init__(self, dataset, cfg, device):
-        if cfg.augmentation_strategy != 'simclr':
-            raise UserError(f"augment_on_device supports augmentation_strategy 'simclr' (the kwargs pipeline), "
-                            f"not '{cfg.augmentation_strategy}'; set augment_on_device: false")
+        if cfg.augmentation_strategy not in BATCH_STRATEGIES:
+            raise UserError(f"augmentation_strategy '{cfg.augmentation_strategy}' is not one of "
+                            f"{', '.join(BATCH_STRATEGIES)}")
         self.images = dataset.uint8_tensor().to(device)
-        self.augment = BatchAugment(cfg.augmentation_kwargs)
+        self.augment = BATCH_STRATEGIES[cfg.augmentation_strategy](cfg.augmentation_kwargs)
         self.batch_size = min(cfg.batch_size, len(self.images))
         kw = cfg.transformation_kwargs
         self.crop = kw['crop_size']

@@ -94,16 +94,29 @@ def val_transform(transformation_kwargs):
 STRONG_KEYS = ('crop_size', 'normalize', 'num_strong_augs', 'cutout_kwargs', 'horizontal_flip')
 
 
-def strong_transform(aug):
-    """SCAN's 'ours': flip, random crop (padding 4 for 32 px), RandAugment(num_strong_augs), normalise, Cutout."""
-    from data.randaugment import Cutout, RandAugment
+def check_strong(aug):
     unknown = sorted(set(aug) - set(STRONG_KEYS))
     if unknown:
         raise UserError(f"augmentation_kwargs for strategy 'ours': unknown keys {unknown}; "
                         f"valid: {', '.join(STRONG_KEYS)}")
+    for key in ('crop_size', 'normalize'):
+        if not aug.get(key):
+            raise UserError(f"augmentation_kwargs.{key} is required for strategy 'ours'")
+    return aug
+
+
+def crop_padding(size):
+    """SCAN pads 32-pixel images by 4 before the random crop, larger ones not at all."""
+    return 4 if size <= 32 else 0
+
+
+def strong_transform(aug):
+    """SCAN's 'ours': flip, random crop (padding 4 for 32 px), RandAugment(num_strong_augs), normalise, Cutout."""
+    from data.randaugment import Cutout, RandAugment
+    aug = check_strong(aug)
     size = aug['crop_size']
     ops = [T.RandomHorizontalFlip()] if aug.get('horizontal_flip', True) else []
-    ops += [T.RandomCrop(size, padding=4 if size <= 32 else 0, pad_if_needed=True),
+    ops += [T.RandomCrop(size, padding=crop_padding(size), pad_if_needed=True),
             RandAugment(aug.get('num_strong_augs', 4)), T.ToTensor(), T.Normalize(**aug['normalize'])]
     if aug.get('cutout_kwargs'):
         ops.append(Cutout(**aug['cutout_kwargs']))

@@ -4,6 +4,7 @@ import os
 import sys
 
 import pytest
+from PIL import Image
 
 from conftest import ROOT
 
@@ -30,6 +31,9 @@ def test_tiny_profile(tmp_path, monkeypatch):
     assert text.startswith('intro\n<!-- results:tiny start -->\nProfile `tiny`, 2 seed(s)') and 'old' not in text
     assert '| NNM |' in text and text.endswith('<!-- results:tiny end -->\noutro\n')
     assert (tmp_path / 'tiny.md').read_text().strip() in text
+    chart = Image.open(tmp_path / 'tiny.png')
+    assert chart.size[0] > 300 and len(set(chart.convert('RGB').getdata())) > 3  # drawn, not blank
+    assert f'![tiny accuracy]({os.path.relpath(tmp_path / "tiny.png", ROOT)})' in text
 
     def no_rerun(*a, **kw):
         raise AssertionError('a finished seed was recomputed')

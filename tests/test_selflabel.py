@@ -1,10 +1,12 @@
 """Self-labelling: the loss against a reference, EMA, and selflabel.py main() on tiny data."""
 import json
+import math
 import os
 import shutil
 
 import pytest
 import torch
+import yaml
 
 import scan
 import selflabel
@@ -95,6 +97,19 @@ def test_selflabel_runs_and_writes_scans_layout(env_file, run_root):
     assert 'cluster_head.0.weight' in state and not any(k.startswith('cluster_head.1') for k in state)
     log = [json.loads(line) for line in open(out / 'log.jsonl')]
     assert len(log) == 2 and 0 < log[0]['confident_share'] <= 1 and 'acc' in log[0]
+
+
+@pytest.mark.parametrize('on_device', [True, False])
+def test_strong_augmentation_on_either_path(env_file, run_root, tmp_path, on_device):
+    cfg = yaml.safe_load(open(os.path.join(ROOT, 'configs', 'selflabel', 'selflabel_digits.yml')))
+    cfg.update(augmentation_strategy='ours', augment_on_device=on_device,
+               augmentation_kwargs={'crop_size': 8, 'num_strong_augs': 4, 'normalize': {'mean': [0.33], 'std': [0.38]},
+                                    'cutout_kwargs': {'n_holes': 1, 'length': 4}})
+    (tmp_path / 'strong.yml').write_text(yaml.safe_dump(cfg))
+    result = selflabel.main(['--config_env', env_file, '--config_exp', str(tmp_path / 'strong.yml'), *TINY,
+                             'confidence_threshold=0.0', 'epochs=1'])
+    log = json.loads(open(run_root / 'selflabel' / 'log.jsonl').readline())
+    assert math.isfinite(log['loss']) and 0 <= result['acc'] <= 1
 
 
 def test_no_confident_sample_skips_and_warns(env_file, run_root):

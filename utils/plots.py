@@ -1,4 +1,5 @@
-"""The pictures eval.py writes: a row-normalised confusion matrix and a grid of cluster prototypes."""
+"""The pictures eval.py writes (a row-normalised confusion matrix, a grid of cluster prototypes) and the
+accuracy benchmark's bar chart."""
 import os
 
 import numpy as np
@@ -32,6 +33,29 @@ def save_confusion_matrix(counts, class_names, path, dpi=100):
                     ax.text(j, i, f'{rows[i, j]:.2f}', ha='center', va='center', fontsize=6,
                             color='white' if rows[i, j] > 0.5 else 'black')
     fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    _save(fig, path, dpi)
+    plt.close(fig)
+
+
+def save_bar_chart(rows, metrics, path, title='', dpi=100):
+    """rows: [(label, {metric: (mean, std)})]; one group of bars per row, one bar per metric, std as error bar."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2, 3.5), dpi=dpi)
+    width = 0.8 / len(metrics)
+    for m, metric in enumerate(metrics):
+        means = [values.get(metric, (np.nan, 0))[0] for _, values in rows]
+        stds = [values.get(metric, (np.nan, 0))[1] for _, values in rows]
+        ax.bar(np.arange(len(rows)) + (m - (len(metrics) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
+               label=metric.upper())
+    ax.set_xticks(np.arange(len(rows)), [label for label, _ in rows], rotation=20, ha='right', fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel('mean over seeds (bar: ± std)')
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc='lower right')
+    ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
     _save(fig, path, dpi)
     plt.close(fig)
