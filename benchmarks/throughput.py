@@ -1,13 +1,14 @@
 """Speed benchmark: the reference path and the fast path side by side in one run, plus neighbour search.
 
     python benchmarks/throughput.py                      # this machine; writes benchmarks/RESULTS.md
-    python benchmarks/throughput.py --sizes 50000 200000 1000000 --amp bf16 --channels_last   # a GPU
+    python benchmarks/throughput.py --sizes 50000 200000 1000000 --cpu_exact_max 200000   # a GPU
 
 Training stages (SimCLR, SCAN) at 32x32 on random uint8 images with the CIFAR-10 (JPEG) CPU-scale configs
 (small CNN): images per second of the training loop of simclr.py / scan.py with
   reference  torchvision/PIL augmentation in DataLoader workers (augment_on_device: false),
-  fast       batched augmentation on the training device (augment_on_device: true) [+ amp, channels_last],
-  model only the same training step on one pre-augmented batch kept on the device (the ceiling).
+  fast       batched augmentation on the training device (augment_on_device: true), in fp32 and with the
+             --fast variants of the speed switches (channels_last, amp),
+  model only the same training step, same switches, on one pre-augmented batch kept on the device (the ceiling).
 Neighbour search: top-20 of N random L2-normalised 128-d vectors among themselves: SCAN's reference (faiss
 IndexFlatIP on the CPU), our mining (`utils.neighbors.mine_neighbors`, backend auto), the torch backend and
 the approximate IVF index with its recall.
@@ -85,81 +86,107 @@ def timed(device, fn, steps, batch, warmup=2):
     sync(device)
     seconds = time.perf_counter() - t0
     peak = round(torch.cuda.max_memory_allocated() / 2 ** 20) if device.type == 'cuda' else None
-    return {'images_per_s': round(steps * batch / seconds, 1), 'peak_mib': peak}
+    return {'images_per_s': steps * batch / seconds, 'peak_mib': peak}
 
 
-def stage_rows(args, device, stage):
-    """Images/s of `stage` ('simclr' or 'scan') on every path of `paths(args)`."""
-    knn = torch.randint(args.images, (args.images, 20))
-    rows = []
-    for name, overrides in paths(args):
-        torch.manual_seed(0)
+def stage_runner(args, device, stage, overrides, model_only):
+    """run(steps): `steps` training steps of `stage` ('simclr' or 'scan') with the config `overrides`;
+    model_only repeats one pre-augmented batch on the device."""
+    knn = torch.randint(args.images, (args.images, 20), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    if stage == 'simclr':
+        cfg = config('configs/pretext/simclr_cifar10_jpg.yml', PRETEXT, [*overrides, f'batch_size={args.batch}'])
+        model = get_contrastive_model(cfg).to(device)
+        batches = view_batches(dataset(args.images), cfg, device, 2)
+    else:
+        cfg = config('configs/scan/scan_cifar10_jpg.yml', CLUSTERING, [*overrides, f'batch_size={args.batch}'])
+        cfg.criterion = cfg.setup
+        model = get_clustering_model(cfg).to(device)
+        batches = neighbor_batches(dataset(args.images), knn, cfg, device)
+    if model_only:
+        batches = itertools.repeat(next(iter(batches)))
+    net = training_model(model, cfg, device)
+    criterion, optimizer = get_criterion(cfg), get_optimizer(cfg, model.parameters())
+    scaler = grad_scaler(cfg, device)
+
+    def run(steps):
         if stage == 'simclr':
-            cfg = config('configs/pretext/simclr_cifar10_jpg.yml', PRETEXT, [*overrides, f'batch_size={args.batch}'])
-            model = get_contrastive_model(cfg).to(device)
-            make_batches = lambda c, n: view_batches(dataset(n), c, device, 2)  # noqa: E731
+            simclr.train_one_epoch(net, Steps(batches, steps), criterion, optimizer, cfg, 0, device, None, scaler)
         else:
-            cfg = config('configs/scan/scan_cifar10_jpg.yml', CLUSTERING, [*overrides, f'batch_size={args.batch}'])
-            cfg.criterion = cfg.setup
-            model = get_clustering_model(cfg).to(device)
-            # the neighbour lists index all args.images images, so every path uses that many
-            make_batches = lambda c, n: neighbor_batches(dataset(args.images), knn, c, device)  # noqa: E731
-        net = training_model(model, cfg, device)
-        criterion, optimizer = get_criterion(cfg), get_optimizer(cfg, model.parameters())
-        scaler = grad_scaler(cfg, device)
-        if name == 'model only':  # one pre-augmented batch, repeated
-            batches = itertools.repeat(next(iter(make_batches(config_on_device(cfg), args.batch))))
-        else:
-            batches = make_batches(cfg, args.images)
-
-        def run(steps):
-            if stage == 'simclr':
-                simclr.train_one_epoch(net, Steps(batches, steps), criterion, optimizer, cfg, 0, device, None, scaler)
-            else:
-                scan.train_one_epoch(net, model, Steps(batches, steps), criterion, optimizer, cfg, 0, device, None,
-                                     scaler)
-        rows.append({'stage': stage, 'path': name, **timed(device, run, args.steps, args.batch)})
-        print(rows[-1], flush=True)
-    return rows
-
-
-def config_on_device(cfg):
-    cfg = type(cfg)(cfg)
-    cfg.augment_on_device = True
-    return cfg
+            scan.train_one_epoch(net, model, Steps(batches, steps), criterion, optimizer, cfg, 0, device, None,
+                                 scaler)
+    return run
 
 
 def paths(args):
-    speed = [f'amp={args.amp}', f'channels_last={str(args.channels_last).lower()}', f'compile={str(args.compile).lower()}']
-    out = [(f'reference ({w} workers)', ['augment_on_device=false', f'num_workers={w}']) for w in args.workers]
-    out.append(('fast', ['augment_on_device=true', 'num_workers=0', *speed]))
-    out.append(('model only', ['augment_on_device=true', 'num_workers=0', *speed]))
+    """(name, config overrides, model only): the reference path, then each fast variant and its ceiling."""
+    plain = ['amp=none', 'channels_last=false', 'compile=false']  # whatever the config says: the switches off
+    out = [(f'reference ({w} workers)', [*plain, 'augment_on_device=false', f'num_workers={w}'], False)
+           for w in args.workers]
+    for variant in args.fast:
+        settings = [s for s in variant.split(',') if s]
+        label = ', '.join(settings) or 'fp32'
+        fast = [*plain, 'augment_on_device=true', 'num_workers=0', *settings]
+        out += [(f'fast ({label})', fast, False), (f'model only ({label})', fast, True)]
     return out
 
 
+def stage_rows(args, device, stage):
+    """Median images/s over args.repeats rounds; every round times every path once, one after the other,
+    so slow phases of a noisy machine hit all paths alike."""
+    runners = [(name, stage_runner(args, device, stage, overrides, model_only))
+               for name, overrides, model_only in paths(args)]
+    runs = {name: [] for name, _ in runners}
+    for _ in range(args.repeats):
+        for name, run in runners:
+            runs[name].append(timed(device, run, args.steps, args.batch))
+            print(stage, name, f"{runs[name][-1]['images_per_s']:.1f} images/s", flush=True)
+    peak = lambda rs: None if rs[0]['peak_mib'] is None else max(r['peak_mib'] for r in rs)  # noqa: E731
+    return [{'stage': stage, 'path': name, 'images_per_s': round(median([r['images_per_s'] for r in rs]), 1),
+             'runs': [round(r['images_per_s']) for r in rs], 'peak_mib': peak(rs)} for name, rs in runs.items()]
+
+
+def median(values):
+    return float(np.median(values))
+
+
 def search_rows(args, device):
+    """Exact search, the reference and ours interleaved args.search_repeats times (median seconds); the torch
+    backend and the IVF index once, with their recall of the exact top-20."""
     rows = []
     for n in args.sizes:
         x = torch.nn.functional.normalize(torch.randn(n, 128, generator=torch.Generator().manual_seed(n)), dim=1)
         x = x.numpy()
-        exact = None
-        for name, reference, fn in (
-                ('reference: faiss IndexFlatIP, CPU', True, lambda: neighbors._search_faiss(x, x, 21)[1]),
-                ('ours: mine_neighbors (auto)', False, lambda: neighbors.mine_neighbors(x, 20, device=device)[0]),
-                ('torch matmul + top-k', False, lambda: neighbors.search(x, x, 21, 'torch', device)[1]),
-                (f'faiss IVF, nlist {int(4 * n ** 0.5)}', False,
-                 lambda: neighbors.search(x, x, 21, 'faiss', nlist=int(4 * n ** 0.5))[1])):
-            if reference and n > args.cpu_exact_max:  # the reference always searches on the CPU
-                rows.append({'n': n, 'search': name, 'seconds': None, 'recall': None})
-                continue
-            t0 = time.perf_counter()
-            idx = fn()
-            seconds = time.perf_counter() - t0
-            if exact is None:
-                exact = idx
-            recall = float(np.mean([len(set(a) & set(b)) for a, b in zip(idx[:2000], exact[:2000])]) / 21)
-            rows.append({'n': n, 'search': name, 'seconds': round(seconds, 2), 'recall': round(recall, 4)})
-            print(rows[-1], flush=True)
+        searches = [('reference: faiss IndexFlatIP, CPU', lambda: neighbors._search_faiss(x, x, 21)[1]),
+                    ('ours: mine_neighbors (auto)', lambda: neighbors.mine_neighbors(x, 20, device=device)[0])]
+        if n > args.cpu_exact_max:  # the reference always searches on the CPU
+            rows.append({'n': n, 'search': searches[0][0], 'seconds': None, 'runs': [], 'recall': None})
+            searches = searches[1:]
+        repeated = len(searches)
+        searches += [('torch matmul + top-k', lambda: neighbors.search(x, x, 21, 'torch', device)[1]),
+                     (f'faiss IVF, nlist {int(4 * n ** 0.5)}',
+                      lambda: neighbors.search(x, x, 21, 'faiss', nlist=int(4 * n ** 0.5))[1])]
+        times, exact = {name: [] for name, _ in searches}, None
+        for round_ in range(args.search_repeats):
+            order = list(enumerate(searches))
+            if round_ % 2:  # alternate which exact search goes first
+                order = order[:repeated][::-1]
+            for i, (name, fn) in order:
+                if round_ and i >= repeated:
+                    continue
+                t0 = time.perf_counter()
+                idx = fn()
+                times[name].append(time.perf_counter() - t0)
+                print(n, name, f'{times[name][-1]:.2f} s', flush=True)
+                if exact is None:
+                    exact = idx
+                if round_ == 0:
+                    recall = float(np.mean([len(set(a) & set(b)) for a, b in zip(idx[:2000], exact[:2000])]) / 21)
+                    rows.append({'n': n, 'search': name, 'recall': round(recall, 4)})
+        for row in rows:
+            if row['n'] == n and row['search'] in times:
+                row.update(seconds=round(median(times[row['search']]), 2),
+                           runs=[round(t, 2) for t in times[row['search']]])
     return rows
 
 
@@ -172,22 +199,33 @@ def machine(device):
 def markdown(rows, search, args, device):
     command = ' '.join(['python benchmarks/throughput.py', *sys.argv[1:]])
     lines = [f'Machine: {machine(device)}. Command: `{command}`.', '',
-             f'Training loop, 32x32 images, small CNN, global batch {args.batch}, {args.steps} timed steps:', '',
-             '| stage | path | images/s | x reference | peak memory (MiB) |', '|---|---|---:|---:|---:|']
+             f'Training loop, 32x32 images, small CNN, global batch {args.batch}, {args.steps} timed steps; median of '
+             f'{args.repeats} rounds, each round timing every path once in turn (the runs column):', '',
+             '| stage | path | images/s | x reference | runs | peak memory (MiB) |', '|---|---|---:|---:|---|---:|']
     for stage in ('simclr', 'scan'):
         mine = [r for r in rows if r['stage'] == stage]
         best_ref = max(r['images_per_s'] for r in mine if r['path'].startswith('reference'))
         for r in mine:
             lines.append(f"| {stage} | {r['path']} | {r['images_per_s']:.0f} | {r['images_per_s'] / best_ref:.2f} | "
+                         f"{', '.join(map(str, r['runs']))} | "
                          f"{'n/a (CPU)' if r['peak_mib'] is None else r['peak_mib']} |")
-    lines += ['', '"x reference" divides by the best reference row. "model only" repeats one pre-augmented batch '
-              'on the device: the ceiling the fast path approaches.', '',
-              'Neighbour search, top-20 of N random 128-d vectors among themselves:', '',
-              '| N | search | seconds | recall of exact top-20 |', '|---:|---|---:|---:|']
-    for r in search:
-        secs = 'not run (exact CPU search above --cpu_exact_max)' if r['seconds'] is None else f"{r['seconds']:.2f}"
-        recall = '' if r['recall'] is None else f"{r['recall']:.3f}"
-        lines.append(f"| {r['n']:,} | {r['search']} | {secs} | {recall} |")
+    lines += ['', '"x reference" divides by the best reference row (torchvision/PIL augmentation in DataLoader '
+              'workers, fp32). "fast" augments on the device with the listed switches; "model only" repeats one '
+              'pre-augmented batch on the device with the same switches: the ceiling its fast row approaches.', '',
+              f'Neighbour search, top-20 of N random 128-d vectors among themselves; exact searches: median of '
+              f'{args.search_repeats} interleaved runs:', '',
+              '| N | search | seconds | x reference | runs | recall of exact top-20 |', '|---:|---|---:|---:|---|---:|']
+    for n in args.sizes:
+        mine = [r for r in search if r['n'] == n]
+        ref = mine[0]['seconds']
+        for r in mine:
+            if r['seconds'] is None:
+                lines.append(f"| {n:,} | {r['search']} | not run (exact CPU search above --cpu_exact_max) | | | |")
+                continue
+            speed = f"{ref / r['seconds']:.2f}" if ref else ''
+            lines.append(f"| {n:,} | {r['search']} | {r['seconds']:.2f} | {speed} | {', '.join(map(str, r['runs']))} | "
+                         f"{r['recall']:.3f} |")
+    lines += ['', '"x reference" for search is the reference\'s time divided by the row\'s (above 1: faster).']
     if device.type != 'cuda':
         lines += ['', 'GPU rows: not measured (no CUDA GPU on this machine).']
     return '\n'.join(lines) + '\n'
@@ -197,12 +235,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--batch', type=int, default=256)
     parser.add_argument('--steps', type=int, default=10)
+    parser.add_argument('--repeats', type=int, default=3, help='rounds over all training paths (median)')
     parser.add_argument('--images', type=int, default=4096)
     parser.add_argument('--workers', type=int, nargs='+', default=[1, 2], help='reference DataLoader workers')
-    parser.add_argument('--amp', default='none', choices=('none', 'bf16', 'fp16'))
-    parser.add_argument('--channels_last', action='store_true')
-    parser.add_argument('--compile', action='store_true')
+    parser.add_argument('--fast', nargs='+', default=['', 'channels_last=true', 'amp=bf16,channels_last=true'],
+                        help="fast-path variants: comma-separated config overrides ('' = fp32, switches off)")
     parser.add_argument('--sizes', type=int, nargs='*', default=[50000, 200000])
+    parser.add_argument('--search_repeats', type=int, default=3, help='interleaved runs of each exact search')
     parser.add_argument('--cpu_exact_max', type=int, default=200000, help='largest N for exact search on the CPU')
     parser.add_argument('--out', default=os.path.join(HERE, 'RESULTS.md'))
     args = parser.parse_args(argv)

@@ -129,8 +129,8 @@ class BatchStrongAugment:
         self.n_ops = int(self.aug.get('num_strong_augs', 4))
         self.mean = torch.tensor(self.aug['normalize']['mean'], dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(self.aug['normalize']['std'], dtype=torch.float32).view(1, -1, 1, 1)
-        cutout = self.aug.get('cutout_kwargs') or {}
-        self.holes, self.hole = int(cutout.get('n_holes', 1)), int(cutout.get('length', 0))
+        cutout = self.aug.get('cutout_kwargs')  # the defaults of data/randaugment.Cutout
+        self.holes, self.hole = (int(cutout.get('n_holes', 1)), int(cutout.get('length', 16))) if cutout else (0, 0)
 
     def __call__(self, images):
         return self.apply(images, self.sample(len(images), images.shape[1:], images.device))

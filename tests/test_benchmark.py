@@ -61,3 +61,16 @@ def test_pretext_profile_reports_every_setup(tmp_path, monkeypatch):
     assert 'snca+nnm' not in table and table['snca']['supervised'][0] == 1  # no clustering on supervised features
     text = readme.read_text()
     assert '| snca (supervised) |' in text and 'n/a (uses labels)' in text and '| simclr |' in text
+
+
+def test_throughput_benchmark_writes_its_table(tmp_path):
+    import throughput
+    out = tmp_path / 'RESULTS.md'
+    throughput.main(['--steps', '1', '--repeats', '2', '--images', '128', '--batch', '32', '--workers', '0',
+                     '--fast', '', 'channels_last=true', '--sizes', '600', '--search_repeats', '2', '--out', str(out)])
+    text = out.read_text()
+    for stage in ('simclr', 'scan'):
+        for path in ('reference (0 workers)', 'fast (fp32)', 'model only (fp32)', 'fast (channels_last=true)'):
+            assert f'| {stage} | {path} |' in text
+    assert '| 600 | ours: mine_neighbors (auto) |' in text and '| 600 | faiss IVF, nlist 97 |' in text
+    assert text.count('| simclr | reference (0 workers) | ') == 1 and '| 1.00 |' in text
