@@ -51,9 +51,14 @@ PROFILES = {
     'cifar10-jpg-cpu': {  # needs data_root=... pointing at the unpacked cifar10-jpg copy
         'pretext': 'configs/pretext/simclr_cifar10_jpg.yml',
         'clustering': {'scan': 'configs/scan/scan_cifar10_jpg.yml', 'nnm': 'configs/scan/nnm_cifar10_jpg.yml'},
-        'selflabel': {},
+        'selflabel': {'nnm': 'configs/selflabel/selflabel_cifar10_jpg.yml'},
         'overrides': [],
     },
+    # the published protocol (ResNet-18, 500 pretext epochs): GPU profiles, e.g. under torchrun
+    **{db: {'pretext': f'configs/pretext/simclr_{db}.yml',
+            'clustering': {'scan': f'configs/scan/scan_{db}.yml', 'nnm': f'configs/scan/nnm_{db}.yml'},
+            'selflabel': {setup: f'configs/selflabel/selflabel_{db}.yml' for setup in ('scan', 'nnm')},
+            'overrides': []} for db in ('cifar10', 'cifar20', 'stl10')},
 }
 METRICS = ('acc', 'nmi', 'ari')
 

@@ -74,3 +74,17 @@ def test_throughput_benchmark_writes_its_table(tmp_path):
             assert f'| {stage} | {path} |' in text
     assert '| 600 | ours: mine_neighbors (auto) |' in text and '| 600 | faiss IVF, nlist 97 |' in text
     assert text.count('| simclr | reference (0 workers) | ') == 1 and '| 1.00 |' in text
+
+
+def test_every_profile_names_configs_that_load(tmp_path):
+    from utils.config import load_config, parse_args, base_parser
+    from utils.schema import CLUSTERING, PRETEXT, SELFLABEL
+    env = tmp_path / 'env.yml'
+    env.write_text(f'root_dir: {tmp_path}\ndata_root: {tmp_path}\n')
+    for name, profile in accuracy.PROFILES.items():
+        paths = [(p, PRETEXT) for p in [profile.get('pretext'), *profile.get('pretexts', {}).values()] if p]
+        paths += [(p, CLUSTERING) for p in profile['clustering'].values()]
+        paths += [(p, SELFLABEL) for p in profile.get('selflabel', {}).values()]
+        for path, schema in paths:
+            args = parse_args(base_parser('t'), ['--config_env', str(env), '--config_exp', os.path.join(ROOT, path)])
+            assert load_config(args, accuracy.ENV, schema).setup, (name, path)
