@@ -39,23 +39,34 @@ def take(params, part):
     return {k: v[part] for k, v in params.items()}
 
 
-class BatchAugment:
-    """uint8 [b, C, H, W] on any device -> normalised float [b, C, S, S], parameters per sample.
+class BatchTransform:
+    """uint8 [b, C, H, W] on any device -> normalised float, parameters per sample (the batched strategies).
 
     `sample(n, shape, device)` draws every random parameter of n samples; `apply(images, params)` uses them.
     Under torchrun every process draws the parameters of the whole global batch and applies its share,
     so the random stream, and the result, do not depend on the number of processes.
     """
 
-    def __init__(self, aug):
-        self.aug = check_augmentation(dict(aug))
-        self.mean = torch.tensor(self.aug['normalize']['mean'], dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(self.aug['normalize']['std'], dtype=torch.float32).view(1, -1, 1, 1)
-        rrc = self.aug.get('random_resized_crop')
-        self.size = None if not rrc else ((rrc['size'],) * 2 if isinstance(rrc['size'], int) else tuple(rrc['size']))
+    def __init__(self, normalize):
+        self.mean = torch.tensor(normalize['mean'], dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(normalize['std'], dtype=torch.float32).view(1, -1, 1, 1)
 
     def __call__(self, images):
         return self.apply(images, self.sample(len(images), images.shape[1:], images.device))
+
+    def normalise(self, x):
+        """Pixels in [0, 1] -> (x - mean) / std."""
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+
+class BatchAugment(BatchTransform):
+    """The `augmentation_kwargs` pipeline of data/transforms.augmentation_transform: [b, C, S, S] out."""
+
+    def __init__(self, aug):
+        self.aug = check_augmentation(dict(aug))
+        super().__init__(self.aug['normalize'])
+        rrc = self.aug.get('random_resized_crop')
+        self.size = None if not rrc else ((rrc['size'],) * 2 if isinstance(rrc['size'], int) else tuple(rrc['size']))
 
     def sample(self, n, shape, device):
         """Every random parameter of n samples of images of `shape` (C, H, W): a dict of [n, ...] tensors."""
@@ -96,7 +107,7 @@ class BatchAugment:
             x = (x * (low + (high - low) * p['intensity']).view(-1, 1, 1, 1)).clamp_(0, 1)
         if 'noise' in p:
             x = (x + self.aug['gaussian_noise']['std'] * p['noise']).clamp_(0, 1)
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        x = self.normalise(x)
         if 'erase' in p:
             x = self._erase(x, p['erase'], **self.aug['random_erasing'])
         return x

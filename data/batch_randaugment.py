@@ -9,6 +9,7 @@ blends truncated to integers. Normalisation and Cutout follow, as in the referen
 import torch
 import torch.nn.functional as F
 
+from data.batch_augment import BatchTransform
 from data.randaugment import OPERATIONS
 from data.transforms import check_strong, crop_padding
 
@@ -29,19 +30,24 @@ def _blend(degenerate, x, v):
     return (degenerate + v.view(-1, 1, 1, 1) * (x - degenerate)).floor_().clamp_(0, 255)
 
 
+def _pixels(x, rows, cols):
+    """x[i, :, rows[i], cols[i]] for integer index maps [n, H', W'] (broadcastable); 0 outside the image."""
+    n, c, h, w = x.shape
+    rows, cols = torch.broadcast_tensors(rows, cols)
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    flat = (rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)).reshape(n, 1, -1).expand(n, c, -1)
+    return x.flatten(2).gather(2, flat).view(n, c, *rows.shape[1:]) * inside.unsqueeze(1)
+
+
 def _affine_nearest(x, coeffs):
     """PIL's Image.transform(AFFINE, NEAREST): output pixel (i, j) takes the input pixel at
     floor(a (j + .5) + b (i + .5) + c), floor(d (j + .5) + e (i + .5) + f); outside the image: 0."""
-    n, c, h, w = x.shape
+    h, w = x.shape[-2:]
     cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w) + 0.5
     rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1) + 0.5
     k = [coeffs[:, i].view(-1, 1, 1) for i in range(6)]
-    src_x = (k[0] * cols + k[1] * rows + k[2]).floor_().long()
-    src_y = (k[3] * cols + k[4] * rows + k[5]).floor_().long()
-    inside = (src_x >= 0) & (src_x < w) & (src_y >= 0) & (src_y < h)
-    flat = (src_y.clamp(0, h - 1) * w + src_x.clamp(0, w - 1)).view(n, 1, h * w).expand(n, c, h * w)
-    out = x.flatten(2).gather(2, flat).view(n, c, h, w)
-    return out * inside.unsqueeze(1)
+    return _pixels(x, (k[3] * cols + k[4] * rows + k[5]).floor_().long(),
+                   (k[0] * cols + k[1] * rows + k[2]).floor_().long())
 
 
 def _coeffs(v, a=1., b=0., c=0., d=0., e=1., f=0.):
@@ -119,21 +125,17 @@ BATCH_OPERATIONS = {
 assert list(BATCH_OPERATIONS) == NAMES
 
 
-class BatchStrongAugment:
-    """uint8 [b, C, H, W] -> normalised float [b, C, crop, crop]: flip, padded random crop,
-    num_strong_augs RandAugment operations, normalise, Cutout; the interface of BatchAugment."""
+class BatchStrongAugment(BatchTransform):
+    """SCAN's 'ours': flip, padded random crop, num_strong_augs RandAugment operations, normalise, Cutout;
+    [b, C, crop, crop] out."""
 
     def __init__(self, aug):
         self.aug = check_strong(dict(aug))
+        super().__init__(self.aug['normalize'])
         self.size = int(self.aug['crop_size'])
         self.n_ops = int(self.aug.get('num_strong_augs', 4))
-        self.mean = torch.tensor(self.aug['normalize']['mean'], dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(self.aug['normalize']['std'], dtype=torch.float32).view(1, -1, 1, 1)
         cutout = self.aug.get('cutout_kwargs')  # the defaults of data/randaugment.Cutout
         self.holes, self.hole = (int(cutout.get('n_holes', 1)), int(cutout.get('length', 16))) if cutout else (0, 0)
-
-    def __call__(self, images):
-        return self.apply(images, self.sample(len(images), images.shape[1:], images.device))
 
     def sample(self, n, shape, device):
         u = lambda *size: torch.rand(n, *size, device=device)  # noqa: E731
@@ -154,14 +156,14 @@ class BatchStrongAugment:
                     bounds = OPERATIONS[name][1] or (0, 0)
                     v = bounds[0] + (bounds[1] - bounds[0]) * p['magnitudes'][chosen, slot]
                     x[chosen] = BATCH_OPERATIONS[name](x[chosen], v)
-        x = (x / 255 - self.mean.to(x.device)) / self.std.to(x.device)
+        x = self.normalise(x / 255)
         if 'cutout' in p:
             x = x * self._cutout_mask(p['cutout'], x.shape[-2:])
         return x
 
     def _flip_crop(self, images, p):
         """Flip, then torchvision's RandomCrop(size, padding, pad_if_needed) with zero fill, as one gather."""
-        n, c, h, w = images.shape
+        n, _, h, w = images.shape
         pad = crop_padding(self.size)
         pad_h, pad_w = pad + max(0, self.size - h - 2 * pad), pad + max(0, self.size - w - 2 * pad)
         top = (p['crop'][:, 0] * (h + 2 * pad_h - self.size + 1)).floor().long().view(n, 1, 1) - pad_h
@@ -170,10 +172,7 @@ class BatchStrongAugment:
         rows, cols = top + offsets.view(1, -1, 1), left + offsets.view(1, 1, -1)
         if 'flip' in p:
             cols = torch.where(p['flip'].view(n, 1, 1), w - 1 - cols, cols)
-        inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-        flat = (rows.clamp(0, h - 1) * w + cols.clamp(0, w - 1)).view(n, 1, -1).expand(n, c, -1)
-        out = images.flatten(2).gather(2, flat).view(n, c, self.size, self.size)
-        return out * inside.unsqueeze(1)
+        return _pixels(images, rows, cols)
 
     def _cutout_mask(self, centres, shape):
         """data/randaugment.Cutout: zero [cy - L//2, cy + L//2) x [cx - L//2, cx + L//2), clipped."""
