@@ -157,36 +157,27 @@ def search_rows(args, device):
     for n in args.sizes:
         x = torch.nn.functional.normalize(torch.randn(n, 128, generator=torch.Generator().manual_seed(n)), dim=1)
         x = x.numpy()
-        searches = [('reference: faiss IndexFlatIP, CPU', lambda: neighbors._search_faiss(x, x, 21)[1]),
-                    ('ours: mine_neighbors (auto)', lambda: neighbors.mine_neighbors(x, 20, device=device)[0])]
+        exact = [('reference: faiss IndexFlatIP, CPU', lambda: neighbors._search_faiss(x, x, 21)[1]),
+                 ('ours: mine_neighbors (auto)', lambda: neighbors.mine_neighbors(x, 20, device=device)[0])]
         if n > args.cpu_exact_max:  # the reference always searches on the CPU
-            rows.append({'n': n, 'search': searches[0][0], 'seconds': None, 'runs': [], 'recall': None})
-            searches = searches[1:]
-        repeated = len(searches)
-        searches += [('torch matmul + top-k', lambda: neighbors.search(x, x, 21, 'torch', device)[1]),
-                     (f'faiss IVF, nlist {int(4 * n ** 0.5)}',
-                      lambda: neighbors.search(x, x, 21, 'faiss', nlist=int(4 * n ** 0.5))[1])]
-        times, exact = {name: [] for name, _ in searches}, None
+            rows.append({'n': n, 'search': exact[0][0], 'seconds': None, 'runs': [], 'recall': None})
+            exact = exact[1:]
+        once = [('torch matmul + top-k', lambda: neighbors.search(x, x, 21, 'torch', device)[1]),
+                (f'faiss IVF, nlist {int(4 * n ** 0.5)}',
+                 lambda: neighbors.search(x, x, 21, 'faiss', nlist=int(4 * n ** 0.5))[1])]
+        times, recall, truth = {name: [] for name, _ in exact + once}, {}, None
         for round_ in range(args.search_repeats):
-            order = list(enumerate(searches))
-            if round_ % 2:  # alternate which exact search goes first
-                order = order[:repeated][::-1]
-            for i, (name, fn) in order:
-                if round_ and i >= repeated:
-                    continue
+            todo = exact[::-1] if round_ % 2 else exact  # alternate which exact search goes first
+            for name, fn in todo + (once if round_ == 0 else []):
                 t0 = time.perf_counter()
                 idx = fn()
                 times[name].append(time.perf_counter() - t0)
                 print(n, name, f'{times[name][-1]:.2f} s', flush=True)
-                if exact is None:
-                    exact = idx
-                if round_ == 0:
-                    recall = float(np.mean([len(set(a) & set(b)) for a, b in zip(idx[:2000], exact[:2000])]) / 21)
-                    rows.append({'n': n, 'search': name, 'recall': round(recall, 4)})
-        for row in rows:
-            if row['n'] == n and row['search'] in times:
-                row.update(seconds=round(median(times[row['search']]), 2),
-                           runs=[round(t, 2) for t in times[row['search']]])
+                truth = idx if truth is None else truth  # the first exact search of round 0
+                if name not in recall:
+                    recall[name] = float(np.mean([len(set(a) & set(b)) for a, b in zip(idx[:2000], truth[:2000])]) / 21)
+        rows += [{'n': n, 'search': name, 'recall': round(recall[name], 4), 'seconds': round(median(times[name]), 2),
+                  'runs': [round(t, 2) for t in times[name]]} for name, _ in exact + once]
     return rows
 
 
