@@ -16,11 +16,10 @@ import torch
 
 from data import get_dataset, same_data
 from data.loaders import eval_loader, neighbor_batches
-from data.transforms import val_transform
 from losses import get_criterion
 from models import get_clustering_model
 from utils.checkpoint import atomic_save, load_file, load_weights
-from utils.clustering import check_classes, global_neighbor_probs, head_losses, neighbor_lists, predict
+from utils.clustering import clustering_data, global_neighbor_probs, head_losses, neighbor_lists, predict
 from utils.common import seed_all
 from utils.config import base_parser, parse_args
 from utils.distributed import gather
@@ -129,10 +128,7 @@ def main(argv=None):
 def run(args):
     t_start = time.time()
     cfg, device = prepare(args, CLUSTERING)
-    evaluation = val_transform(cfg.transformation_kwargs)
-    train_set = get_dataset(cfg, 'train')
-    val_set = get_dataset(cfg, 'val', evaluation)
-    check_classes(cfg, train_set)
+    evaluation, train_set, val_set = clustering_data(cfg)
     train_lists = load_neighbors(cfg.topk_neighbors_train_path, len(train_set), cfg.num_neighbors, 'train')
     val_lists = load_neighbors(cfg.topk_neighbors_val_path, len(val_set), None, 'val')
     model = get_clustering_model(cfg).to(device)

@@ -14,13 +14,11 @@ import warnings
 
 import torch
 
-from data import get_dataset
 from data.loaders import eval_loader, weak_strong_batches
-from data.transforms import val_transform
 from losses.selflabel import ConfidenceBasedCE
 from models import get_clustering_model
 from utils.checkpoint import atomic_save, load_file, load_weights
-from utils.clustering import check_classes, predict, single_head_state
+from utils.clustering import clustering_data, predict, single_head_state
 from utils.common import seed_all
 from utils.config import base_parser, parse_args
 from utils.distributed import gather, world
@@ -92,10 +90,7 @@ def main(argv=None):
 def run(args):
     t_start = time.time()
     cfg, device = prepare(args, SELFLABEL)
-    evaluation = val_transform(cfg.transformation_kwargs)
-    train_set = get_dataset(cfg, 'train')
-    val_set = get_dataset(cfg, 'val', evaluation)
-    check_classes(cfg, train_set)
+    evaluation, train_set, val_set = clustering_data(cfg)
     model = get_clustering_model(cfg).to(device)
     head = load_clustering_model(model, cfg.scan_model)
     state = start_run(cfg.selflabel_dir, cfg, SELFLABEL, cfg.selflabel_checkpoint, args.resume)

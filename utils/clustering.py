@@ -2,6 +2,8 @@
 import numpy as np
 import torch
 
+from data import get_dataset
+from data.transforms import val_transform
 from losses.scan import EPS, entropy
 from utils.errors import UserError
 from utils.features import forward_in_order
@@ -63,6 +65,16 @@ def check_classes(cfg, dataset):
         if cfg.num_classes < n or (cfg.num_classes > n and not cfg.overclustering):
             raise UserError(f'num_classes is {cfg.num_classes} but {cfg.train_db_name} has {n} classes; '
                             f'set num_classes={n} (or overclustering=true for more clusters than classes)')
+
+
+def clustering_data(cfg):
+    """A clustering or self-labelling run's data: (the evaluation transform, the train set without a transform
+    (the training batches add theirs), the val set under the evaluation transform); num_classes checked."""
+    evaluation = val_transform(cfg.transformation_kwargs)
+    train_set = get_dataset(cfg, 'train')
+    val_set = get_dataset(cfg, 'val', evaluation)
+    check_classes(cfg, train_set)
+    return evaluation, train_set, val_set
 
 
 def single_head_state(state, head):
