@@ -52,7 +52,9 @@ PROFILES = {
         'pretext': 'configs/pretext/simclr_cifar10_jpg.yml',
         'clustering': {'scan': 'configs/scan/scan_cifar10_jpg.yml', 'nnm': 'configs/scan/nnm_cifar10_jpg.yml'},
         'selflabel': {'nnm': 'configs/selflabel/selflabel_cifar10_jpg.yml'},
-        'overrides': [],
+        # bfloat16 autocast: about 1.8x the fp32 step on a CPU with AVX-512 BF16 or AMX (benchmarks/RESULTS.md),
+        # much slower on one without; give amp=none after the profile there
+        'overrides': ['amp=bf16'],
     },
     # the published protocol (ResNet-18, 500 pretext epochs): GPU profiles, e.g. under torchrun
     **{db: {'pretext': f'configs/pretext/simclr_{db}.yml',
