@@ -20,6 +20,7 @@ import numpy as np
 from utils.errors import UserError
 from utils.feature_files import csv_text, read_features
 from utils.neighbors import search
+from utils.plots import pyplot
 from utils.stage import run_cli
 
 
@@ -37,9 +38,7 @@ def select(target, pool, k, threshold, nlist=None):
 
 
 def histogram(all_distances, kept, threshold, path):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     bins = np.linspace(0, 2, 81)
     ax.hist(all_distances, bins=bins, alpha=0.5, label='top-k candidates')

@@ -6,6 +6,7 @@ import sys
 from tqdm import tqdm
 
 from utils.distributed import is_main
+from utils.plots import pyplot
 
 
 def progress(iterable, total, desc):
@@ -36,9 +37,7 @@ class RunLog:
         """One panel per key that the log holds, against `x`."""
         if not is_main():
             return
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
+        plt = pyplot()
         records = [r for r in self.records() if x in r]
         keys = [k for k in keys if any(r.get(k) is not None for r in records)]
         if not keys:

@@ -6,6 +6,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, imported on first use (start-up stays fast, no display)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
 def confusion_figure_size(num_classes):
     """(width, height) in inches at 100 dpi."""
     side = max(4.0, 0.45 * num_classes + 2.5)
@@ -15,9 +23,7 @@ def confusion_figure_size(num_classes):
 def save_confusion_matrix(counts, class_names, path, dpi=100):
     """counts [classes, classes]: rows = true class, columns = the class each cluster was matched to.
     Rows are normalised so each shows where one class went."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     rows = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=confusion_figure_size(len(class_names)), dpi=dpi)
     im = ax.imshow(rows, cmap='Blues', vmin=0, vmax=1)
@@ -40,9 +46,7 @@ def save_confusion_matrix(counts, class_names, path, dpi=100):
 
 def save_bar_chart(rows, metrics, path, title='', dpi=100):
     """rows: [(label, {metric: (mean, std)})]; one group of bars per row, one bar per metric, std as error bar."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2, 3.5), dpi=dpi)
     width = 0.8 / len(metrics)
     for m, metric in enumerate(metrics):
