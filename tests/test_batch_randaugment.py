@@ -1,4 +1,6 @@
 """The batched strong augmentation ('ours') against data/randaugment.py and torchvision's pipeline."""
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -102,7 +104,14 @@ def test_cutout_area_matches_the_reference():
     assert float(ours.std()) == pytest.approx(float(ref.std()), abs=0.006)
 
 
+def two_sample_z(a, b):
+    """z of the difference of the means of two samples (dim 0), one per remaining entry."""
+    return (a.mean(0) - b.mean(0)) / ((a.var(0) + b.var(0)) / len(a)).sqrt()
+
+
 def test_pipeline_output_statistics_match_the_reference():
+    # the PIL path draws its operations with Python's random module, the batch path with torch and numpy
+    random.seed(0)
     torch.manual_seed(0)
     np.random.seed(0)
     imgs = photos(16, seed=3)
@@ -111,12 +120,13 @@ def test_pipeline_output_statistics_match_the_reference():
     pil = strong_transform(aug)
     ref = torch.stack([pil(Image.fromarray(im)) for im in imgs for _ in range(reps)])
     ours = BatchStrongAugment(aug)(as_batch(imgs).repeat_interleave(reps, 0))
-    for stat in (lambda t: t.mean((0, 2, 3)), lambda t: t.std((0, 2, 3)), lambda t: (t == 0).float().mean()):
-        assert torch.allclose(stat(ours), stat(ref), atol=0.03, rtol=0.03)
-    # per image, the mean of an output has the same distribution on both paths (two-sample z below 4)
+    # per output and channel: mean, mean square (hence std) and share of zeros (Cutout), compared as samples of
+    # 960 draws each; a fixed tolerance would be about two standard errors (0.024 for a channel mean) and flaky
+    for stat in (lambda t: t.mean((2, 3)), lambda t: t.pow(2).mean((2, 3)), lambda t: (t == 0).float().mean((2, 3))):
+        assert float(two_sample_z(stat(ours), stat(ref)).abs().max()) < 4
+    # per image, the mean of an output has the same distribution on both paths
     a, b = (t.view(len(imgs), reps, -1).mean(2) for t in (ours, ref))
-    z = (a.mean(1) - b.mean(1)) / ((a.var(1) + b.var(1)) / reps).sqrt()
-    assert float(z.abs().max()) < 4
+    assert float(two_sample_z(a.T, b.T).abs().max()) < 4
 
 
 def test_strong_keys_are_checked_on_both_paths():
