@@ -12,8 +12,6 @@ model), or with --mine_only, it loads the model and only mines.
 import os
 import time
 
-import torch
-
 from data import get_dataset, same_data
 from data.loaders import eval_loader, view_batches
 from data.transforms import val_transform

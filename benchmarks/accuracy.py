@@ -5,6 +5,8 @@
 Each seed runs in its own folder (<out>/<profile>/seed<k>): the pretext stage, then every clustering
 setup of the profile on the same pretext model, self-labelling of the profile's clustering models,
 plus k-means baselines on raw pixels and on the pretext features. Finished stages are not recomputed, so an interrupted profile can be rerun.
+`--jobs N` runs N seeds at a time in separate processes (each with its share of the CPU threads and its output
+in <out>/<profile>/seed<k>.log).
 Writes benchmarks/results/<profile>.json, .md and .png (bar chart) and replaces the profile's block in README.md.
 """
 import argparse
@@ -194,7 +196,16 @@ ORDER = [('kmeans_pixels', 'k-means on raw pixels'), ('kmeans_pretext', 'k-means
          ('nnm+selflabel', 'NNM + self-label')]
 
 
-def markdown(name, table, machine, seeds):
+def paired_difference(per_seed, a='nnm', b='scan', metric='acc'):
+    """a's minus b's metric seed by seed: {mean, se (standard error of the mean), ahead, level, behind, seeds}."""
+    d = np.array([r[a][metric] - r[b][metric] for r in per_seed if a in r and b in r])
+    if len(d) < 2:
+        return None
+    return {'mean': float(d.mean()), 'se': float(d.std(ddof=1) / np.sqrt(len(d))), 'ahead': int((d > 0).sum()),
+            'level': int((d == 0).sum()), 'behind': int((d < 0).sum()), 'seeds': len(d)}
+
+
+def markdown(name, table, machine, seeds, paired=None):
     lines = [f'Profile `{name}`, {seeds} seed(s), mean ± standard deviation; {machine}.', '',
              '| method | ACC | NMI | ARI | seconds |', '|---|---|---|---|---|']
     for key, label in ORDER:
@@ -207,6 +218,10 @@ def markdown(name, table, machine, seeds):
         p = table['pretext']
         lines += ['', f"Pretext stage: top-20 neighbour accuracy {p['neighbor_acc'][0]:.3f} ± {p['neighbor_acc'][1]:.3f}, "
                       f"weighted kNN {p['knn_acc'][0]:.3f} ± {p['knn_acc'][1]:.3f}, {p['seconds'][0]:.0f} s per seed."]
+    if paired:
+        lines += ['', f"NNM minus SCAN accuracy, paired by seed: {paired['mean']:+.4f} ± {paired['se']:.4f} (standard "
+                      f"error); NNM ahead on {paired['ahead']} seeds, level on {paired['level']}, behind on "
+                      f"{paired['behind']}."]
     return '\n'.join(lines)
 
 
@@ -252,6 +267,32 @@ def update_readme(name, text, readme=os.path.join(ROOT, 'README.md')):
     return True
 
 
+def _seed_worker(name, profile, out, seed, extra, threads):
+    """run_seed in a worker process: its share of the CPU threads, its output in <out>/<name>/seed<seed>.log."""
+    import contextlib
+    torch.set_num_threads(threads)
+    log = os.path.join(out, name, f'seed{seed}.log')
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    with open(log, 'a') as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        return run_seed(name, profile, out, seed, extra)
+
+
+def run_seeds(name, profile, out, seeds, extra, jobs):
+    """[run_seed for each seed], in seed order; with jobs > 1, that many seeds at a time in spawned processes."""
+    if jobs <= 1:
+        return [run_seed(name, profile, out, seed, extra) for seed in seeds]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context('spawn')) as pool:
+        futures = [pool.submit(_seed_worker, name, profile, out, seed, extra, threads) for seed in seeds]
+        results = []
+        for seed, future in zip(seeds, futures):
+            results.append(future.result())
+            print(f'seed {seed} done (log: {os.path.join(out, name, f"seed{seed}.log")})', flush=True)
+        return results
+
+
 def machine():
     cores = os.cpu_count()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'
@@ -262,23 +303,25 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--profile', choices=sorted(PROFILES), required=True)
     parser.add_argument('--seeds', type=int, default=3)
+    parser.add_argument('--jobs', type=int, default=1, help='seeds run at a time, each in its own process')
     parser.add_argument('--out', default=os.path.join(ROOT, 'results', 'benchmarks'))
     parser.add_argument('--results', default=os.path.join(HERE, 'results'))
     parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
     parser.add_argument('overrides', nargs='*', help='key=value for every stage (e.g. data_root=...)')
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
-    per_seed = [run_seed(args.profile, profile, args.out, seed, profile['overrides'] + args.overrides)
-                for seed in range(1, args.seeds + 1)]
+    per_seed = run_seeds(args.profile, profile, args.out, range(1, args.seeds + 1),
+                         profile['overrides'] + args.overrides, args.jobs)
     table = aggregate(per_seed)
+    where = machine() + (f', {args.jobs} seeds at a time' if args.jobs > 1 else '')
     if 'pretexts' in profile:
-        text = pretext_markdown(args.profile, table, machine(), args.seeds, profile)
+        text = pretext_markdown(args.profile, table, where, args.seeds, profile)
     else:
-        text = markdown(args.profile, table, machine(), args.seeds)
+        text = markdown(args.profile, table, where, args.seeds, paired_difference(per_seed))
     os.makedirs(args.results, exist_ok=True)
     atomic_write_text(os.path.join(args.results, f'{args.profile}.json'),
-                      json.dumps({'profile': args.profile, 'machine': machine(), 'seeds': per_seed,
-                                  'summary': table}, indent=2))
+                      json.dumps({'profile': args.profile, 'machine': where, 'seeds': per_seed,
+                                  'summary': table, 'nnm_minus_scan': paired_difference(per_seed)}, indent=2))
     atomic_write_text(os.path.join(args.results, f'{args.profile}.md'), text + '\n')
     if 'pretexts' not in profile:
         text += '\n\n' + bar_chart(args.profile, table, args.seeds, os.path.join(args.results, f'{args.profile}.png'))

@@ -21,7 +21,10 @@ def test_tiny_profile(tmp_path, monkeypatch):
     readme.write_text('intro\n<!-- results:tiny start -->\nold\n<!-- results:tiny end -->\noutro\n')
     argv = ['--profile', 'tiny', '--seeds', '2', '--out', str(tmp_path / 'runs'), '--results', str(tmp_path),
             '--readme', str(readme)]
-    table = accuracy.main(argv)
+    table = accuracy.main(argv + ['--jobs', '2'])  # both seeds at once, each in a spawned process
+    for seed in (1, 2):  # each seed's own output, and its own results in seed order
+        assert 'selected head' in (tmp_path / 'runs' / 'tiny' / f'seed{seed}.log').read_text()
+    assert 'seeds at a time' in readme.read_text()
     for method in ('scan', 'nnm', 'nnm+selflabel', 'kmeans_pixels', 'kmeans_pretext'):
         assert table[method]['acc'][2] == 2 and 0 < table[method]['acc'][0] <= 1
     saved = json.load(open(tmp_path / 'tiny.json'))
@@ -29,6 +32,13 @@ def test_tiny_profile(tmp_path, monkeypatch):
     assert saved['summary']['nnm']['acc'][0] == pytest.approx(sum(accs) / 2)
     text = readme.read_text()
     assert text.startswith('intro\n<!-- results:tiny start -->\nProfile `tiny`, 2 seed(s)') and 'old' not in text
+    diffs = [r['nnm']['acc'] - r['scan']['acc'] for r in saved['seeds']]
+    paired = saved['nnm_minus_scan']
+    assert paired['mean'] == pytest.approx(sum(diffs) / 2) and paired['se'] == pytest.approx(abs(diffs[0] - diffs[1]) / 2)
+    assert paired['ahead'] + paired['level'] + paired['behind'] == 2 and f"{paired['mean']:+.4f} ± " in text
+    for seed, row in zip((1, 2), saved['seeds']):
+        folder = tmp_path / 'runs' / 'tiny' / f'seed{seed}' / 'digits'
+        assert row['nnm'] == json.load(open(folder / 'scan_nnm' / 'metrics.json'))
     assert '| NNM |' in text and text.endswith('<!-- results:tiny end -->\noutro\n')
     assert (tmp_path / 'tiny.md').read_text().strip() in text
     chart = Image.open(tmp_path / 'tiny.png')
@@ -41,7 +51,7 @@ def test_tiny_profile(tmp_path, monkeypatch):
     monkeypatch.setattr(accuracy.simclr, 'main', no_rerun)
     monkeypatch.setattr(accuracy.scan, 'main', no_rerun)
     monkeypatch.setattr(accuracy.selflabel, 'main', no_rerun)
-    assert accuracy.main(argv) == table
+    assert accuracy.main(argv) == table  # read back, in one process
     os.remove(tmp_path / 'runs' / 'tiny' / 'seed2' / 'kmeans.json')  # interrupted before the baselines
     without_times = lambda t: {m: {k: v for k, v in row.items() if k != 'seconds'} for m, row in t.items()}  # noqa: E731
     assert without_times(accuracy.main(argv)) == without_times(table)  # only k-means reran

@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from losses.scan import NNMLoss, SCANLoss, cluster_contrast
 

@@ -13,7 +13,7 @@ import argparse
 import copy
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import yaml
 from easydict import EasyDict
