@@ -196,9 +196,10 @@ ORDER = [('kmeans_pixels', 'k-means on raw pixels'), ('kmeans_pretext', 'k-means
          ('nnm+selflabel', 'NNM + self-label')]
 
 
-def paired_difference(per_seed, a='nnm', b='scan', metric='acc'):
-    """a's minus b's metric seed by seed: {mean, se (standard error of the mean), ahead, level, behind, seeds}."""
-    d = np.array([r[a][metric] - r[b][metric] for r in per_seed if a in r and b in r])
+def paired_difference(per_seed):
+    """NNM's minus SCAN's accuracy seed by seed: {mean, se (standard error of the mean), ahead, level, behind,
+    seeds}; None with fewer than two seeds that ran both."""
+    d = np.array([r['nnm']['acc'] - r['scan']['acc'] for r in per_seed if 'nnm' in r and 'scan' in r])
     if len(d) < 2:
         return None
     return {'mean': float(d.mean()), 'se': float(d.std(ddof=1) / np.sqrt(len(d))), 'ahead': int((d > 0).sum()),
@@ -314,14 +315,15 @@ def main(argv=None):
                          profile['overrides'] + args.overrides, args.jobs)
     table = aggregate(per_seed)
     where = machine() + (f', {args.jobs} seeds at a time' if args.jobs > 1 else '')
+    paired = paired_difference(per_seed)
     if 'pretexts' in profile:
         text = pretext_markdown(args.profile, table, where, args.seeds, profile)
     else:
-        text = markdown(args.profile, table, where, args.seeds, paired_difference(per_seed))
+        text = markdown(args.profile, table, where, args.seeds, paired)
     os.makedirs(args.results, exist_ok=True)
     atomic_write_text(os.path.join(args.results, f'{args.profile}.json'),
                       json.dumps({'profile': args.profile, 'machine': where, 'seeds': per_seed,
-                                  'summary': table, 'nnm_minus_scan': paired_difference(per_seed)}, indent=2))
+                                  'summary': table, 'nnm_minus_scan': paired}, indent=2))
     atomic_write_text(os.path.join(args.results, f'{args.profile}.md'), text + '\n')
     if 'pretexts' not in profile:
         text += '\n\n' + bar_chart(args.profile, table, args.seeds, os.path.join(args.results, f'{args.profile}.png'))
