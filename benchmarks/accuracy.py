@@ -6,7 +6,9 @@ Each seed runs in its own folder (<out>/<profile>/seed<k>): the pretext stage, t
 setup of the profile on the same pretext model, self-labelling of the profile's clustering models,
 plus k-means baselines on raw pixels and on the pretext features. Finished stages are not recomputed, so an interrupted profile can be rerun.
 `--jobs N` runs N seeds at a time in separate processes (each with its share of the CPU threads and its output
-in <out>/<profile>/seed<k>.log).
+in <out>/<profile>/seed<k>.log). `--cluster-seeds R` clusters and self-labels each pretext model R times (seeds k,
+k + 100, ...): the clustering stage varies more from seed to seed than the pretext stage and costs less, so this
+samples it more for the same time.
 Writes benchmarks/results/<profile>.json, .md and .png (bar chart) and replaces the profile's block in README.md.
 """
 import argparse
@@ -138,31 +140,40 @@ def pretext_markdown(name, table, machine, seeds, profile):
     return '\n'.join(lines)
 
 
-def run_seed(name, profile, out, seed, extra):
-    """All stages of one seed; returns {method: metrics}. Finished stages (their metrics.json) and
-    baselines (kmeans.json) are read back, not rerun, so stages added to a profile later still run."""
+CLUSTER_SEED_STEP = 100  # --cluster-seeds R: pretext seed k is clustered with seeds k, k + 100, ..., k + 100 (R - 1)
+
+
+def run_seed(name, profile, out, seed, extra, cluster_seeds=1):
+    """All stages of one seed: [{method: metrics, 'seed': seed, 'cluster_seed': c}], one per clustering seed c;
+    the first (c = seed, folders scan_<setup>) also holds the pretext stage and the k-means baselines, the others
+    (folders scan_<setup>_seed<c>) cluster and self-label the same pretext model again. Finished stages (their
+    metrics.json) and baselines (kmeans.json) are read back, not rerun, so stages added to a profile later still run."""
     root = os.path.join(out, name, f'seed{seed}')
-    env = ['--config_env', os.path.join(ROOT, 'configs', 'env.yml')]
     if 'pretexts' in profile:
-        return run_pretexts(name, profile, out, seed, extra)
-    results = {}
-    pretext_metrics = _stage_metrics(root, profile['pretext'], 'pretext')
-    results['pretext'] = pretext_metrics or simclr.main(env + _config_args(profile['pretext'], root, seed, extra)
-                                                        + ['--resume'])
-    for setup, path in profile['clustering'].items():
-        folder = f'scan_{setup}'
-        results[setup] = _stage_metrics(root, path, folder) or scan.main(
-            env + _config_args(path, root, seed, extra) + [f'scan_folder={folder}', '--resume'])
-    for setup, path in profile.get('selflabel', {}).items():
-        folder = f'selflabel_{setup}'
-        results[f'{setup}+selflabel'] = _stage_metrics(root, path, folder) or selflabel.main(
-            env + _config_args(path, root, seed, extra) + [f'scan_folder=scan_{setup}', f'selflabel_folder={folder}',
-                                                          '--resume'])
+        return [{**run_pretexts(name, profile, out, seed, extra), 'seed': seed, 'cluster_seed': seed}]
+    env = ['--config_env', os.path.join(ROOT, 'configs', 'env.yml')]
+    first = {'pretext': _stage_metrics(root, profile['pretext'], 'pretext') or simclr.main(
+        env + _config_args(profile['pretext'], root, seed, extra) + ['--resume'])}
+    runs = []
+    for r in range(cluster_seeds):
+        c = seed + CLUSTER_SEED_STEP * r
+        suffix = f'_seed{c}' if r else ''
+        results = first if r == 0 else {}
+        for setup, path in profile['clustering'].items():
+            folder = f'scan_{setup}{suffix}'
+            results[setup] = _stage_metrics(root, path, folder) or scan.main(
+                env + _config_args(path, root, c, extra) + [f'scan_folder={folder}', '--resume'])
+        for setup, path in profile.get('selflabel', {}).items():
+            folder = f'selflabel_{setup}{suffix}'
+            results[f'{setup}+selflabel'] = _stage_metrics(root, path, folder) or selflabel.main(
+                env + _config_args(path, root, c, extra) + [f'scan_folder=scan_{setup}{suffix}',
+                                                           f'selflabel_folder={folder}', '--resume'])
+        runs.append({**results, 'seed': seed, 'cluster_seed': c})
     kmeans = os.path.join(root, 'kmeans.json')
     if not os.path.isfile(kmeans):
         atomic_write_text(kmeans, json.dumps(kmeans_baselines(profile, root, seed, extra), indent=2))
-    results.update(json.load(open(kmeans)))
-    return results
+    runs[0].update(json.load(open(kmeans)))
+    return runs
 
 
 def _stage_file(root, config_path, folder, name):
@@ -176,12 +187,12 @@ def _stage_metrics(root, config_path, folder):
     return json.load(open(path)) if os.path.isfile(path) else None
 
 
-def aggregate(per_seed):
-    """{method: {metric: [mean, sample standard deviation (0 for one seed), number of seeds]}}."""
-    methods = sorted({m for r in per_seed for m in r})
+def aggregate(runs):
+    """{method: {metric: [mean, sample standard deviation (0 for one run), number of runs]}}."""
+    methods = sorted({m for r in runs for m, v in r.items() if isinstance(v, dict)})
     table = {}
     for method in methods:
-        rows = [r[method] for r in per_seed if method in r]
+        rows = [r[method] for r in runs if method in r]
         table[method] = {}
         for key in sorted({k for row in rows for k in row}):
             values = [row[key] for row in rows if isinstance(row.get(key), (int, float)) and key != 'head']
@@ -196,18 +207,29 @@ ORDER = [('kmeans_pixels', 'k-means on raw pixels'), ('kmeans_pretext', 'k-means
          ('nnm+selflabel', 'NNM + self-label')]
 
 
-def paired_difference(per_seed):
-    """NNM's minus SCAN's accuracy seed by seed: {mean, se (standard error of the mean), ahead, level, behind,
-    seeds}; None with fewer than two seeds that ran both."""
-    d = np.array([r['nnm']['acc'] - r['scan']['acc'] for r in per_seed if 'nnm' in r and 'scan' in r])
-    if len(d) < 2:
+def paired_difference(runs):
+    """NNM's minus SCAN's accuracy run by run (same pretext model, same clustering seed): {mean, se, ahead,
+    level, behind, pairs, seeds}. Runs on one pretext model are not independent, so the standard error is that
+    of the mean over pretext seeds of each seed's average difference. None with fewer than two pretext seeds."""
+    pairs = [(r['seed'], r['nnm']['acc'] - r['scan']['acc']) for r in runs if 'nnm' in r and 'scan' in r]
+    seeds = sorted({k for k, _ in pairs})
+    if len(seeds) < 2:
         return None
-    return {'mean': float(d.mean()), 'se': float(d.std(ddof=1) / np.sqrt(len(d))), 'ahead': int((d > 0).sum()),
-            'level': int((d == 0).sum()), 'behind': int((d < 0).sum()), 'seeds': len(d)}
+    d = np.array([v for _, v in pairs])
+    per_seed = np.array([np.mean([v for k, v in pairs if k == seed]) for seed in seeds])
+    return {'mean': float(d.mean()), 'se': float(per_seed.std(ddof=1) / np.sqrt(len(seeds))),
+            'ahead': int((d > 0).sum()), 'level': int((d == 0).sum()), 'behind': int((d < 0).sum()),
+            'pairs': len(d), 'seeds': len(seeds)}
 
 
-def markdown(name, table, machine, seeds, paired=None):
-    lines = [f'Profile `{name}`, {seeds} seed(s), mean ± standard deviation; {machine}.', '',
+def sample_words(seeds, cluster_seeds):
+    if cluster_seeds == 1:
+        return f'{seeds} seed(s)'
+    return f'{seeds} pretext seeds x {cluster_seeds} clustering seeds'
+
+
+def markdown(name, table, machine, sample, paired=None):
+    lines = [f'Profile `{name}`, {sample}, mean ± standard deviation over the runs; {machine}.', '',
              '| method | ACC | NMI | ARI | seconds |', '|---|---|---|---|---|']
     for key, label in ORDER:
         if key in table:
@@ -220,16 +242,17 @@ def markdown(name, table, machine, seeds, paired=None):
         lines += ['', f"Pretext stage: top-20 neighbour accuracy {p['neighbor_acc'][0]:.3f} ± {p['neighbor_acc'][1]:.3f}, "
                       f"weighted kNN {p['knn_acc'][0]:.3f} ± {p['knn_acc'][1]:.3f}, {p['seconds'][0]:.0f} s per seed."]
     if paired:
-        lines += ['', f"NNM minus SCAN accuracy, paired by seed: {paired['mean']:+.4f} ± {paired['se']:.4f} (standard "
-                      f"error); NNM ahead on {paired['ahead']} seeds, level on {paired['level']}, behind on "
+        lines += ['', f"NNM minus SCAN accuracy, paired by run (same pretext model and seed): {paired['mean']:+.4f} ± "
+                      f"{paired['se']:.4f} (standard error over the {paired['seeds']} pretext seeds); NNM ahead in "
+                      f"{paired['ahead']} of {paired['pairs']} pairs, level in {paired['level']}, behind in "
                       f"{paired['behind']}."]
     return '\n'.join(lines)
 
 
-def bar_chart(name, table, seeds, path):
+def bar_chart(name, table, sample, path):
     rows = [(label, {m: table[key][m][:2] for m in METRICS if m in table[key]}) for key, label in ORDER
             if key in table]
-    save_bar_chart(rows, METRICS, path, f'{name}: {seeds} seed(s)')
+    save_bar_chart(rows, METRICS, path, f'{name}: {sample}')
     return f'![{name} accuracy]({os.path.relpath(path, ROOT)})'
 
 
@@ -268,28 +291,30 @@ def update_readme(name, text, readme=os.path.join(ROOT, 'README.md')):
     return True
 
 
-def _seed_worker(name, profile, out, seed, extra, threads):
+def _seed_worker(name, profile, out, seed, extra, cluster_seeds, threads):
     """run_seed in a worker process: its share of the CPU threads, its output in <out>/<name>/seed<seed>.log."""
     import contextlib
     torch.set_num_threads(threads)
     log = os.path.join(out, name, f'seed{seed}.log')
     os.makedirs(os.path.dirname(log), exist_ok=True)
     with open(log, 'a') as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        return run_seed(name, profile, out, seed, extra)
+        return run_seed(name, profile, out, seed, extra, cluster_seeds)
 
 
-def run_seeds(name, profile, out, seeds, extra, jobs):
-    """[run_seed for each seed], in seed order; with jobs > 1, that many seeds at a time in spawned processes."""
+def run_seeds(name, profile, out, seeds, extra, jobs, cluster_seeds=1):
+    """The runs of every seed (run_seed), in seed order; with jobs > 1, that many seeds at a time in spawned
+    processes."""
     if jobs <= 1:
-        return [run_seed(name, profile, out, seed, extra) for seed in seeds]
+        return [run for seed in seeds for run in run_seed(name, profile, out, seed, extra, cluster_seeds)]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     threads = max(1, (os.cpu_count() or 1) // jobs)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context('spawn')) as pool:
-        futures = [pool.submit(_seed_worker, name, profile, out, seed, extra, threads) for seed in seeds]
+        futures = [pool.submit(_seed_worker, name, profile, out, seed, extra, cluster_seeds, threads)
+                   for seed in seeds]
         results = []
         for seed, future in zip(seeds, futures):
-            results.append(future.result())
+            results.extend(future.result())
             print(f'seed {seed} done (log: {os.path.join(out, name, f"seed{seed}.log")})', flush=True)
         return results
 
@@ -305,28 +330,35 @@ def main(argv=None):
     parser.add_argument('--profile', choices=sorted(PROFILES), required=True)
     parser.add_argument('--seeds', type=int, default=3)
     parser.add_argument('--jobs', type=int, default=1, help='seeds run at a time, each in its own process')
+    parser.add_argument('--cluster-seeds', type=int, default=1,
+                        help='clustering (and self-labelling) runs per pretext model, with seeds k, k + 100, ...')
     parser.add_argument('--out', default=os.path.join(ROOT, 'results', 'benchmarks'))
     parser.add_argument('--results', default=os.path.join(HERE, 'results'))
     parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
     parser.add_argument('overrides', nargs='*', help='key=value for every stage (e.g. data_root=...)')
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
-    per_seed = run_seeds(args.profile, profile, args.out, range(1, args.seeds + 1),
-                         profile['overrides'] + args.overrides, args.jobs)
-    table = aggregate(per_seed)
+    if args.seeds < 1 or args.cluster_seeds < 1 or args.jobs < 1:
+        parser.error('--seeds, --cluster-seeds and --jobs must be at least 1')
+    if args.cluster_seeds > 1 and 'pretexts' in profile:
+        parser.error(f'--cluster-seeds applies to profiles with one pretext setup, not {args.profile}')
+    runs = run_seeds(args.profile, profile, args.out, range(1, args.seeds + 1),
+                     profile['overrides'] + args.overrides, args.jobs, args.cluster_seeds)
+    table = aggregate(runs)
     where = machine() + (f', {args.jobs} seeds at a time' if args.jobs > 1 else '')
-    paired = paired_difference(per_seed)
+    paired = paired_difference(runs)
+    sample = sample_words(args.seeds, args.cluster_seeds)
     if 'pretexts' in profile:
         text = pretext_markdown(args.profile, table, where, args.seeds, profile)
     else:
-        text = markdown(args.profile, table, where, args.seeds, paired)
+        text = markdown(args.profile, table, where, sample, paired)
     os.makedirs(args.results, exist_ok=True)
     atomic_write_text(os.path.join(args.results, f'{args.profile}.json'),
-                      json.dumps({'profile': args.profile, 'machine': where, 'seeds': per_seed,
+                      json.dumps({'profile': args.profile, 'machine': where, 'seeds': runs,
                                   'summary': table, 'nnm_minus_scan': paired}, indent=2))
     atomic_write_text(os.path.join(args.results, f'{args.profile}.md'), text + '\n')
     if 'pretexts' not in profile:
-        text += '\n\n' + bar_chart(args.profile, table, args.seeds, os.path.join(args.results, f'{args.profile}.png'))
+        text += '\n\n' + bar_chart(args.profile, table, sample, os.path.join(args.results, f'{args.profile}.png'))
         pictures = eval_pictures(args.profile, profile, args.out, args.results, profile['overrides'] + args.overrides)
         if pictures:
             text += '\n\n' + pictures

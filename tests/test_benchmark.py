@@ -12,11 +12,15 @@ sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
 import accuracy  # noqa: E402
 
 
-def test_tiny_profile(tmp_path, monkeypatch):
-    tiny = dict(accuracy.PROFILES['digits'])
-    tiny['overrides'] = ['epochs=1', 'batch_size=64', 'train_subset=200', 'val_subset=200',
-                         'backbone_kwargs.widths=[8, 16, 16, 16]', 'num_workers=0']
-    monkeypatch.setitem(accuracy.PROFILES, 'tiny', tiny)
+@pytest.fixture
+def tiny(monkeypatch):
+    profile = dict(accuracy.PROFILES['digits'])
+    profile['overrides'] = ['epochs=1', 'batch_size=64', 'train_subset=200', 'val_subset=200',
+                            'backbone_kwargs.widths=[8, 16, 16, 16]', 'num_workers=0']
+    monkeypatch.setitem(accuracy.PROFILES, 'tiny', profile)
+
+
+def test_tiny_profile(tmp_path, monkeypatch, tiny):
     readme = tmp_path / 'README.md'
     readme.write_text('intro\n<!-- results:tiny start -->\nold\n<!-- results:tiny end -->\noutro\n')
     argv = ['--profile', 'tiny', '--seeds', '2', '--out', str(tmp_path / 'runs'), '--results', str(tmp_path),
@@ -55,6 +59,26 @@ def test_tiny_profile(tmp_path, monkeypatch):
     os.remove(tmp_path / 'runs' / 'tiny' / 'seed2' / 'kmeans.json')  # interrupted before the baselines
     without_times = lambda t: {m: {k: v for k, v in row.items() if k != 'seconds'} for m, row in t.items()}  # noqa: E731
     assert without_times(accuracy.main(argv)) == without_times(table)  # only k-means reran
+
+
+def test_cluster_seeds_cluster_each_pretext_model_again(tmp_path, tiny):
+    (tmp_path / 'README.md').write_text('no results block\n')
+    argv = ['--profile', 'tiny', '--seeds', '2', '--cluster-seeds', '2', '--out', str(tmp_path / 'runs'),
+            '--results', str(tmp_path), '--readme', str(tmp_path / 'README.md')]
+    table = accuracy.main(argv)
+    assert table['nnm']['acc'][2] == 4 and table['nnm+selflabel']['acc'][2] == 4  # 2 pretext models x 2 seeds
+    assert table['pretext']['seconds'][2] == 2 and table['kmeans_pixels']['acc'][2] == 2  # once per pretext model
+    saved = json.load(open(tmp_path / 'tiny.json'))
+    assert [(r['seed'], r['cluster_seed']) for r in saved['seeds']] == [(1, 1), (1, 101), (2, 2), (2, 102)]
+    folder = tmp_path / 'runs' / 'tiny' / 'seed2' / 'digits'
+    assert saved['seeds'][3]['nnm'] == json.load(open(folder / 'scan_nnm_seed102' / 'metrics.json'))
+    assert json.load(open(folder / 'selflabel_nnm_seed102' / 'metrics.json'))['acc'] == \
+        saved['seeds'][3]['nnm+selflabel']['acc']
+    d = [r['nnm']['acc'] - r['scan']['acc'] for r in saved['seeds']]
+    paired = saved['nnm_minus_scan']  # standard error over the two pretext seeds' average differences
+    assert paired['pairs'] == 4 and paired['seeds'] == 2 and paired['mean'] == pytest.approx(sum(d) / 4)
+    assert paired['se'] == pytest.approx(abs((d[0] + d[1]) - (d[2] + d[3])) / 4)
+    assert '2 pretext seeds x 2 clustering seeds' in (tmp_path / 'tiny.md').read_text()
 
 
 def test_pretext_profile_reports_every_setup(tmp_path, monkeypatch):
