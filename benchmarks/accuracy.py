@@ -152,13 +152,13 @@ def run_seed(name, profile, out, seed, extra, cluster_seeds=1):
     if 'pretexts' in profile:
         return [{**run_pretexts(name, profile, out, seed, extra), 'seed': seed, 'cluster_seed': seed}]
     env = ['--config_env', os.path.join(ROOT, 'configs', 'env.yml')]
-    first = {'pretext': _stage_metrics(root, profile['pretext'], 'pretext') or simclr.main(
-        env + _config_args(profile['pretext'], root, seed, extra) + ['--resume'])}
+    pretext = _stage_metrics(root, profile['pretext'], 'pretext') or simclr.main(
+        env + _config_args(profile['pretext'], root, seed, extra) + ['--resume'])
     runs = []
     for r in range(cluster_seeds):
         c = seed + CLUSTER_SEED_STEP * r
         suffix = f'_seed{c}' if r else ''
-        results = first if r == 0 else {}
+        results = {}
         for setup, path in profile['clustering'].items():
             folder = f'scan_{setup}{suffix}'
             results[setup] = _stage_metrics(root, path, folder) or scan.main(
@@ -172,7 +172,7 @@ def run_seed(name, profile, out, seed, extra, cluster_seeds=1):
     kmeans = os.path.join(root, 'kmeans.json')
     if not os.path.isfile(kmeans):
         atomic_write_text(kmeans, json.dumps(kmeans_baselines(profile, root, seed, extra), indent=2))
-    runs[0].update(json.load(open(kmeans)))
+    runs[0] = {'pretext': pretext, **runs[0], **json.load(open(kmeans))}
     return runs
 
 
