@@ -16,63 +16,32 @@ import os
 import numpy as np
 import torch
 
-from data import get_dataset, same_data
+from data import check_classes, get_dataset, same_data
 from data.base import IMAGE_EXTENSIONS, FileDataset
 from data.loaders import eval_loader
 from data.transforms import val_transform
+from methods import STAGES
 from models import ClusteringModel, contrastive_model_for, get_backbone
-from utils.checkpoint import atomic_write_text, load_file, load_weights, strip_prefixes
-from utils.clustering import check_classes, predict, single_head_state
-from utils.config import base_parser, parse_args, read_yaml
+from stages.run import prepare, run_cli
+from utils.checkpoint import atomic_write_text, load_weights, read_model_file
+from utils.config import base_parser, parse_args, read_layers
 from utils.errors import UserError
-from utils.features import knn_accuracy, pretext_features
+from utils.features import knn_accuracy, predict, pretext_features
 from utils.metrics import cluster_metrics, contingency, hungarian_mapping
 from utils.neighbors import mine_neighbors, neighbor_accuracy
 from utils.plots import save_confusion_matrix, save_prototype_grid
-from utils.schema import CLUSTERING, PRETEXT, SELFLABEL
-from utils.stage import prepare, run_cli
 
-SCHEMAS = {**{s: PRETEXT for s in PRETEXT['setup'].choices}, **{s: CLUSTERING for s in CLUSTERING['setup'].choices},
-           'selflabel': SELFLABEL}
-
-
-def detect(obj, path):
-    """What a checkpoint file holds: ('pretext' | 'clustering', state_dict, head).
-
-    Layouts (SPEC section 4): a bare state_dict (pretext; self-label with one head), {'model', 'head'}
-    (clustering), and resume files {'model', 'optimizer', 'epoch', ...} with optional 'module.' prefixes
-    and a head under 'head' or NNM's 'best_loss_head'.
-    """
-    if not isinstance(obj, dict):
-        raise UserError(f'{path} holds a {type(obj).__name__}, not a model')
-    state, head = obj, None
-    if isinstance(obj.get('model'), dict):
-        state = obj['model']
-        for key in ('head', 'best_loss_head'):
-            if obj.get(key) is not None:
-                head = int(obj[key])
-                break
-    state = strip_prefixes(state)
-    if any(k.startswith('cluster_head.') for k in state):
-        heads = {k.split('.')[1] for k in state if k.startswith('cluster_head.')}
-        if head is None:
-            if len(heads) > 1:
-                print(f'note: {path} names no selected head; evaluating head 0 of {len(heads)}')
-            head = 0
-        return 'clustering', state, head
-    if any(k.startswith('contrastive_head.') for k in state):
-        return 'pretext', state, None
-    raise UserError(f'{path} is neither a pretext model (contrastive_head.*) nor a clustering model '
-                    f'(cluster_head.*); its first keys: {", ".join(list(state)[:3])}')
-
-
-def config_schema(paths):
+def config_stage(paths):
+    """The stage whose schema reads the experiment config: the one its setup belongs to."""
     setup = None
     for path in paths:
-        setup = read_yaml(path, 'experiment').get('setup', setup)
-    if setup not in SCHEMAS:
-        raise UserError(f"the experiment config's setup '{setup}' is not one of {', '.join(SCHEMAS)}")
-    return SCHEMAS[setup]
+        for _, data in read_layers(path, 'experiment'):
+            setup = data.get('setup', setup)
+    stage = next((stage for stage, registry in STAGES.items() if setup in registry), None)
+    if stage is None:
+        valid = ', '.join(name for registry in STAGES.values() for name in registry)
+        raise UserError(f"the experiment config's setup '{setup}' is not one of {valid}")
+    return stage
 
 
 def evaluate_pretext(cfg, model, device, out_dir):
@@ -181,23 +150,24 @@ def main(argv=None):
 
 
 def run(args):
-    schema = config_schema(args.config_exp)
-    cfg, device = prepare(args, schema)
-    kind, state, head = detect(load_file(args.model, 'model'), args.model)
+    cfg, _, device = prepare(args, config_stage(args.config_exp))
+    found = read_model_file(args.model)
     args.predict_paths = prediction_paths(args.predict) if args.predict else None  # checked before writing
     out_dir = args.output or os.path.dirname(os.path.abspath(args.model))
     os.makedirs(out_dir, exist_ok=True)
-    if kind == 'pretext':
-        model = contrastive_model_for(cfg, state)
-        load_weights(model, state, f'pretext model {args.model}')
+    if found.kind == 'pretext':
+        model = contrastive_model_for(cfg, found.state)
+        load_weights(model, found.state, f'pretext model {args.model}')
         result = evaluate_pretext(cfg, model.to(device), device, out_dir)
     else:
-        if cfg.get('num_classes') is None:
-            raise UserError('num_classes is not set in the config; set it to the model\'s cluster count')
+        heads = {k.split('.')[1] for k in found.state if k.startswith('cluster_head.')}
+        if found.head is None and len(heads) > 1:
+            print(f'note: {args.model} names no selected head; evaluating head 0 of {len(heads)}')
+        cfg.num_classes = found.num_clusters  # the checkpoint's head says how many clusters
         model = ClusteringModel(get_backbone(cfg), cfg.num_classes, 1)
-        load_weights(model, single_head_state(state, head), f'clustering model {args.model}')
-        result = {'head': head, **evaluate_clustering(cfg, model.to(device), device, out_dir, args)}
-    result = {'model': os.path.abspath(args.model), 'kind': kind, 'dataset': cfg.val_db_name, **result}
+        load_weights(model, found.single_head(), f'clustering model {args.model}')
+        result = {'head': found.head or 0, **evaluate_clustering(cfg, model.to(device), device, out_dir, args)}
+    result = {'model': os.path.abspath(args.model), 'kind': found.kind, 'dataset': cfg.val_db_name, **result}
     atomic_write_text(os.path.join(out_dir, 'eval.json'), json.dumps(result, indent=2) + '\n')
     print_table(result)
     return result

@@ -20,8 +20,7 @@ from utils.errors import UserError
 from utils.feature_files import write_features
 from utils.features import pretext_features
 from utils.logger import progress
-from utils.schema import PRETEXT
-from utils.stage import prepare, run_cli
+from stages.run import prepare, run_cli
 
 
 def open_db(cfg, db, split):
@@ -46,7 +45,7 @@ def main(argv=None):
 
 
 def run(args):
-    cfg, device = prepare(args, PRETEXT)
+    cfg, _, device = prepare(args, 'pretext')
     model = get_contrastive_model(cfg)
     load_pretext_model(model, args.pretext_model)
     dataset, root = open_db(cfg, args.db, args.split)

@@ -21,7 +21,7 @@ from utils.errors import UserError
 from utils.feature_files import csv_text, read_features
 from utils.neighbors import search
 from utils.plots import pyplot
-from utils.stage import run_cli
+from stages.run import run_cli
 
 
 def select(target, pool, k, threshold, nlist=None):

@@ -14,24 +14,23 @@ import warnings
 
 import torch
 
+from data import clustering_data
 from data.loaders import eval_loader, weak_strong_batches
-from losses.selflabel import ConfidenceBasedCE
 from models import get_clustering_model
-from utils.checkpoint import atomic_save, load_file, load_weights
-from utils.clustering import clustering_data, predict, single_head_state
+from stages.run import prepare, run_cli, save_checkpoint, start_run, training_model
+from utils.checkpoint import atomic_save, load_weights, read_model_file, restore
 from utils.common import seed_all
 from utils.config import base_parser, parse_args
 from utils.distributed import gather, world
 from utils.ema import EMA
 from utils.errors import UserError
+from utils.features import predict
 from utils.logger import RunLog, progress, write_json
 from utils.metrics import cluster_metrics
 from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
-from utils.schema import SELFLABEL
-from utils.stage import prepare, run_cli, save_checkpoint, start_run, training_model
 
 
-def train_one_epoch(net, model, batches, criterion, optimizer, cfg, epoch, device, ema, scaler):
+def train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, ema, scaler):
     """One epoch; `net` is `model` or its DDP/compiled wrapper. Under torchrun the loss (its confidence mask and
     class balancing included) is computed on the whole global batch, gathered from every process."""
     net.train()
@@ -44,14 +43,14 @@ def train_one_epoch(net, model, batches, criterion, optimizer, cfg, epoch, devic
             with torch.no_grad():
                 weak_logits = net(weak)[0]
             strong_logits = net(strong)[0]
-        out = criterion(gather(weak_logits.float()), gather(strong_logits.float()))
+        out = method.criterion(gather(weak_logits.float()), gather(strong_logits.float()))
         seen, confident = seen + len(weak) * world(), confident + out['confident']
-        if out['loss'] is None:  # no confident sample in this batch: nothing to learn from it
+        if out['total'] is None:  # no confident sample in this batch: nothing to learn from it
             continue
-        optimizer_step(optimizer, out['loss'], epoch, scaler)
+        optimizer_step(optimizer, out['total'], epoch, scaler)
         if ema is not None:
             ema.update(model)
-        total, trained = total + out['loss'].item(), trained + 1
+        total, trained = total + out['total'].item(), trained + 1
     if trained == 0:
         warnings.warn(f'epoch {epoch + 1}: no sample above confidence_threshold {cfg.confidence_threshold}; '
                       'nothing was trained (lower the threshold or train the clustering stage longer)')
@@ -74,38 +73,29 @@ def load_clustering_model(model, path):
     """SCAN's / our scan/model.pth.tar: {'model': state_dict with H heads, 'head': int} -> one head."""
     if not os.path.isfile(path):
         raise UserError(f'clustering model not found: {path}; run scan.py first (same env file, name and scan_folder)')
-    state = load_file(path, 'clustering model')
-    if not isinstance(state, dict) or 'model' not in state or 'head' not in state:
-        raise UserError(f"{path} is not a clustering model ({{'model', 'head'}}); point scan_folder at scan.py's output")
-    head = int(state['head'])
-    load_weights(model, single_head_state(state['model'], head), f'clustering model {path}')
-    return head
-
-
-def main(argv=None):
-    args = parse_args(base_parser('Self-labelling stage.'), argv)
-    return run_cli(lambda: run(args))
+    found = read_model_file(path, 'clustering model', 'clustering')
+    if found.head is None:
+        raise UserError(f"{path} names no selected head ({{'model', 'head'}}); point scan_folder at scan.py's output")
+    load_weights(model, found.single_head(), f'clustering model {path}')
+    return found.head
 
 
 def run(args):
     t_start = time.time()
-    cfg, device = prepare(args, SELFLABEL)
+    cfg, method_class, device = prepare(args, 'selflabel')
     evaluation, train_set, val_set = clustering_data(cfg)
     model = get_clustering_model(cfg).to(device)
     head = load_clustering_model(model, cfg.scan_model)
-    state = start_run(cfg.selflabel_dir, cfg, SELFLABEL, cfg.selflabel_checkpoint, args.resume)
+    method = method_class(cfg)
+    state = start_run(cfg.selflabel_dir, cfg, 'selflabel', cfg.selflabel_checkpoint, args.resume)
 
-    criterion = ConfidenceBasedCE(cfg.confidence_threshold, **cfg.criterion_kwargs)
     optimizer = get_optimizer(cfg, model.parameters())
     scaler = grad_scaler(cfg, device)
     ema = EMA(model, cfg.ema_alpha) if cfg.use_ema else None
     start_epoch = 0
     if state is not None:
-        load_weights(model, state['model'], 'checkpoint')
-        optimizer.load_state_dict(state['optimizer'])
-        if ema is not None:
-            load_weights(ema.shadow, state['ema'], 'checkpoint (EMA)')
-        start_epoch = state['epoch']
+        start_epoch = restore(state, model=model, optimizer=optimizer, ema=ema.shadow if ema is not None else None)
+        method.load_state_dict(state)
         print(f'resuming {cfg.selflabel_checkpoint} at epoch {start_epoch + 1}/{cfg.epochs}')
     print(f'selflabel: head {head} of {cfg.scan_model}, {len(train_set)} train images, {cfg.epochs} epochs, '
           f'threshold {cfg.confidence_threshold}, device {device}')
@@ -118,12 +108,12 @@ def run(args):
         seed_all(cfg.seed, epoch)
         t0 = time.time()
         record = {'epoch': epoch + 1,
-                  **train_one_epoch(net, model, batches, criterion, optimizer, cfg, epoch, device, ema, scaler)}
+                  **train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, ema, scaler)}
         report = evaluate(final, cfg, device, val_set)
         record.update(report, seconds=round(time.time() - t0, 2))
-        save_checkpoint(cfg.selflabel_checkpoint, cfg, SELFLABEL, model=model.state_dict(),
+        save_checkpoint(cfg.selflabel_checkpoint, cfg, 'selflabel', model=model.state_dict(),
                         optimizer=optimizer.state_dict(), epoch=epoch + 1,
-                        ema=ema.shadow.state_dict() if ema is not None else None)
+                        ema=ema.shadow.state_dict() if ema is not None else None, **method.state_dict())
         atomic_save(final.state_dict(), cfg.selflabel_model)
         log.log(record)
     log.plot(os.path.join(cfg.selflabel_dir, 'training_curve.png'), ['loss', 'confident_share', 'acc'])
@@ -132,6 +122,10 @@ def run(args):
     write_json(os.path.join(cfg.selflabel_dir, 'metrics.json'), result)
     print('self-label: ' + ', '.join(f'{k} {v:.4f}' for k, v in result.items() if k in ('acc', 'nmi', 'ari') and v is not None))
     return result
+
+
+def main(argv=None):
+    return run_cli(lambda: run(parse_args(base_parser('Self-labelling stage.'), argv)))
 
 
 if __name__ == '__main__':

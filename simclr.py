@@ -15,47 +15,34 @@ import time
 from data import get_dataset, same_data
 from data.loaders import eval_loader, view_batches
 from data.transforms import val_transform
-from losses import get_criterion
 from models import get_contrastive_model
-from utils.checkpoint import atomic_save, atomic_save_npy, load_pretext_model, load_weights
+from stages.run import prepare, run_cli, save_checkpoint, start_run, training_model
+from utils.checkpoint import atomic_save, atomic_save_npy, load_pretext_model, restore
 from utils.common import seed_all
 from utils.config import base_parser, parse_args, save_config
 from utils.distributed import gather
 from utils.features import knn_accuracy, pretext_features
 from utils.logger import RunLog, progress, write_json
-from utils.memory_bank import MemorySetup
 from utils.neighbors import mine_neighbors, neighbor_accuracy
 from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
-from utils.schema import PRETEXT
-from utils.stage import prepare, run_cli, save_checkpoint, start_run, training_model
 
 
-def total_epochs(cfg):
-    """AND runs and_rounds + 1 rounds of `epochs` each; the other setups `epochs`."""
-    return cfg.epochs * (cfg.and_rounds + 1) if cfg.setup == 'and' else cfg.epochs
-
-
-def train_one_epoch(net, batches, criterion, optimizer, cfg, epoch, device, memory=None, scaler=None):
+def train_one_epoch(net, batches, method, optimizer, cfg, epoch, device, scaler=None):
     """One epoch; `net` is the model to train (or its DDP/compiled wrapper). Under torchrun the loss is computed
     on the projections of the whole global batch, gathered from every process with their gradients."""
     net.train()
     total, steps = 0.0, len(batches)
-    views = 1 if memory is not None else 2
-    for step, batch in enumerate(progress(batches, steps, f'epoch {epoch + 1}/{total_epochs(cfg)}')):
+    for step, batch in enumerate(progress(batches, steps, f'epoch {epoch + 1}/{method.total_epochs()}')):
         set_lr(optimizer, lr_at(cfg, epoch % cfg.epochs + step / steps))  # AND restarts the lr every round
         images = batch['image'].to(device, non_blocking=True)  # [b, views, C, H, W], this process's share
         b = images.shape[0]
         with autocast(cfg, device):
             z = net(images.flatten(0, 1))
-        z = gather(z.float().view(b, views, -1))
-        if memory is None:
-            loss = criterion(z)
-        else:
-            index = gather(batch['index'].to(device))
-            loss = memory.loss(criterion, z[:, 0], index)['loss']
+        z = gather(z.float().view(b, method.views, -1))
+        index = gather(batch['index'].to(device))
+        loss = method.step_loss(z, index)['total']
         optimizer_step(optimizer, loss, epoch, scaler)
-        if memory is not None:
-            memory.bank.update(index, z[:, 0])
+        method.after_step(z, index)
         total += loss.item()
     return total / max(steps, 1)
 
@@ -72,38 +59,27 @@ def evaluate(model, cfg, device, train_eval, val_set):
     return (train_feats, train_targets), (val_feats, val_targets), acc
 
 
-def train(cfg, model, train_set, train_eval, val_set, device, state):
-    criterion = get_criterion(cfg)
+def train(cfg, model, method, train_set, train_eval, val_set, device, state):
     optimizer = get_optimizer(cfg, model.parameters())
     scaler = grad_scaler(cfg, device)
-    memory = None
-    if cfg.setup != 'simclr':
-        memory = MemorySetup(cfg, train_set, cfg.model_kwargs['features_dim'], device)
     start_epoch = 0
     if state is not None:
-        load_weights(model, state['model'], 'checkpoint')
-        optimizer.load_state_dict(state['optimizer'])
-        if memory is not None:
-            memory.load_state_dict(state['memory'])
-        criterion.load_state_dict(state['criterion'])  # e.g. NCE's normalising constant
-        start_epoch = state['epoch']
-        print(f'resuming {cfg.pretext_checkpoint} at epoch {start_epoch + 1}/{total_epochs(cfg)}')
+        start_epoch = restore(state, model=model, optimizer=optimizer)
+        method.load_state_dict(state)
+        print(f'resuming {cfg.pretext_checkpoint} at epoch {start_epoch + 1}/{method.total_epochs()}')
     log = RunLog(cfg.pretext_dir)
-    batches = view_batches(train_set, cfg, device, 2 if memory is None else 1)
+    batches = view_batches(train_set, cfg, device, method.views)
     net = training_model(model, cfg, device)
-    for epoch in range(start_epoch, total_epochs(cfg)):
+    for epoch in range(start_epoch, method.total_epochs()):
         seed_all(cfg.seed, epoch)
         t0 = time.time()
-        record = {'epoch': epoch + 1}
-        if cfg.setup == 'and' and epoch % cfg.epochs == 0:
-            record.update(memory.start_round(epoch // cfg.epochs, cfg.and_rounds, cfg.criterion_kwargs['temperature']))
-        loss = train_one_epoch(net, batches, criterion, optimizer, cfg, epoch, device, memory, scaler)
+        record = {'epoch': epoch + 1, **method.start_epoch(epoch)}
+        loss = train_one_epoch(net, batches, method, optimizer, cfg, epoch, device, scaler)
         record.update(loss=loss, lr=optimizer.param_groups[0]['lr'], seconds=round(time.time() - t0, 2))
         if cfg.knn_every and (epoch + 1) % cfg.knn_every == 0:
             record['knn_acc'] = evaluate(model, cfg, device, train_eval, val_set)[2]
-        save_checkpoint(cfg.pretext_checkpoint, cfg, PRETEXT, model=model.state_dict(),
-                        optimizer=optimizer.state_dict(), epoch=epoch + 1, criterion=criterion.state_dict(),
-                        memory=memory.state_dict() if memory is not None else None)
+        save_checkpoint(cfg.pretext_checkpoint, cfg, 'pretext', model=model.state_dict(),
+                        optimizer=optimizer.state_dict(), epoch=epoch + 1, **method.state_dict())
         log.log(record)
     log.plot(os.path.join(cfg.pretext_dir, 'training_curve.png'), ['loss', 'knn_acc', 'lr'])
     atomic_save(model.state_dict(), cfg.pretext_model)
@@ -118,7 +94,7 @@ def main(argv=None):
 
 def run(args):
     t_start = time.time()
-    cfg, device = prepare(args, PRETEXT)
+    cfg, method_class, device = prepare(args, 'pretext')
     evaluation = val_transform(cfg.transformation_kwargs)
     train_set = get_dataset(cfg, 'train')
     train_eval = get_dataset(cfg, 'train', evaluation)
@@ -132,9 +108,10 @@ def run(args):
         print(f'mine-only: loaded {cfg.pretext_model}; no training, mining neighbours')
         save_config(cfg, os.path.join(cfg.pretext_dir, 'config.yml'))
     else:
-        state = start_run(cfg.pretext_dir, cfg, PRETEXT, cfg.pretext_checkpoint, args.resume)
+        method = method_class(cfg, train_set, device)  # e.g. the memory bank (after the model: same random draws)
+        state = start_run(cfg.pretext_dir, cfg, 'pretext', cfg.pretext_checkpoint, args.resume)
         print(f'pretext: {len(train_set)} train images, {cfg.backbone}, {cfg.epochs} epochs, device {device}')
-        train(cfg, model, train_set, train_eval, val_set, device, state)
+        train(cfg, model, method, train_set, train_eval, val_set, device, state)
 
     (train_feats, train_targets), (val_feats, val_targets), knn_acc = evaluate(model, cfg, device, train_eval,
                                                                                val_set)
@@ -149,7 +126,7 @@ def run(args):
         print(f'accuracy of top-{k} neighbours on {split}: {acc}')
     result = {'neighbor_acc': metrics['train'], 'knn_acc': knn_acc, 'search': metrics['train_search'],
               'seconds': round(time.time() - t_start, 1)}
-    if cfg.setup == 'snca':
+    if method_class.supervised:
         result['supervised'] = True  # trained with labels: an upper bound, not a clustering result
     write_json(os.path.join(cfg.pretext_dir, 'metrics.json'), result)
     print(f'weighted kNN accuracy on val: {knn_acc if knn_acc is None else round(knn_acc, 4)}; '

@@ -33,11 +33,11 @@ from data.loaders import eval_loader  # noqa: E402
 from data.transforms import val_transform  # noqa: E402
 from models import get_contrastive_model  # noqa: E402
 from utils.checkpoint import atomic_write_text, load_pretext_model  # noqa: E402
-from utils.config import base_parser, load_config, parse_args  # noqa: E402
+from utils.config import base_parser, load_config, parse_args, read_layers  # noqa: E402
 from utils.features import pretext_features  # noqa: E402
 from utils.metrics import cluster_metrics  # noqa: E402
 from utils.plots import save_bar_chart  # noqa: E402
-from utils.schema import ENV, PRETEXT, add_paths  # noqa: E402
+from stages.schema import ENV, PRETEXT, add_paths  # noqa: E402
 
 PROFILES = {
     'digits': {
@@ -177,8 +177,9 @@ def run_seed(name, profile, out, seed, extra, cluster_seeds=1):
 
 
 def _stage_file(root, config_path, folder, name):
-    import yaml
-    cfg = yaml.safe_load(open(os.path.join(ROOT, config_path)))
+    cfg = {}
+    for _, layer in read_layers(os.path.join(ROOT, config_path), 'experiment'):
+        cfg.update(layer)
     return os.path.join(root, cfg.get('name') or cfg['train_db_name'], folder, name)
 
 

@@ -32,14 +32,14 @@ import scan  # noqa: E402
 import simclr  # noqa: E402
 from data.base import ArrayDataset  # noqa: E402
 from data.loaders import neighbor_batches, view_batches  # noqa: E402
-from losses import get_criterion  # noqa: E402
+from methods import get_method  # noqa: E402
 from models import get_clustering_model, get_contrastive_model  # noqa: E402
+from stages.run import training_model  # noqa: E402
+from stages.schema import ENV, SCHEMAS  # noqa: E402
 from utils import neighbors  # noqa: E402
 from utils.checkpoint import atomic_write_text  # noqa: E402
 from utils.config import base_parser, load_config, parse_args  # noqa: E402
 from utils.optim import get_optimizer, grad_scaler  # noqa: E402
-from utils.schema import CLUSTERING, ENV, PRETEXT  # noqa: E402
-from utils.stage import training_model  # noqa: E402
 
 
 class Steps:
@@ -55,14 +55,18 @@ class Steps:
         return itertools.islice(iter(self.batches), self.steps)
 
 
-def config(path, schema, overrides):
+def config(path, stage, overrides):
+    """The resolved config of a stage and its method (the stage scripts' prepare() without the device and seed)."""
     with tempfile.TemporaryDirectory() as tmp:
         env = os.path.join(tmp, 'env.yml')
         with open(env, 'w') as f:
             f.write(f'root_dir: {tmp}\ndata_root: {tmp}\n')
         args = parse_args(base_parser('t'), ['--config_env', env, '--config_exp', os.path.join(ROOT, path),
                                              *overrides])
-        return load_config(args, ENV, schema)
+        cfg = load_config(args, ENV, SCHEMAS[stage])
+    method = get_method(stage, cfg.setup)
+    cfg.criterion_kwargs = method.resolve_kwargs(cfg.setup, cfg.criterion_kwargs)
+    return cfg, method
 
 
 def dataset(n, size=32, seed=0):
@@ -95,26 +99,28 @@ def stage_runner(args, device, stage, overrides, model_only):
     knn = torch.randint(args.images, (args.images, 20), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     if stage == 'simclr':
-        cfg = config('configs/pretext/simclr_cifar10_jpg.yml', PRETEXT, [*overrides, f'batch_size={args.batch}'])
+        cfg, method = config('configs/pretext/simclr_cifar10_jpg.yml', 'pretext',
+                             [*overrides, f'batch_size={args.batch}'])
         model = get_contrastive_model(cfg).to(device)
+        method = method(cfg, None, device)
         batches = view_batches(dataset(args.images), cfg, device, 2)
     else:
-        cfg = config('configs/scan/scan_cifar10_jpg.yml', CLUSTERING, [*overrides, f'batch_size={args.batch}'])
-        cfg.criterion = cfg.setup
+        cfg, method = config('configs/scan/scan_cifar10_jpg.yml', 'clustering',
+                             [*overrides, f'batch_size={args.batch}'])
+        method = method(cfg)
         model = get_clustering_model(cfg).to(device)
         batches = neighbor_batches(dataset(args.images), knn, cfg, device)
     if model_only:
         batches = itertools.repeat(next(iter(batches)))
     net = training_model(model, cfg, device)
-    criterion, optimizer = get_criterion(cfg), get_optimizer(cfg, model.parameters())
+    optimizer = get_optimizer(cfg, model.parameters())
     scaler = grad_scaler(cfg, device)
 
     def run(steps):
         if stage == 'simclr':
-            simclr.train_one_epoch(net, Steps(batches, steps), criterion, optimizer, cfg, 0, device, None, scaler)
+            simclr.train_one_epoch(net, Steps(batches, steps), method, optimizer, cfg, 0, device, scaler)
         else:
-            scan.train_one_epoch(net, model, Steps(batches, steps), criterion, optimizer, cfg, 0, device, None,
-                                 scaler)
+            scan.train_one_epoch(net, model, Steps(batches, steps), method, optimizer, cfg, 0, device, scaler)
     return run
 
 

@@ -8,6 +8,7 @@ from data.cifar import CIFAR10, CIFAR20
 from data.digits import Digits
 from data.folder import ImageFolder, ImageNetSubset
 from data.stl import STL10
+from data.transforms import val_transform
 from utils.errors import UserError
 
 DATASETS = {
@@ -55,4 +56,25 @@ def same_data(cfg):
             and cfg.get('train_subset') == cfg.get('val_subset'))
 
 
-__all__ = ['DATASETS', 'ImageDataset', 'build_dataset', 'get_dataset', 'same_data']
+def check_classes(cfg, dataset):
+    """num_classes against a labelled dataset's class count (more only with overclustering)."""
+    if dataset.has_labels and dataset.classes:
+        n = len(dataset.classes)
+        if cfg.num_classes < n or (cfg.num_classes > n and not cfg.overclustering):
+            raise UserError(f'num_classes is {cfg.num_classes} but {cfg.train_db_name} has {n} classes; '
+                            f'set num_classes={n} (or overclustering=true for more clusters than classes)')
+
+
+def clustering_data(cfg):
+    """A clustering or self-labelling run's data: (the evaluation transform, the train set without a transform
+    (the training batches add theirs), the val set under the evaluation transform); num_classes checked."""
+    if cfg.num_classes is None:
+        raise UserError("'num_classes' is required: set it in the config file or pass num_classes=VALUE")
+    evaluation = val_transform(cfg.transformation_kwargs)
+    train_set = get_dataset(cfg, 'train')
+    val_set = get_dataset(cfg, 'val', evaluation)
+    check_classes(cfg, train_set)
+    return evaluation, train_set, val_set
+
+
+__all__ = ['DATASETS', 'ImageDataset', 'build_dataset', 'get_dataset', 'same_data', 'check_classes', 'clustering_data']

@@ -11,6 +11,7 @@
 """
 import torch
 
+from data.randaugment import Cutout, RandAugment
 from utils.errors import UserError
 from utils.tv import transforms as T
 
@@ -112,7 +113,6 @@ def crop_padding(size):
 
 def strong_transform(aug):
     """SCAN's 'ours': flip, random crop (padding 4 for 32 px), RandAugment(num_strong_augs), normalise, Cutout."""
-    from data.randaugment import Cutout, RandAugment
     aug = check_strong(aug)
     size = aug['crop_size']
     ops = [T.RandomHorizontalFlip()] if aug.get('horizontal_flip', True) else []

@@ -27,7 +27,7 @@ class InstDiscLoss(_MemoryLoss):
     P(i|f) = exp(v_i f / t) / Z and uniform noise P_n = 1/N, h = P / (P + nce_k / N); the loss is
     -log h(positive) - sum over nce_k uniform noise rows of log(1 - h). Z is estimated once, on the
     first batch (Z = N * mean exp(score)), and kept as a buffer (it is saved with the checkpoint).
-    Returns {'loss'}.
+    Returns {'total'}.
     """
 
     def __init__(self, temperature=0.07, nce_k=0):
@@ -38,7 +38,7 @@ class InstDiscLoss(_MemoryLoss):
     def forward(self, features, memory, index, noise=None):
         index = index.to(features.device)
         if self.nce_k == 0:
-            return {'loss': F.cross_entropy(self.logits(features, memory), index)}
+            return {'total': F.cross_entropy(self.logits(features, memory), index)}
         n = len(memory)
         if noise is None:
             noise = torch.randint(n, (len(features), self.nce_k), device=features.device)
@@ -51,13 +51,13 @@ class InstDiscLoss(_MemoryLoss):
         denominator = torch.logaddexp(log_p, torch.full_like(log_p, log_noise))
         positive = log_p[:, 0] - denominator[:, 0]
         negative = (log_noise - denominator[:, 1:]).sum(1)
-        return {'loss': -(positive + negative).mean()}
+        return {'total': -(positive + negative).mean()}
 
 
 class ANDLoss(_MemoryLoss):
     """Anchor neighbourhood discovery. With p = softmax(f V^T / t): a non-anchor i pays -log p_ii; an anchor
     pays -log(p_ii + p_{i, n(i)}), n(i) its neighbour in memory. neighbors [b]: n(i), or -1 for non-anchors.
-    Returns {'loss', 'anchor_share'}."""
+    Returns {'total', 'anchor_share'}."""
 
     def forward(self, features, memory, index, neighbors):
         logp = self.logits(features, memory).log_softmax(1)
@@ -66,12 +66,12 @@ class ANDLoss(_MemoryLoss):
         neighbors = neighbors.to(logp.device)
         anchor = neighbors >= 0
         with_neighbor = torch.logaddexp(own, logp[rows, neighbors.clamp_min(0)])
-        return {'loss': -torch.where(anchor, with_neighbor, own).mean(), 'anchor_share': anchor.float().mean()}
+        return {'total': -torch.where(anchor, with_neighbor, own).mean(), 'anchor_share': anchor.float().mean()}
 
 
 class SNCALoss(_MemoryLoss):
     """Supervised NCA (uses labels): p_i = sum_{j != i, y_j = y_i} exp(s_ij) / sum_{j != i} exp(s_ij),
-    s = f V^T / t; loss = -mean log p_i. labels [b], memory_labels [N]. Returns {'loss'}."""
+    s = f V^T / t; loss = -mean log p_i. labels [b], memory_labels [N]. Returns {'total'}."""
 
     def forward(self, features, memory, index, labels, memory_labels):
         logits = self.logits(features, memory)
@@ -79,4 +79,4 @@ class SNCALoss(_MemoryLoss):
         logits[rows, index.to(logits.device)] = float('-inf')  # j != i
         same = memory_labels.to(logits.device).unsqueeze(0) == labels.to(logits.device).unsqueeze(1)
         positive = logits.masked_fill(~same, float('-inf')).logsumexp(1)
-        return {'loss': -(positive - logits.logsumexp(1)).mean()}
+        return {'total': -(positive - logits.logsumexp(1)).mean()}

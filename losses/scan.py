@@ -40,6 +40,18 @@ class SCANLoss(nn.Module):
         return {'total': cons - self.entropy_weight * ent, 'consistency': cons, 'entropy': ent}
 
 
+def head_losses(probs, neighbors, entropy_weight=1.0):
+    """Each head's SCAN loss on mined pairs, for label-free head selection; pair-wise: memory O(N K C), never N x N.
+
+    probs [H, N, C], neighbors [N, K] (without the samples themselves). Returns [H].
+    """
+    anchors = probs.unsqueeze(2)  # [H, N, 1, C]
+    partners = probs[:, neighbors]  # [H, N, K, C]
+    similarity = (anchors * partners).sum(-1)  # [H, N, K]
+    consistency = -torch.log(similarity.clamp_min(EPS)).mean((1, 2))
+    return consistency - entropy_weight * entropy(probs.mean(1))
+
+
 def batch_nearest(features):
     """For each row of features [b, D], the index of the nearest other row (L2)."""
     d = torch.cdist(features.float(), features.float())

@@ -12,7 +12,7 @@ class ConfidenceBasedCE(nn.Module):
         apply_class_balancing: weight class c by n_confident / count_c (counts inside the mask).
     Shape:
         weak, strong: [b, C] logits (weak is treated as a constant).
-    Returns {'loss': scalar or None when no sample is confident, 'confident': number of confident samples}.
+    Returns {'total': scalar or None when no sample is confident, 'confident': number of confident samples}.
     """
 
     def __init__(self, threshold=0.99, apply_class_balancing=True):
@@ -26,7 +26,7 @@ class ConfidenceBasedCE(nn.Module):
         mask = confidence > self.threshold
         n = int(mask.sum())
         if n == 0:
-            return {'loss': None, 'confident': 0}
+            return {'total': None, 'confident': 0}
         target = target[mask]
         if self.apply_class_balancing:
             counts = torch.bincount(target, minlength=weak.shape[1]).float()
@@ -35,4 +35,4 @@ class ConfidenceBasedCE(nn.Module):
             weight = torch.ones(weak.shape[1], device=weak.device)
         per_sample = F.cross_entropy(strong[mask], target, reduction='none')
         w = weight[target].to(per_sample.dtype)
-        return {'loss': (w * per_sample).sum() / w.sum(), 'confident': n}
+        return {'total': (w * per_sample).sum() / w.sum(), 'confident': n}

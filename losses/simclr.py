@@ -12,7 +12,7 @@ class SimCLRLoss(nn.Module):
         symmetric: every one of the 2b views is an anchor (standard SimCLR); False keeps
             SCAN's variant, where only view 0 anchors (b anchors, 2b - 1 candidates each).
     Shape:
-        z: [b, 2, d], rows L2-normalised. Returns a scalar.
+        z: [b, 2, d], rows L2-normalised. Returns {'total'}.
     Loss per anchor i: -log( exp(s_pos / t) / sum_{j != i} exp(s_ij / t) ).
     """
 
@@ -31,5 +31,5 @@ class SimCLRLoss(nn.Module):
         idx = torch.arange(b, device=z.device)
         positives = torch.cat([idx + b, idx])  # the other view of the same image
         if not self.symmetric:
-            return F.cross_entropy(logits[:b], positives[:b])
-        return F.cross_entropy(logits, positives)
+            return {'total': F.cross_entropy(logits[:b], positives[:b])}
+        return {'total': F.cross_entropy(logits, positives)}

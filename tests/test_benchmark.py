@@ -112,13 +112,13 @@ def test_throughput_benchmark_writes_its_table(tmp_path):
 
 def test_every_profile_names_configs_that_load(tmp_path):
     from utils.config import load_config, parse_args, base_parser
-    from utils.schema import CLUSTERING, PRETEXT, SELFLABEL
+    from stages.schema import SCHEMAS
     env = tmp_path / 'env.yml'
     env.write_text(f'root_dir: {tmp_path}\ndata_root: {tmp_path}\n')
     for name, profile in accuracy.PROFILES.items():
-        paths = [(p, PRETEXT) for p in [profile.get('pretext'), *profile.get('pretexts', {}).values()] if p]
-        paths += [(p, CLUSTERING) for p in profile['clustering'].values()]
-        paths += [(p, SELFLABEL) for p in profile.get('selflabel', {}).values()]
+        paths = [(p, SCHEMAS['pretext']) for p in [profile.get('pretext'), *profile.get('pretexts', {}).values()] if p]
+        paths += [(p, SCHEMAS['clustering']) for p in profile['clustering'].values()]
+        paths += [(p, SCHEMAS['selflabel']) for p in profile.get('selflabel', {}).values()]
         for path, schema in paths:
             args = parse_args(base_parser('t'), ['--config_env', str(env), '--config_exp', os.path.join(ROOT, path)])
             assert load_config(args, accuracy.ENV, schema).setup, (name, path)

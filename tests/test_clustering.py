@@ -2,7 +2,10 @@ import numpy as np
 import torch
 
 from data.base import ArrayDataset
-from utils.clustering import global_neighbor_probs, head_losses, nearest_other, neighbor_lists, predict
+from losses.scan import head_losses
+from methods.nnm import global_neighbor_probs, nearest_other
+from utils.features import predict
+from utils.neighbors import neighbor_lists
 
 
 def dense_head_losses(probs, neighbors):

@@ -4,9 +4,9 @@ import pytest
 import yaml
 
 import simclr
-from utils.config import base_parser, load_config, parse_args
+from stages.schema import ENV, PRETEXT
+from utils.config import base_parser, load_config, parse_args, read_layers
 from utils.errors import UserError
-from utils.schema import ENV, PRETEXT
 
 from conftest import DIGITS_CFG
 
@@ -68,8 +68,35 @@ def write(tmp_path, name, text):
     return str(path)
 
 
+def flattened(path):
+    """A config file with the files it builds on laid into one mapping."""
+    out = {}
+    for _, layer in read_layers(path, 'experiment'):
+        out.update(layer)
+    return out
+
+
+def test_base_files_come_first_and_the_file_wins(env_file, tmp_path):
+    (tmp_path / 'shared').mkdir()
+    write(tmp_path / 'shared', 'data.yml', yaml.safe_dump({**flattened(DIGITS_CFG), 'epochs': 7, 'seed': 4}))
+    write(tmp_path / 'shared', 'more.yml', '_base_: data.yml\nseed: 5\n')  # relative to its own folder
+    stage = write(tmp_path, 'stage.yml', '_base_: [shared/more.yml]\nepochs: 3\noptimizer_kwargs: {lr: 0.2}\n')
+    cfg = cfg_from(['--config_env', env_file, '--config_exp', stage])
+    assert (cfg.epochs, cfg.seed, cfg.optimizer_kwargs.lr, cfg.optimizer_kwargs.momentum) == (3, 5, 0.2, 0.9)
+    assert cfg_from(['--config_env', env_file, '--config_exp', DIGITS_CFG]) == cfg_from(
+        ['--config_env', env_file, '--config_exp', write(tmp_path, 'flat.yml', yaml.safe_dump(flattened(DIGITS_CFG)))])
+    loop = write(tmp_path, 'loop.yml', '_base_: loop2.yml\n')
+    write(tmp_path, 'loop2.yml', '_base_: loop.yml\n')
+    with pytest.raises(UserError, match='builds on itself'):
+        cfg_from(['--config_env', env_file, '--config_exp', loop])
+    with pytest.raises(UserError, match="'_base_' must be a file name"):
+        cfg_from(['--config_env', env_file, '--config_exp', write(tmp_path, 'bad.yml', '_base_: {a: 1}\n')])
+    with pytest.raises(UserError, match='experiment file not found: .*absent.yml'):
+        cfg_from(['--config_env', env_file, '--config_exp', write(tmp_path, 'gone.yml', '_base_: absent.yml\n')])
+
+
 def test_file_errors(env_file, tmp_path):
-    base = yaml.safe_load(open(DIGITS_CFG))
+    base = flattened(DIGITS_CFG)
     missing_key = {k: v for k, v in base.items() if k != 'backbone'}
     cases = [
         (write(tmp_path, 'a.yml', yaml.safe_dump(missing_key)), "'backbone' is required"),

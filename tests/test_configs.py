@@ -1,4 +1,5 @@
-"""Every shipped config resolves against its stage's schema, and its augmentation and backbone build."""
+"""Every shipped config resolves against its stage's schema (its method's keyword arguments included), and its
+augmentation and backbone build."""
 import glob
 import os
 
@@ -7,10 +8,11 @@ import pytest
 from conftest import ROOT
 from data.transforms import train_transform, val_transform
 from models import get_backbone
+from methods import get_method
+from stages.schema import ENV, SCHEMAS
 from utils.config import base_parser, load_config, parse_args
-from utils.schema import CLUSTERING, ENV, PRETEXT, SELFLABEL
 
-STAGES = {'pretext': PRETEXT, 'scan': CLUSTERING, 'selflabel': SELFLABEL}
+STAGES = {'pretext': 'pretext', 'scan': 'clustering', 'selflabel': 'selflabel'}  # folder -> stage
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', '*', '*.yml')))
 
 
@@ -18,7 +20,8 @@ CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', '*', '*.yml')))
 def test_config_resolves(path, env_file):
     stage = os.path.basename(os.path.dirname(path))
     cfg = load_config(parse_args(base_parser('t'), ['--config_env', env_file, '--config_exp', path]),
-                      ENV, STAGES[stage])
+                      ENV, SCHEMAS[STAGES[stage]])
+    get_method(STAGES[stage], cfg.setup).resolve_kwargs(cfg.setup, cfg.criterion_kwargs)
     train_transform(cfg.augmentation_strategy, cfg.augmentation_kwargs)
     val_transform(cfg.transformation_kwargs)
     if cfg.backbone != 'resnet50':  # building ResNet-50 takes a while; its names are tested in test_models
@@ -27,3 +30,4 @@ def test_config_resolves(path, env_file):
 
 def test_every_stage_folder_is_covered():
     assert {os.path.basename(os.path.dirname(p)) for p in CONFIGS} == set(STAGES)
+

@@ -137,10 +137,14 @@ def test_bad_files_are_one_line_errors(tmp_path, env_file, capsys, source, image
     evil = tmp_path / 'evil.pth.tar'
     torch.save({'model': source.state_dict(), 'head': 0, 'x': _CreatesFile(str(target))}, evil)
     assert 'refusing to load' in run(evil) and not target.exists()
-    other = tmp_path / 'five.pth.tar'
+    other = tmp_path / 'five.pth.tar'  # the cluster count comes from the file: 5 clusters for 10 digit classes
     torch.save({'model': get_clustering_model(EasyDict({**MODEL_CFG, 'num_classes': 5})).state_dict(), 'head': 0},
                other)
-    assert 'does not fit this model' in run(other)
+    assert 'num_classes is 5 but digits has 10 classes' in run(other)
+    wide = tmp_path / 'wide.pth.tar'
+    torch.save({'model': get_clustering_model(EasyDict({**MODEL_CFG, 'backbone_kwargs': {}})).state_dict(),
+                'head': 0}, wide)
+    assert 'does not fit this model' in run(wide)
     good = tmp_path / 'good.pth.tar'
     torch.save({'model': source.state_dict(), 'head': 0}, good)
     assert 'no such file or folder' in run(good, '--predict', str(tmp_path / 'none'))
@@ -154,7 +158,7 @@ def test_pretext_knn_leaves_out_only_when_val_is_the_train_set(tmp_path, env_fil
     from data import get_dataset
     from utils.config import base_parser, load_config, parse_args
     from utils.features import extract_features, knn_accuracy
-    from utils.schema import ENV, PRETEXT, add_paths
+    from stages.schema import ENV, PRETEXT, add_paths
     from data.loaders import eval_loader
     torch.manual_seed(0)
     model = get_contrastive_model(MODEL_CFG)

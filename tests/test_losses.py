@@ -24,7 +24,7 @@ def reference_nt_xent(z, t, symmetric=True):
 def test_nt_xent_matches_reference(symmetric):
     torch.manual_seed(0)
     z = F.normalize(torch.randn(6, 2, 5, dtype=torch.float64), dim=-1)
-    got = SimCLRLoss(temperature=0.3, symmetric=symmetric)(z)
+    got = SimCLRLoss(temperature=0.3, symmetric=symmetric)(z)['total']
     assert got.item() == pytest.approx(reference_nt_xent(z, 0.3, symmetric), rel=1e-9)
 
 
@@ -34,7 +34,7 @@ def test_nt_xent_closed_form():
     t = 0.5
     z = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
     expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 2))
-    assert SimCLRLoss(t)(z).item() == pytest.approx(expected, rel=1e-6)
+    assert SimCLRLoss(t)(z)['total'].item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_nt_xent_gradient_pulls_views_together():
@@ -43,7 +43,7 @@ def test_nt_xent_gradient_pulls_views_together():
     opt = torch.optim.SGD([raw], lr=0.5)
     first = None
     for _ in range(30):
-        loss = SimCLRLoss(0.2)(F.normalize(raw, dim=-1))
+        loss = SimCLRLoss(0.2)(F.normalize(raw, dim=-1))['total']
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()

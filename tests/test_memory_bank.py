@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from losses.memory import ANDLoss, InstDiscLoss, SNCALoss
-from utils.memory_bank import MemoryBank, select_anchors
+from methods.memory import MemoryBank, select_anchors
 
 
 def bank_of(features):
@@ -65,7 +65,7 @@ def test_instdisc_loss():
     f, memory, logits = features_and_memory(4, 10)
     index = torch.tensor([3, 1, 7, 0])
     expected = sum(-logits[i].log_softmax(0)[index[i]] for i in range(4)) / 4
-    assert InstDiscLoss(0.1)(f, memory, index)['loss'].item() == pytest.approx(expected.item(), rel=1e-9)
+    assert InstDiscLoss(0.1)(f, memory, index)['total'].item() == pytest.approx(expected.item(), rel=1e-9)
 
 
 def test_and_loss_reference():
@@ -76,7 +76,7 @@ def test_and_loss_reference():
     terms = [p[i, index[i]] + (p[i, neighbors[i]] if neighbors[i] >= 0 else 0) for i in range(5)]
     expected = -sum(math.log(float(t)) for t in terms) / 5
     out = ANDLoss(0.1)(f, memory, index, neighbors)
-    assert out['loss'].item() == pytest.approx(expected, rel=1e-9) and out['anchor_share'].item() == pytest.approx(0.6)
+    assert out['total'].item() == pytest.approx(expected, rel=1e-9) and out['anchor_share'].item() == pytest.approx(0.6)
 
 
 def test_snca_loss_reference():
@@ -89,7 +89,7 @@ def test_snca_loss_reference():
         num = sum(math.exp(logits[i, j]) for j in range(9) if j != index[i] and memory_labels[j] == labels[i])
         den = sum(math.exp(logits[i, j]) for j in range(9) if j != index[i])
         expected -= math.log(num / den) / 4
-    assert SNCALoss(0.1)(f, memory, index, labels, memory_labels)['loss'].item() == pytest.approx(expected, rel=1e-9)
+    assert SNCALoss(0.1)(f, memory, index, labels, memory_labels)['total'].item() == pytest.approx(expected, rel=1e-9)
 
 
 def test_instdisc_nce_matches_reference():
@@ -97,7 +97,7 @@ def test_instdisc_nce_matches_reference():
     index = torch.tensor([4, 17, 30])
     noise = torch.tensor([[1, 2, 3, 4], [0, 9, 49, 17], [30, 31, 5, 6]])
     loss = InstDiscLoss(0.1, nce_k=4)
-    out = loss(f, memory, index, noise)['loss'].item()
+    out = loss(f, memory, index, noise)['total'].item()
     scores = [[float(logits[i, j]) for j in [int(index[i])] + noise[i].tolist()] for i in range(3)]
     z = 50 * sum(math.exp(s) for row in scores for s in row) / 15  # estimated on this first batch
     pn = 4 / 50

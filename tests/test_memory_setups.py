@@ -18,12 +18,12 @@ def args(env_file, setup, *extra):
             *TINY, *extra]
 
 
-@pytest.mark.parametrize('setup', ['instdisc', 'snca'])
-def test_memory_setups_train_and_mine(env_file, tmp_path, setup):
+@pytest.mark.parametrize('setup, supervised', [('instdisc', False), ('snca', True)])
+def test_memory_setups_train_and_mine(env_file, tmp_path, setup, supervised):
     result = simclr.main(args(env_file, setup, 'epochs=2'))
     out = tmp_path / 'results' / 'digits' / 'pretext'
     assert np.load(out / 'topk-train-neighbors.npy').shape == (256, 21)
-    assert result.get('supervised', False) == (setup == 'snca') and 0 < result['neighbor_acc'] <= 1
+    assert result.get('supervised', False) == supervised and 0 < result['neighbor_acc'] <= 1
     memory = torch.load(out / 'checkpoint.pth.tar', weights_only=True)['memory']['bank']['features']
     assert memory.shape == (256, 128) and torch.allclose(memory.norm(dim=1), torch.ones(256), atol=1e-5)
 

@@ -9,6 +9,7 @@ import torch
 import scan
 import simclr
 from conftest import ROOT, interrupted_then_resumed, tiny_digits_args, write_env
+from methods.scan import SCAN
 
 TINY = ['epochs=2', 'batch_size=64', 'train_subset=256', 'val_subset=256', 'backbone_kwargs.widths=[8, 16, 16, 16]',
         'num_heads=2']
@@ -34,8 +35,8 @@ def scan_args(env_file, setup, *extra):
             *TINY, *extra]
 
 
-@pytest.mark.parametrize('setup', ['scan', 'nnm'])
-def test_both_setups_write_what_the_next_stages_read(env_file, run_root, setup):
+@pytest.mark.parametrize('setup, global_term', [('scan', False), ('nnm', True)])
+def test_both_setups_write_what_the_next_stages_read(env_file, run_root, setup, global_term):
     result = scan.main(scan_args(env_file, setup))
     out = run_root / 'scan'
     assert set(result) == {'acc', 'nmi', 'ari', 'head', 'seconds'} and result['head'] in (0, 1)
@@ -45,7 +46,7 @@ def test_both_setups_write_what_the_next_stages_read(env_file, run_root, setup):
     assert saved['model']['cluster_head.1.weight'].shape == (10, 16)
     log = [json.loads(line) for line in open(out / 'log.jsonl')]
     assert len(log) == 2 and len(log[0]['val_loss']) == 2 and sum(log[0]['cluster_sizes']) == 256
-    assert ('global' in log[0]) == (setup == 'nnm')
+    assert ('global' in log[0]) == global_term
     for name in ('config.yml', 'checkpoint.pth.tar', 'training_curve.png'):
         assert (out / name).is_file()
 
@@ -82,7 +83,11 @@ def test_bad_input_is_one_line_and_writes_nothing(env_file, run_root, capsys):
     expect_error(capsys, scan_args(env_file, 'scan', 'train_subset=200'),
                  'has shape (256, 21) but the train split has 200 images')
     expect_error(capsys, scan_args(env_file, 'scan', 'backbone_kwargs.widths=[8, 16, 16, 32]'),
+                 "backbone_kwargs is {'widths': [8, 16, 16, 32]")
+    os.rename(pretext / 'config.yml', pretext / 'saved.yml')  # a downloaded pretext model comes without one
+    expect_error(capsys, scan_args(env_file, 'scan', 'backbone_kwargs.widths=[8, 16, 16, 32]'),
                  'does not fit this model')
+    os.rename(pretext / 'saved.yml', pretext / 'config.yml')
     expect_error(capsys, scan_args(env_file, 'scan', 'criterion=nnm'), "criterion 'nnm' differs from setup 'scan'")
     os.rename(pretext / 'topk-val-neighbors.npy', pretext / 'moved.npy')
     expect_error(capsys, scan_args(env_file, 'scan'), 'val neighbours not found')
@@ -93,10 +98,10 @@ def test_bad_input_is_one_line_and_writes_nothing(env_file, run_root, capsys):
 
 
 def test_nan_stops_and_keeps_the_last_good_checkpoint(env_file, run_root, capsys, monkeypatch):
-    real = scan.get_criterion
+    real = SCAN.build_loss
 
-    def poisoned(cfg):
-        loss, calls = real(cfg), []
+    def poisoned(self, cfg):
+        loss, calls = real(self, cfg), []
 
         def forward(**inputs):
             calls.append(1)
@@ -104,7 +109,7 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(env_file, run_root, capsys
             return {**out, 'total': out['total'] * float('nan')} if len(calls) > 8 else out
         return forward
 
-    monkeypatch.setattr(scan, 'get_criterion', poisoned)
+    monkeypatch.setattr(SCAN, 'build_loss', poisoned)
     expect_error(capsys, scan_args(env_file, 'scan', 'epochs=3'), 'loss became nan in epoch 2')
     state = torch.load(run_root / 'scan' / 'checkpoint.pth.tar', weights_only=True)
     assert state['epoch'] == 1 and all(torch.isfinite(v).all() for v in state['model'].values() if v.is_floating_point())

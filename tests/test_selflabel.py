@@ -13,6 +13,7 @@ import selflabel
 import simclr
 from conftest import ROOT, interrupted_then_resumed, tiny_digits_args, write_env
 from losses.selflabel import ConfidenceBasedCE
+from utils.config import read_layers
 from utils.ema import EMA
 
 
@@ -35,7 +36,7 @@ def test_confidence_loss_matches_reference(balance):
     out = ConfidenceBasedCE(0.9, balance)(weak, strong)
     expected = reference(weak, strong, 0.9, balance)
     assert out['confident'] == int((weak.softmax(1).max(1).values > 0.9).sum()) > 3
-    assert out['loss'].item() == pytest.approx(expected, rel=1e-9)
+    assert out['total'].item() == pytest.approx(expected, rel=1e-9)
 
 
 def test_class_balancing_weights_rare_classes_up():
@@ -43,12 +44,12 @@ def test_class_balancing_weights_rare_classes_up():
     strong = torch.tensor([[0.0, 1], [0.0, 1], [0.0, 1], [1.0, 0]])  # all wrong, equally
     ce = -torch.log_softmax(torch.tensor([0.0, 1]), 0)[0].item()
     # weights 4/3 for the three class-0 samples, 4/1 for the single class-1 sample: weighted mean = ce
-    assert ConfidenceBasedCE(0.99, True)(weak, strong)['loss'].item() == pytest.approx(ce)
+    assert ConfidenceBasedCE(0.99, True)(weak, strong)['total'].item() == pytest.approx(ce)
 
 
 def test_empty_mask_gives_no_loss():
     out = ConfidenceBasedCE(0.99)(torch.zeros(5, 3), torch.randn(5, 3))
-    assert out == {'loss': None, 'confident': 0}
+    assert out == {'total': None, 'confident': 0}
 
 
 def test_ema_update_and_buffers():
@@ -101,7 +102,9 @@ def test_selflabel_runs_and_writes_scans_layout(env_file, run_root):
 
 @pytest.mark.parametrize('on_device', [True, False])
 def test_strong_augmentation_on_either_path(env_file, run_root, tmp_path, on_device):
-    cfg = yaml.safe_load(open(os.path.join(ROOT, 'configs', 'selflabel', 'selflabel_digits.yml')))
+    cfg = {}  # the digits config with the files it builds on, laid into one mapping
+    for _, layer in read_layers(os.path.join(ROOT, 'configs', 'selflabel', 'selflabel_digits.yml'), 'experiment'):
+        cfg.update(layer)
     cfg.update(augmentation_strategy='ours', augment_on_device=on_device,
                augmentation_kwargs={'crop_size': 8, 'num_strong_augs': 4, 'normalize': {'mean': [0.33], 'std': [0.38]},
                                     'cutout_kwargs': {'n_holes': 1, 'length': 4}})

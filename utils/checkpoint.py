@@ -2,10 +2,13 @@
 import os
 import pickle
 import tempfile
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 
+from utils.distributed import is_main
 from utils.errors import UserError
 
 PREFIXES = ('module.', '_orig_mod.')  # DataParallel/DDP and torch.compile wrappers
@@ -13,7 +16,6 @@ PREFIXES = ('module.', '_orig_mod.')  # DataParallel/DDP and torch.compile wrapp
 
 def _atomic(path, write):
     """Write through a temporary file and rename; under torchrun only rank 0 writes."""
-    from utils.distributed import is_main
     if not is_main():
         return
     folder = os.path.dirname(os.path.abspath(path))
@@ -114,10 +116,79 @@ def load_weights(model, state_dict, what, strict=True):
     return missing, unexpected
 
 
+def restore(state, **objects):
+    """Continue a run from its checkpoint `state` (DINO's restart_from_checkpoint): each keyword names a
+    checkpoint entry and the object to load it into; modules go through load_weights (prefixes stripped,
+    mismatches named), anything else through its own load_state_dict; None objects are skipped.
+    Returns the number of finished epochs."""
+    for key, obj in objects.items():
+        if obj is None:
+            continue
+        if isinstance(obj, torch.nn.Module):
+            load_weights(obj, state[key], f'checkpoint ({key})')
+        else:
+            obj.load_state_dict(state[key])
+    return state['epoch']
+
+
+@dataclass
+class ModelFile:
+    """What a model file holds: kind 'pretext' or 'clustering', its state_dict (prefixes stripped), the
+    selected head (clustering; None when the file names none) and the number of clusters per head."""
+    path: str
+    kind: str
+    state: dict
+    head: Optional[int] = None
+
+    @property
+    def num_clusters(self):
+        return None if self.kind != 'clustering' else self.state[f'cluster_head.{self.head or 0}.weight'].shape[0]
+
+    def backbone(self):
+        """The backbone's weights, without the 'backbone.' prefix."""
+        return {k[len('backbone.'):]: v for k, v in self.state.items() if k.startswith('backbone.')}
+
+    def single_head(self):
+        """Backbone + the selected head as cluster_head.0 (self-labelling, evaluation)."""
+        return single_head_state(self.state, self.head or 0)
+
+
+def read_model_file(path, what='model', kind=None):
+    """The one reader of model files, ours and SCAN's / NNM's (SPEC section 4): a bare state_dict (pretext;
+    self-label with one head), {'model', 'head'} (clustering) and resume files {'model', 'optimizer', 'epoch',
+    ...} with optional 'module.' prefixes and a head under 'head' or NNM's 'best_loss_head'. With `kind`, a
+    file of another kind is a UserError."""
+    obj = load_file(path, what)
+    if not isinstance(obj, dict):
+        raise UserError(f'{path} holds a {type(obj).__name__}, not a model')
+    state, head = obj, None
+    if isinstance(obj.get('model'), dict):
+        state = obj['model']
+        head = next((int(obj[k]) for k in ('head', 'best_loss_head') if obj.get(k) is not None), None)
+    state = strip_prefixes(state)
+    if any(k.startswith('cluster_head.') for k in state):
+        found = ModelFile(path, 'clustering', state, head)
+    elif any(k.startswith('contrastive_head.') for k in state):
+        found = ModelFile(path, 'pretext', state)
+    else:
+        raise UserError(f'{path} is neither a pretext model (contrastive_head.*) nor a clustering model '
+                        f'(cluster_head.*); its first keys: {", ".join(list(state)[:3])}')
+    if kind is not None and found.kind != kind:
+        raise UserError(f'{path} is a {found.kind} model, not a {kind} model; give the {what}')
+    return found
+
+
 def load_pretext_model(model, path):
-    """Load a pretext model.pth.tar (SCAN's bare state_dict, or {'model': state_dict}) into `model`."""
-    state = load_file(path, 'pretext model')
-    state = strip_prefixes(state.get('model', state))
-    if not any(k.startswith('contrastive_head.') for k in state):
-        raise UserError(f'{path} is not a pretext model (no contrastive_head.*); give the pretext stage\'s model.pth.tar')
-    load_weights(model, state, f'pretext model {path}')
+    """Load a pretext model file (SCAN's bare state_dict, or {'model': state_dict}) into `model`."""
+    load_weights(model, read_model_file(path, 'pretext model', 'pretext').state, f'pretext model {path}')
+
+
+def single_head_state(state, head):
+    """A clustering state_dict with H heads -> backbone + that head as cluster_head.0 (self-labelling, eval)."""
+    prefix = f'cluster_head.{head}.'
+    if not any(k.startswith(prefix) for k in state):
+        heads = sorted({k.split('.')[1] for k in state if k.startswith('cluster_head.')})
+        raise UserError(f'the model has no head {head} (heads: {", ".join(heads) or "none"})')
+    out = {k: v for k, v in state.items() if k.startswith('backbone.')}
+    out.update({'cluster_head.0.' + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    return out

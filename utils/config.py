@@ -1,7 +1,8 @@
 """Configuration: SCAN's `--config_env ENV.yml --config_exp EXP.yml` plus `key=value` overrides.
 
 Every stage declares a schema (key -> default). The env file, then the experiment
-files in order, then the overrides are laid over it. A top-level key that the schema
+files in order (each after the files its `_base_` key names), then the overrides are
+laid over it. A top-level key that the schema
 does not know, a value of the wrong type, a value outside the valid choices, a
 required key left unset, and an unreadable or malformed file are `UserError`s that
 name the key or file and the valid choices; nothing is written before the config is
@@ -18,6 +19,7 @@ from typing import Any, Callable, Sequence, Union
 import yaml
 from easydict import EasyDict
 
+from utils.checkpoint import atomic_write_text
 from utils.errors import UserError
 
 REQUIRED = object()
@@ -83,6 +85,30 @@ def read_yaml(path, what):
     return data
 
 
+BASE_KEY = '_base_'
+
+
+def read_layers(path, what, _seen=()):
+    """A config file and the files it builds on, in the order they are laid over each other: [(path, data)].
+
+    `_base_: FILE` (or a list of files), relative to the file's own folder, names files that come first; the
+    file's own keys win. A file that builds on itself is a UserError.
+    """
+    real = os.path.realpath(path)
+    if real in _seen:
+        raise UserError(f"{what} file {path} builds on itself through {BASE_KEY}")
+    data = read_yaml(path, what)
+    bases = data.pop(BASE_KEY, None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise UserError(f"{what} file {path}: '{BASE_KEY}' must be a file name or a list of file names")
+    layers = []
+    for base in bases:
+        layers += read_layers(os.path.join(os.path.dirname(path), base), what, _seen + (real,))
+    return layers + [(path, data)]
+
+
 def _merge_into(cfg, schema, data, source):
     for key, value in data.items():
         if key not in schema:
@@ -137,7 +163,8 @@ def resolve(schema, files, overrides, flags=None):
     schema = {k: v if isinstance(v, Key) else Key(default=v) for k, v in schema.items()}
     cfg = {k: v.default if v.default is REQUIRED else copy.deepcopy(v.default) for k, v in schema.items()}
     for path, what in files:
-        _merge_into(cfg, schema, read_yaml(path, what), f"{what} file {path}")
+        for layer, data in read_layers(path, what):
+            _merge_into(cfg, schema, data, f"{what} file {layer}")
     for text in overrides:
         _apply_override(cfg, schema, text)
     if flags:
@@ -194,7 +221,6 @@ def load_config(args, env_schema, exp_schema):
 
 def save_config(cfg, path):
     """Write the resolved config (plain YAML) next to a run's outputs."""
-    from utils.checkpoint import atomic_write_text
     atomic_write_text(path, yaml.safe_dump(to_plain(cfg), sort_keys=False))
 
 

@@ -46,3 +46,10 @@ def knn_accuracy(train_feats, train_targets, val_feats, val_targets, k, temperat
     pred = weighted_knn_predict(val_feats, train_feats, torch.as_tensor(train_targets), num_classes, k,
                                 temperature, exclude_self=exclude_self)
     return float((pred.numpy() == np.asarray(val_targets)).mean())
+
+
+def predict(model, loader, device):
+    """One in-order pass (eval mode): backbone features [N, D] and per-head probabilities [H, N, C], on the CPU."""
+    (feats, probs), targets = forward_in_order(model, loader, device, 'return_all', lambda out: (
+        out['features'].float().cpu(), torch.stack([o.float().softmax(1) for o in out['output']], dim=1).cpu()))
+    return {'features': feats, 'probs': probs.transpose(0, 1).contiguous(), 'targets': targets}

@@ -5,6 +5,7 @@ import sys
 
 from tqdm import tqdm
 
+from utils.checkpoint import atomic_write_text
 from utils.distributed import is_main
 from utils.plots import pyplot
 
@@ -67,5 +68,4 @@ def _fmt(v):
 
 
 def write_json(path, obj):
-    from utils.checkpoint import atomic_write_text
     atomic_write_text(path, json.dumps(obj, indent=2) + '\n')

@@ -1,8 +1,11 @@
 """Mining the K nearest neighbours of every sample (inner product on L2-normalised features)."""
+import os
+
 import numpy as np
 import torch
 
 from utils import distributed
+from utils.errors import UserError
 
 try:
     import faiss
@@ -112,3 +115,28 @@ def neighbor_accuracy(indices, targets):
     if len(targets) == 0 or (targets < 0).any():
         return None
     return float((targets[indices[:, 1:]] == targets[:, None]).mean())
+
+
+def neighbor_lists(indices, k):
+    """[N, k] neighbours per row from a mined file [N, >= k+1], leaving the row itself out wherever it stands
+    (column 0 is usually, not always, the sample itself)."""
+    indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+    n = len(indices)
+    others = indices != torch.arange(n).unsqueeze(1)
+    order = torch.argsort((~others).to(torch.int8), dim=1, stable=True)  # others first, in mined order
+    lists = torch.gather(indices, 1, order)[:, :k]
+    if (others.sum(1) < k).any():
+        raise UserError(f'the neighbours file has fewer than {k} neighbours per sample; mine more (num_neighbors)')
+    return lists
+
+
+def load_neighbors(path, n, k, what):
+    """The mined neighbour lists [n, k] of a split (k None: every mined column) from simclr.py's file."""
+    if not os.path.isfile(path):
+        raise UserError(f'{what} neighbours not found: {path}; run simclr.py with the same env file and config '
+                        '(name, datasets, subsets) first')
+    indices = np.load(path)
+    if indices.ndim != 2 or len(indices) != n or indices.max() >= n or indices.min() < 0:
+        raise UserError(f'{path} has shape {indices.shape} but the {what} split has {n} images: it was mined for '
+                        'another dataset or subset; rerun simclr.py with this config')
+    return neighbor_lists(indices, k if k is not None else indices.shape[1] - 1)

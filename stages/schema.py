@@ -1,17 +1,18 @@
-"""The config keys of each stage, their defaults and valid choices (SCAN's names where it has them)."""
+"""The config keys of each stage, their defaults and valid choices (SCAN's names where it has them).
+
+A method's own settings are its criterion_kwargs, declared with their defaults in its module (methods/);
+the `setup` choices are the method registries' names.
+"""
 import os
 
+import methods
+from data import DATASETS
+from models import BACKBONES
 from utils.config import REQUIRED, Key
 
 
-def _datasets():
-    from data import DATASETS
-    return DATASETS
-
-
-def _backbones():
-    from models import BACKBONES
-    return BACKBONES
+def _setups(stage):
+    return lambda: tuple(methods.STAGES[stage])
 
 
 ENV = {
@@ -22,8 +23,8 @@ ENV = {
 
 COMMON = {
     'name': Key(None, str),               # output folder under root_dir; default: train_db_name
-    'train_db_name': Key(REQUIRED, str, _datasets),
-    'val_db_name': Key(REQUIRED, str, _datasets),
+    'train_db_name': Key(REQUIRED, str, DATASETS),
+    'val_db_name': Key(REQUIRED, str, DATASETS),
     'train_split': 'train',
     'val_split': 'test',
     'train_subset': Key(None, int),       # train on a fixed random subset of this many images
@@ -31,7 +32,7 @@ COMMON = {
     'db_kwargs': {},                      # image_folder: {path, labels}; imagenet: {path, subset_file}
     'channels': Key(3, int, (1, 3)),      # images are converted to this many channels
     'num_classes': Key(None, int),        # clusters (clustering stages); informational in the pretext stage
-    'backbone': Key(REQUIRED, str, _backbones),
+    'backbone': Key(REQUIRED, str, BACKBONES),
     'backbone_kwargs': {},
     'transformation_kwargs': Key(REQUIRED, dict),  # {crop_size, normalize: {mean, std}} for evaluation
     'epochs': Key(REQUIRED, int),
@@ -53,10 +54,10 @@ COMMON = {
 
 PRETEXT = {
     **COMMON,
-    'setup': Key('simclr', str, ('simclr', 'instdisc', 'and', 'snca')),
+    'setup': Key('simclr', str, _setups('pretext')),
     'model_kwargs': {'head': 'mlp', 'features_dim': 128},
-    'criterion': Key(None, str, ('simclr', 'instdisc', 'and', 'snca')),  # SCAN's configs name it; = setup
-    'criterion_kwargs': {'temperature': 0.1},
+    'criterion': Key(None, str, _setups('pretext')),  # SCAN's configs name it; = setup
+    'criterion_kwargs': {},               # the method's keyword arguments (defaults in its module)
     'memory_momentum': 0.5,               # instdisc / and / snca: v <- normalise(m v + (1 - m) f)
     'and_rounds': 4,                      # AND: rounds 0..R (0, 1/R, ..., 100 % anchors), `epochs` each
     'augmentation_strategy': Key('simclr', str, ('simclr',)),
@@ -71,12 +72,21 @@ PRETEXT = {
     'knn_every': 1,                       # epochs between kNN reports; 0 = only at the end
 }
 
+# The stages after the pretext take these from the pretext run's config.yml when the config leaves them out
+# (None, or {} for backbone_kwargs) and refuse a value that contradicts it.
+AFTER_PRETEXT = {
+    'backbone': Key(None, str, BACKBONES),
+    'backbone_kwargs': {},
+    'transformation_kwargs': Key(None, dict),
+}
+
 CLUSTERING = {
     **COMMON,
-    'setup': Key('scan', str, ('scan', 'nnm')),
-    'criterion': Key(None, str, ('scan', 'nnm')),  # SCAN's configs name it; it must equal setup
-    'criterion_kwargs': {'entropy_weight': 5.0},
-    'num_classes': Key(REQUIRED, int),
+    **AFTER_PRETEXT,
+    'setup': Key('scan', str, _setups('clustering')),
+    'criterion': Key(None, str, _setups('clustering')),  # SCAN's configs name it; it must equal setup
+    'criterion_kwargs': {},
+    'num_classes': Key(None, int),        # required by scan.py and selflabel.py; eval.py reads the model's
     'overclustering': False,              # allow num_classes above the dataset's class count
     'num_heads': 1,
     'update_cluster_head_only': False,    # freeze the backbone (eval mode, no gradients)
@@ -92,12 +102,13 @@ CLUSTERING = {
 
 SELFLABEL = {
     **COMMON,
-    'setup': Key('selflabel', str, ('selflabel',)),
-    'num_classes': Key(REQUIRED, int),
+    **AFTER_PRETEXT,
+    'setup': Key('selflabel', str, _setups('selflabel')),
+    'num_classes': Key(None, int),        # required by scan.py and selflabel.py; eval.py reads the model's
     'overclustering': False,
     'num_heads': Key(1, int, (1,)),        # SCAN's configs name it: self-labelling trains one head
     'confidence_threshold': 0.99,
-    'criterion_kwargs': {'apply_class_balancing': True},
+    'criterion_kwargs': {},
     'augmentation_strategy': Key('ours', str, ('simclr', 'ours')),
     'augmentation_kwargs': Key(REQUIRED, dict),
     'augment_on_device': False,
@@ -106,6 +117,8 @@ SELFLABEL = {
     'scan_folder': 'scan',                # where the clustering model is read from
     'selflabel_folder': 'selflabel',      # <root_dir>/<name>/<selflabel_folder>/
 }
+
+SCHEMAS = {'pretext': PRETEXT, 'clustering': CLUSTERING, 'selflabel': SELFLABEL}
 
 # keys that may change between an interrupted run and its resumption
 RESUME_MAY_DIFFER = ('root_dir', 'data_root', 'download', 'device', 'gpus', 'num_workers', 'amp', 'channels_last',

@@ -1,4 +1,5 @@
-"""A memory bank of L2-normalised features for all N samples (instance discrimination, AND, SNCA).
+"""The memory-bank methods' shared part (instance discrimination, AND, SNCA): a bank of L2-normalised
+features for all N samples, updated after every step.
 
 Device-agnostic (it lives where its tensor lives) and chunked: nothing builds an N x N matrix, so
 N = 1.28M x 128 fits; only a batch's [b, N] logits, which the losses need, are ever materialised.
@@ -6,7 +7,7 @@ N = 1.28M x 128 fits; only a batch's [b, N] logits, which the losses need, are e
 import torch
 import torch.nn.functional as F
 
-from utils.errors import UserError
+from methods.base import PretextMethod
 from utils.knn import weighted_knn_predict
 
 
@@ -85,39 +86,31 @@ def select_anchors(bank, round_, rounds, temperature):
     return neighbors
 
 
-class MemorySetup:
-    """What instdisc, and and snca keep besides the model: the memory bank of all N training features,
-    SNCA's labels and AND's anchors (neighbors[i] = i's neighbour in memory, -1 for non-anchors)."""
+class MemoryMethod(PretextMethod):
+    """A pretext method over a memory bank of all N training features: one view per image; its loss takes
+    the batch's features f [b, d], the memory V [N, d], the batch's indices [b] and extra_inputs(index)."""
+    views = 1
+    kwargs = {'temperature': 0.1}
 
-    def __init__(self, cfg, train_set, dim, device):
-        if cfg.setup == 'snca' and not train_set.has_labels:
-            raise UserError('setup snca is supervised: it needs a labelled train split')
-        self.setup = cfg.setup
-        self.bank = MemoryBank(len(train_set), dim, device, cfg.memory_momentum)
-        self.labels = torch.as_tensor(train_set.targets)
-        self.neighbors = torch.full((len(train_set),), -1, dtype=torch.long)
+    def __init__(self, cfg, train_set, device):
+        super().__init__(cfg, train_set, device)
+        self.bank = MemoryBank(len(train_set), cfg.model_kwargs['features_dim'], device, cfg.memory_momentum)
 
-    def loss(self, criterion, features, index):
-        memory = self.bank.features
-        if self.setup == 'and':
-            return criterion(features, memory, index, self.neighbors[index])
-        if self.setup == 'snca':
-            return criterion(features, memory, index, self.labels[index], self.labels)
-        return criterion(features, memory, index)
+    def extra_inputs(self, index):
+        return ()
 
-    def start_round(self, round_, rounds, temperature):
-        """AND: pick this round's anchors; returns their share and, with labels, their neighbours' agreement."""
-        self.neighbors = select_anchors(self.bank, round_, rounds, temperature)
-        anchors = torch.nonzero(self.neighbors >= 0).flatten()
-        report = {'round': round_, 'anchor_share': round(len(anchors) / len(self.neighbors), 4)}
-        if len(anchors) and bool((self.labels >= 0).all()):
-            agree = self.labels[anchors] == self.labels[self.neighbors[anchors]]
-            report['anchor_agreement'] = round(float(agree.float().mean()), 4)
-        return report
+    def step_loss(self, z, index):
+        return self.criterion(z[:, 0], self.bank.features, index, *self.extra_inputs(index))
+
+    def after_step(self, z, index):
+        self.bank.update(index, z[:, 0])
+
+    def memory_state(self):
+        return {'bank': self.bank.state_dict()}
 
     def state_dict(self):
-        return {'bank': self.bank.state_dict(), 'neighbors': self.neighbors}
+        return {**super().state_dict(), 'memory': self.memory_state()}
 
-    def load_state_dict(self, state):
-        self.bank.load_state_dict(state['bank'])
-        self.neighbors = state['neighbors']
+    def load_state_dict(self, checkpoint):
+        super().load_state_dict(checkpoint)
+        self.bank.load_state_dict(checkpoint['memory']['bank'])

@@ -4,12 +4,13 @@ import sys
 
 import torch
 
+from methods import get_method
+from stages.schema import AFTER_PRETEXT, ENV, RESUME_MAY_DIFFER, SCHEMAS, add_paths
 from utils import distributed
 from utils.checkpoint import atomic_save, load_file
 from utils.common import get_device, seed_all
-from utils.config import load_config, save_config, to_plain
+from utils.config import load_config, read_yaml, save_config, to_plain
 from utils.errors import UserError, one_line
-from utils.schema import ENV, RESUME_MAY_DIFFER, add_paths
 
 
 def run_cli(main_fn):
@@ -25,17 +26,43 @@ def run_cli(main_fn):
         raise SystemExit(130)
 
 
-def prepare(args, schema):
-    """The first lines of every stage: the resolved config (with SCAN's paths), the device, the seed."""
+def prepare(args, stage):
+    """The first lines of every stage ('pretext', 'clustering', 'selflabel'): the resolved config (with SCAN's
+    paths, the method's criterion_kwargs checked and completed, the backbone and evaluation transform of the
+    pretext run where the config leaves them out), the method class, the device; seeds everything. Every
+    mistake in the config is a UserError here, before anything is written."""
+    schema = SCHEMAS[stage]
     cfg = add_paths(load_config(args, ENV, schema))
-    if 'criterion' in schema and 'setup' in schema:  # the loss is the setup's; SCAN's configs name it twice
+    if 'criterion' in schema:  # the loss is the setup's; SCAN's configs name it twice
         if cfg.criterion not in (None, cfg.setup):
             raise UserError(f"criterion '{cfg.criterion}' differs from setup '{cfg.setup}'; drop criterion or "
                             'make them equal')
         cfg.criterion = cfg.setup
+    method = get_method(stage, cfg.setup)
+    cfg.criterion_kwargs = method.resolve_kwargs(cfg.setup, cfg.criterion_kwargs)
+    if stage != 'pretext':
+        inherit_pretext_settings(cfg)
     device = distributed.init(get_device(cfg))  # joins torchrun's processes when launched by torchrun
     seed_all(cfg.seed)  # the same seed in every process: shuffling and augmentation stay in step
-    return cfg, device
+    return cfg, method, device
+
+
+def inherit_pretext_settings(cfg):
+    """Backbone, backbone_kwargs and transformation_kwargs: the pretext run's (its config.yml) where the config
+    leaves them out; a value that contradicts it is a UserError naming both."""
+    path = os.path.join(cfg.pretext_dir, 'config.yml')
+    saved = read_yaml(path, 'pretext run config') if os.path.isfile(path) else {}
+    for key, spec in AFTER_PRETEXT.items():
+        default = spec.default if hasattr(spec, 'default') else spec
+        mine, theirs = to_plain(cfg[key]), saved.get(key)
+        if mine == default and theirs is not None:
+            cfg[key] = theirs
+        elif mine != default and theirs is not None and mine != theirs:
+            raise UserError(f'{key} is {mine!r} here but {theirs!r} in the pretext run ({path}): the pretext '
+                            f'model was trained with that one; drop {key} from the config or make them equal')
+        elif cfg[key] is None:
+            raise UserError(f"'{key}' is not set and there is no pretext run config ({path}) to take it from; "
+                            f'set {key} in the config, or run simclr.py first')
 
 
 def training_model(model, cfg, device):
@@ -48,11 +75,11 @@ def training_model(model, cfg, device):
     return torch.compile(net) if cfg.compile else net
 
 
-def config_for_checkpoint(cfg, schema):
-    return {k: to_plain(cfg[k]) for k in schema if k in cfg}
+def config_for_checkpoint(cfg, stage):
+    return {k: to_plain(cfg[k]) for k in SCHEMAS[stage] if k in cfg}
 
 
-def start_run(folder, cfg, schema, checkpoint_path, resume):
+def start_run(folder, cfg, stage, checkpoint_path, resume):
     """Prepare a run folder. Returns the checkpoint to continue from, or None for a fresh start.
 
     Without --resume an existing checkpoint is never touched: that is an error. With
@@ -65,7 +92,7 @@ def start_run(folder, cfg, schema, checkpoint_path, resume):
                             'or set another root_dir')
         state = load_file(checkpoint_path, 'checkpoint')
         saved = state.get('config', {})
-        now = config_for_checkpoint(cfg, schema)
+        now = config_for_checkpoint(cfg, stage)
         changed = [k for k in sorted(set(saved) | set(now))
                    if k not in RESUME_MAY_DIFFER and saved.get(k) != now.get(k)]
         if changed:
@@ -77,6 +104,6 @@ def start_run(folder, cfg, schema, checkpoint_path, resume):
     return state
 
 
-def save_checkpoint(path, cfg, schema, **state):
-    atomic_save({**state, 'config': config_for_checkpoint(cfg, schema)}, path)
+def save_checkpoint(path, cfg, stage, **state):
+    atomic_save({**state, 'config': config_for_checkpoint(cfg, stage)}, path)
 

@@ -1,0 +1,31 @@
+"""The methods of each stage by `setup` name: one module per method, one line per method here.
+
+Adding a method: write methods/<name>.py with a subclass of PretextMethod, ClusteringMethod or
+SelfLabelMethod (methods/base.py says what each declares), then add its line below. The stage's
+`setup:` choices, the check of its criterion_kwargs and the training loop all come from here.
+"""
+from methods import and_, instdisc, nnm, scan, selflabel, simclr, snca
+from utils.errors import UserError
+
+PRETEXT = {
+    'simclr': simclr.SimCLR,
+    'instdisc': instdisc.InstDisc,
+    'and': and_.AND,
+    'snca': snca.SNCA,
+}
+CLUSTERING = {
+    'scan': scan.SCAN,
+    'nnm': nnm.NNM,
+}
+SELFLABEL = {
+    'selflabel': selflabel.SelfLabel,
+}
+STAGES = {'pretext': PRETEXT, 'clustering': CLUSTERING, 'selflabel': SELFLABEL}
+
+
+def get_method(stage, setup):
+    """The method class of a stage ('pretext', 'clustering', 'selflabel') by its setup name."""
+    registry = STAGES[stage]
+    if setup not in registry:
+        raise UserError(f"unknown {stage} setup '{setup}'; valid: {', '.join(registry)}")
+    return registry[setup]

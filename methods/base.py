@@ -1,0 +1,106 @@
+"""What a method of each stage declares; the stage scripts run any method through these hooks.
+
+A method is one module: a subclass of PretextMethod, ClusteringMethod or SelfLabelMethod naming its
+loss and the loss's keyword arguments (`criterion_kwargs`) with their defaults, plus the hooks where it
+differs from the default; its registry line in methods/__init__.py makes it a `setup:` choice.
+"""
+from losses.scan import head_losses
+from utils.config import Key, check_value
+from utils.errors import UserError
+
+
+class Method:
+    """Base of every method. `loss` is an nn.Module class returning a dict of named parts with the total
+    under 'total'; `kwargs` are its keyword arguments and their defaults (a default's type is the type a
+    user must give)."""
+    loss = None
+    kwargs = {}
+
+    @classmethod
+    def resolve_kwargs(cls, name, given):
+        """The user's criterion_kwargs over the defaults (null keeps the default); an unknown key or a value of
+        the wrong type is a UserError (raised before the run writes anything)."""
+        given = {k: v for k, v in (given or {}).items() if v is not None}
+        unknown = sorted(set(given) - set(cls.kwargs))
+        if unknown:
+            raise UserError(f"setup '{name}' does not take criterion_kwargs.{unknown[0]}; "
+                            f"valid: {', '.join(sorted(cls.kwargs)) or 'none'}")
+        for key, value in given.items():
+            check_value(f'criterion_kwargs.{key}', Key(cls.kwargs[key]), value, f"setup '{name}'")
+        return {**cls.kwargs, **given}
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.criterion = self.build_loss(cfg)
+
+    def build_loss(self, cfg):
+        return self.loss(**cfg.criterion_kwargs)
+
+    def state_dict(self):
+        """Checkpoint entries besides the model and optimizer (merged into the checkpoint)."""
+        return {}
+
+    def load_state_dict(self, checkpoint):
+        """Read back what state_dict() put into the checkpoint."""
+
+
+class PretextMethod(Method):
+    """Trains the contrastive model. Each step: z = the L2-normalised projections [b, views, d] of the global
+    batch (gathered under torchrun), index [b] their dataset indices; step_loss(z, index) -> {'total', ...}."""
+    views = 2            # augmented views of each image in a training batch
+    supervised = False   # trained with labels: an upper bound, not a clustering result
+
+    def __init__(self, cfg, train_set, device):
+        super().__init__(cfg)
+
+    def total_epochs(self):
+        return self.cfg.epochs
+
+    def start_epoch(self, epoch):
+        """Called before each epoch; returns entries for the epoch's log record."""
+        return {}
+
+    def step_loss(self, z, index):
+        return self.criterion(z)
+
+    def after_step(self, z, index):
+        """Called after each optimiser step (memory-bank updates)."""
+
+    def state_dict(self):
+        return {'criterion': self.criterion.state_dict(), 'memory': None}
+
+    def load_state_dict(self, checkpoint):
+        self.criterion.load_state_dict(checkpoint['criterion'])  # e.g. NCE's normalising constant
+
+
+class ClusteringMethod(Method):
+    """Trains clustering heads so that mined neighbours agree. Each step feeds the loss, per head, the logits
+    [b, C] of the batch's views (see `views`), gathered over processes, through inputs()."""
+    kwargs = {'entropy_weight': 5.0}
+    second_view = False  # batches carry a second strong view of each anchor ('second')
+
+    def weak_view(self):
+        """Whether batches carry each anchor's evaluation-transform view ('weak')."""
+        return False
+
+    def step_context(self, model, batch, features, device):
+        """Per-step values every head's inputs share; features: backbone features of the anchors [b, D]."""
+        return None
+
+    def inputs(self, logits, head, index, context):
+        """The loss's keyword arguments for one head; logits: [anchors, neighbors(, second)], each [b, C]."""
+        return {'anchors': logits[0], 'neighbors': logits[1]}
+
+    def val_losses(self, probs, neighbors):
+        """Label-free head selection: each head's loss on the val split's mined pairs (probs [H, N, C],
+        neighbors [N, K]) -> [H], lowest best. Default: SCAN's criterion with entropy weight 1."""
+        return head_losses(probs, neighbors)
+
+    def end_epoch(self, train_predictions):
+        """Called after each epoch's evaluation; train_predictions() gives the in-order pass over the train
+        split (features [N, D], probs [H, N, C]), computed only when asked for."""
+
+
+class SelfLabelMethod(Method):
+    """Fine-tunes one head on its own confident predictions: loss(weak logits, strong logits) ->
+    {'total' (None when nothing in the batch is confident), 'confident' (samples used)}."""

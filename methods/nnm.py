@@ -1,0 +1,67 @@
+"""NNM (Dang et al. 2021): SCAN's pair plus a second strong view of the anchor, its nearest neighbour inside
+the batch and its nearest neighbour in the whole dataset (refreshed after every epoch)."""
+import torch
+
+from losses.scan import NNMLoss
+from methods.base import ClusteringMethod
+from utils.distributed import gather
+
+
+@torch.no_grad()
+def nearest_other(features, chunk=2048):
+    """Index of each row's nearest other row by L2, in chunks (memory O(chunk N)). features [N, D]."""
+    out = []
+    for start in range(0, len(features), chunk):
+        d = torch.cdist(features[start:start + chunk], features)
+        rows = torch.arange(len(d))
+        d[rows, rows + start] = float('inf')
+        out.append(d.argmin(1))
+    return torch.cat(out)
+
+
+def global_neighbor_probs(prediction):
+    """NNM's dataset-level neighbours from an in-order pass: G[h, i] = probabilities of i's nearest other
+    sample (backbone features, L2) under head h. Returns [H, N, C]."""
+    return prediction['probs'][:, nearest_other(prediction['features'])]
+
+
+@torch.no_grad()
+def weak_features(model, x, frozen_backbone):
+    """Backbone features of weak views in eval mode (BatchNorm running statistics, which it leaves as they were)."""
+    model.backbone.eval()
+    features = model(x, forward_pass='backbone')
+    model.backbone.train(not frozen_backbone)
+    return features
+
+
+class NNM(ClusteringMethod):
+    loss = NNMLoss
+    second_view = True
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.global_probs = None  # [H, N, C], from the second epoch on
+
+    def weak_view(self):
+        # in-batch neighbours from the weak (evaluation) view: one extra forward pass without gradients
+        return self.cfg.local_neighbor_view == 'weak'
+
+    def step_context(self, model, batch, features, device):
+        if 'weak' in batch:
+            features = weak_features(model, batch['weak'].to(device, non_blocking=True),
+                                     self.cfg.update_cluster_head_only)
+        return gather(features.detach().float())
+
+    def inputs(self, logits, head, index, context):
+        glob = None if self.global_probs is None else self.global_probs[head, index.cpu()].to(context.device)
+        return {'anchors': logits[0], 'neighbors': logits[1], 'second': logits[2], 'features': context,
+                'global_probs': glob}
+
+    def end_epoch(self, train_predictions):
+        self.global_probs = global_neighbor_probs(train_predictions())
+
+    def state_dict(self):
+        return {'global_probs': self.global_probs}
+
+    def load_state_dict(self, checkpoint):
+        self.global_probs = checkpoint.get('global_probs')

@@ -1,0 +1,12 @@
+"""SCAN's self-labelling: cross-entropy of strong views against the weak view's confident predictions
+(max probability above `confidence_threshold`), optionally class-balanced."""
+from losses.selflabel import ConfidenceBasedCE
+from methods.base import SelfLabelMethod
+
+
+class SelfLabel(SelfLabelMethod):
+    loss = ConfidenceBasedCE
+    kwargs = {'apply_class_balancing': True}
+
+    def build_loss(self, cfg):
+        return ConfidenceBasedCE(cfg.confidence_threshold, **cfg.criterion_kwargs)
