@@ -1,5 +1,6 @@
-"""Every shipped config resolves against its stage's schema (its method's keyword arguments included), and its
-augmentation and backbone build."""
+"""Every shipped config resolves against its stage's schema (its method's keyword arguments included), its
+augmentation and backbone build, and a dataset's shared settings are written once."""
+import collections
 import glob
 import os
 
@@ -31,3 +32,16 @@ def test_config_resolves(path, env_file):
 def test_every_stage_folder_is_covered():
     assert {os.path.basename(os.path.dirname(p)) for p in CONFIGS} == set(STAGES)
 
+
+def config_lines(path):
+    """The distinct non-comment lines of a YAML file, stripped."""
+    return {line.split('#', 1)[0].strip() for line in open(path)} - {''}
+
+
+@pytest.mark.parametrize('dataset', ['digits', 'cifar10_jpg'])
+def test_a_datasets_configs_write_shared_settings_once(dataset):
+    files = [p for p in glob.glob(os.path.join(ROOT, 'configs', '**', '*.yml'), recursive=True)
+             if dataset in os.path.basename(p)]
+    counts = collections.Counter(line for path in files for line in config_lines(path))
+    repeated = sorted(line for line, n in counts.items() if n > 1)
+    assert len(files) >= 8 and len(repeated) <= 12, repeated
