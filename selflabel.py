@@ -14,8 +14,9 @@ import warnings
 
 import torch
 
-from data import clustering_data
+from data import clustering_data, get_dataset, same_data
 from data.loaders import eval_loader, weak_strong_batches
+from losses.scan import head_losses
 from models import get_clustering_model
 from stages.run import prepare, run_cli, save_checkpoint, start_run, training_model
 from utils.checkpoint import atomic_save, load_weights, read_model_file, restore
@@ -27,6 +28,7 @@ from utils.errors import UserError
 from utils.features import predict
 from utils.logger import RunLog, progress, write_json
 from utils.metrics import cluster_metrics
+from utils.neighbors import load_neighbors
 from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
 
 
@@ -37,14 +39,15 @@ def train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, 
     total, trained, confident, seen, steps = 0.0, 0, 0, 0, len(batches)
     for step, batch in enumerate(progress(batches, steps, f'epoch {epoch + 1}/{cfg.epochs}')):
         set_lr(optimizer, lr_at(cfg, epoch + step / steps))
-        weak = batch['image'].to(device, non_blocking=True)
         strong = batch['image_augmented'].to(device, non_blocking=True)
+        weak_logits = None
         with autocast(cfg, device):
-            with torch.no_grad():
-                weak_logits = net(weak)[0]
+            if method.needs_weak:
+                with torch.no_grad():
+                    weak_logits = gather(net(batch['image'].to(device, non_blocking=True))[0].float())
             strong_logits = net(strong)[0]
-        out = method.criterion(gather(weak_logits.float()), gather(strong_logits.float()))
-        seen, confident = seen + len(weak) * world(), confident + out['confident']
+        out = method.step_loss(weak_logits, gather(strong_logits.float()), gather(batch['index'].to(device)))
+        seen, confident = seen + len(strong) * world(), confident + out['confident']
         if out['total'] is None:  # no confident sample in this batch: nothing to learn from it
             continue
         optimizer_step(optimizer, out['total'], epoch, scaler)
@@ -58,11 +61,15 @@ def train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, 
             'skipped_batches': steps - trained}
 
 
-def evaluate(model, cfg, device, val_set):
+def evaluate(model, cfg, device, val_set, val_lists=None):
+    """Cluster sizes, with val_lists the label-free loss on the val split's mined pairs (SCAN's criterion, entropy
+    weight 1), and the metrics when there are labels (only to report)."""
     pred = predict(model, eval_loader(val_set, cfg), device)
     probs = pred['probs'][0]
     report = {'cluster_sizes': sorted(torch.bincount(probs.argmax(1), minlength=cfg.num_classes).tolist(),
                                       reverse=True)}
+    if val_lists is not None:
+        report['val_loss'] = round(float(head_losses(pred['probs'], val_lists)[0]), 5)
     if val_set.has_labels:
         m = cluster_metrics(probs.argmax(1).numpy(), pred['targets'], probs.numpy(), cfg.num_classes)
         report.update({k: round(m[k], 5) for k in ('acc', 'nmi', 'ari')})
@@ -86,37 +93,51 @@ def run(args):
     evaluation, train_set, val_set = clustering_data(cfg)
     model = get_clustering_model(cfg).to(device)
     head = load_clustering_model(model, cfg.scan_model)
-    method = method_class(cfg)
+    method = method_class(cfg, train_set)
+    by_val_loss = cfg.model_selection == 'val_loss'
+    val_lists = load_neighbors(cfg.topk_neighbors_val_path, len(val_set), None, 'val') if by_val_loss else None
     state = start_run(cfg.selflabel_dir, cfg, 'selflabel', cfg.selflabel_checkpoint, args.resume)
 
     optimizer = get_optimizer(cfg, model.parameters())
     scaler = grad_scaler(cfg, device)
     ema = EMA(model, cfg.ema_alpha) if cfg.use_ema else None
-    start_epoch = 0
+    start_epoch, best = 0, None  # best: the saved model's {'epoch', 'report'} (epoch 0: the clustering model)
     if state is not None:
         start_epoch = restore(state, model=model, optimizer=optimizer, ema=ema.shadow if ema is not None else None)
         method.load_state_dict(state)
+        best = state.get('best')
         print(f'resuming {cfg.selflabel_checkpoint} at epoch {start_epoch + 1}/{cfg.epochs}')
     print(f'selflabel: head {head} of {cfg.scan_model}, {len(train_set)} train images, {cfg.epochs} epochs, '
           f'threshold {cfg.confidence_threshold}, device {device}')
     batches = weak_strong_batches(train_set, cfg, device, evaluation)
     net = training_model(model, cfg, device)
     final = ema.shadow if ema is not None else model
+    train_eval = val_set if same_data(cfg) else get_dataset(cfg, 'train', evaluation)
     log = RunLog(cfg.selflabel_dir)
-    report = evaluate(final, cfg, device, val_set) if start_epoch == cfg.epochs else {}
+    if by_val_loss and best is None:  # the clustering model itself is the one to beat
+        best = {'epoch': 0, 'report': evaluate(final, cfg, device, val_set, val_lists)}
+        atomic_save(final.state_dict(), cfg.selflabel_model)
+        log.log({'epoch': 0, **best['report']})
+    report = evaluate(final, cfg, device, val_set, val_lists) if start_epoch == cfg.epochs else {}
     for epoch in range(start_epoch, cfg.epochs):
         seed_all(cfg.seed, epoch)
         t0 = time.time()
         record = {'epoch': epoch + 1,
+                  **method.start_epoch(lambda: predict(final, eval_loader(train_eval, cfg), device)),
                   **train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, ema, scaler)}
-        report = evaluate(final, cfg, device, val_set)
+        report = evaluate(final, cfg, device, val_set, val_lists)
         record.update(report, seconds=round(time.time() - t0, 2))
+        if not by_val_loss or report['val_loss'] < best['report']['val_loss']:
+            best = {'epoch': epoch + 1, 'report': report}
+            atomic_save(final.state_dict(), cfg.selflabel_model)
         save_checkpoint(cfg.selflabel_checkpoint, cfg, 'selflabel', model=model.state_dict(),
                         optimizer=optimizer.state_dict(), epoch=epoch + 1,
-                        ema=ema.shadow.state_dict() if ema is not None else None, **method.state_dict())
-        atomic_save(final.state_dict(), cfg.selflabel_model)
+                        ema=ema.shadow.state_dict() if ema is not None else None, best=best, **method.state_dict())
         log.log(record)
     log.plot(os.path.join(cfg.selflabel_dir, 'training_curve.png'), ['loss', 'confident_share', 'acc'])
+    if best is not None:
+        report = best['report']
+        print(f"kept epoch {best['epoch']} ({cfg.model_selection})")
     result = {**{k: report.get(k) for k in ('acc', 'nmi', 'ari')}, 'head': 0,
               'seconds': round(time.time() - t_start, 1)}
     write_json(os.path.join(cfg.selflabel_dir, 'metrics.json'), result)

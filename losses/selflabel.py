@@ -1,4 +1,5 @@
-"""SCAN's self-labelling loss: cross-entropy on confident pseudo-labels (SPEC section 3)."""
+"""Self-labelling losses: cross-entropy on confident pseudo-labels (SCAN, SPEC section 3), or on pseudo-labels
+chosen beforehand (per-cluster selection)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -27,12 +28,39 @@ class ConfidenceBasedCE(nn.Module):
         n = int(mask.sum())
         if n == 0:
             return {'total': None, 'confident': 0}
-        target = target[mask]
-        if self.apply_class_balancing:
-            counts = torch.bincount(target, minlength=weak.shape[1]).float()
-            weight = n / counts.clamp_min(1)  # only classes present in the mask are ever looked up
-        else:
-            weight = torch.ones(weak.shape[1], device=weak.device)
-        per_sample = F.cross_entropy(strong[mask], target, reduction='none')
-        w = weight[target].to(per_sample.dtype)
-        return {'total': (w * per_sample).sum() / w.sum(), 'confident': n}
+        loss = balanced_cross_entropy(strong[mask], target[mask], weak.shape[1], self.apply_class_balancing)
+        return {'total': loss, 'confident': n}
+
+
+def balanced_cross_entropy(logits, target, num_classes, balance):
+    """Mean cross-entropy of logits [n, C] against target [n], each class weighted by n / count_c when `balance`
+    (counts inside the n samples), so that every cluster weighs the same."""
+    per_sample = F.cross_entropy(logits, target, reduction='none')
+    if not balance:
+        return per_sample.mean()
+    counts = torch.bincount(target, minlength=num_classes).to(per_sample.dtype)
+    w = (len(target) / counts.clamp_min(1))[target]  # only classes present are looked up
+    return (w * per_sample).sum() / w.sum()
+
+
+class SelectedCE(nn.Module):
+    """Cross-entropy of strong-view logits against pseudo-labels chosen before the epoch.
+
+    Args:
+        apply_class_balancing: weight class c by n_used / count_c (counts among the batch's used samples).
+    Shape:
+        strong: [b, C] logits; target: [b] pseudo-labels; use: [b] bool, the samples that count.
+    Returns {'total': scalar or None when no sample of the batch is used, 'confident': number used}.
+    """
+
+    def __init__(self, apply_class_balancing=True):
+        super().__init__()
+        self.apply_class_balancing = bool(apply_class_balancing)
+
+    def forward(self, strong, target, use):
+        n = int(use.sum())
+        if n == 0:
+            return {'total': None, 'confident': 0}
+        loss = balanced_cross_entropy(strong[use], target[use].to(strong.device), strong.shape[1],
+                                      self.apply_class_balancing)
+        return {'total': loss, 'confident': n}

@@ -102,5 +102,19 @@ class ClusteringMethod(Method):
 
 
 class SelfLabelMethod(Method):
-    """Fine-tunes one head on its own confident predictions: loss(weak logits, strong logits) ->
-    {'total' (None when nothing in the batch is confident), 'confident' (samples used)}."""
+    """Fine-tunes one head on its own predictions. Each step: step_loss(weak, strong, index) with the logits
+    [b, C] of the weak (evaluation) and strong views of the global batch (weak is None unless `needs_weak`)
+    and their dataset indices [b] -> {'total' (None when nothing in the batch is used), 'confident' (samples
+    used)}."""
+    needs_weak = True  # the loss reads the weak view's predictions of every batch
+
+    def __init__(self, cfg, train_set):
+        super().__init__(cfg)
+
+    def start_epoch(self, train_predictions):
+        """Called before each epoch; train_predictions() gives the in-order pass over the train split (features
+        [N, D], probs [1, N, C]), computed only when asked for. Returns entries for the epoch's log record."""
+        return {}
+
+    def step_loss(self, weak, strong, index):
+        return self.criterion(weak, strong)

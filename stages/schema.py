@@ -112,6 +112,9 @@ SELFLABEL = {
     'augmentation_strategy': Key('ours', str, ('simclr', 'ours')),
     'augmentation_kwargs': Key(REQUIRED, dict),
     'augment_on_device': False,
+    # the model written: the last epoch's, or the epoch (0 = the clustering model itself) with the lowest
+    # label-free loss on the val split's mined neighbours (SCAN's criterion), so self-labelling never lowers it
+    'model_selection': Key('last', str, ('last', 'val_loss')),
     'use_ema': False,
     'ema_alpha': 0.999,
     'scan_folder': 'scan',                # where the clustering model is read from

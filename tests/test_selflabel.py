@@ -12,7 +12,8 @@ import scan
 import selflabel
 import simclr
 from conftest import ROOT, interrupted_then_resumed, tiny_digits_args, write_env
-from losses.selflabel import ConfidenceBasedCE
+from losses.selflabel import ConfidenceBasedCE, SelectedCE
+from methods.selflabel_per_cluster import select_per_cluster
 from utils.config import read_layers
 from utils.ema import EMA
 
@@ -137,3 +138,45 @@ def test_missing_clustering_model(env_file, run_root, capsys):
         selflabel.main(selflabel_args(env_file, 'scan_folder=nowhere'))
     assert e.value.code == 2 and 'run scan.py first' in capsys.readouterr().err
     assert not (run_root / 'selflabel').exists()
+
+
+def test_per_cluster_selection_keeps_a_cluster_that_is_less_sure_than_the_others():
+    # planted: cluster 0's confidences (0.50..0.69) are all below cluster 1's (0.991..0.999)
+    confidence = torch.cat([torch.linspace(0.5, 0.69, 20), torch.linspace(0.991, 0.999, 10)])
+    labels = torch.tensor([0] * 20 + [1] * 10)
+    assert set(labels[confidence > 0.99].tolist()) == {1}  # SCAN's fixed threshold empties cluster 0
+    use = select_per_cluster(confidence, labels, 3, fraction=0.25)
+    assert torch.equal(torch.nonzero(use).flatten(), torch.tensor([15, 16, 17, 18, 19, 27, 28, 29]))
+    disagree = torch.zeros(30)  # no sample's neighbours agree: each cluster still keeps its most confident two
+    use = select_per_cluster(confidence, labels, 3, 0.25, min_per_cluster=2, agreement=disagree, min_agreement=0.5)
+    assert torch.equal(torch.nonzero(use).flatten(), torch.tensor([18, 19, 28, 29]))
+    agree = (torch.arange(30) % 2).float()  # odd samples' neighbours agree
+    use = select_per_cluster(confidence, labels, 3, 0.5, agreement=agree, min_agreement=0.5)
+    assert torch.equal(torch.nonzero(use).flatten(), torch.tensor([11, 13, 15, 17, 19, 25, 27, 29]))
+
+
+@pytest.mark.parametrize('balance', [True, False])
+def test_selected_loss_matches_reference(balance):
+    torch.manual_seed(1)
+    strong = torch.randn(30, 4, dtype=torch.float64)
+    target, use = torch.randint(4, (30,)), torch.rand(30) > 0.4
+    rows = torch.nonzero(use).flatten().tolist()
+    targets = [int(target[i]) for i in rows]
+    weights = [len(rows) / targets.count(t) if balance else 1.0 for t in targets]
+    losses = [-float(strong[i].log_softmax(0)[t]) for i, t in zip(rows, targets)]
+    out = SelectedCE(balance)(strong, target, use)
+    assert out['confident'] == len(rows)
+    assert out['total'].item() == pytest.approx(sum(w * x for w, x in zip(weights, losses)) / sum(weights), rel=1e-9)
+    assert SelectedCE()(strong, target, torch.zeros(30, dtype=torch.bool)) == {'total': None, 'confident': 0}
+
+
+def test_per_cluster_self_labelling_keeps_the_best_label_free_epoch(env_file, run_root):
+    result = selflabel.main(selflabel_args(env_file, 'setup=selflabel_per_cluster', 'model_selection=val_loss',
+                                           'criterion_kwargs.neighbor_agreement=0.5', 'epochs=3'))
+    log = [json.loads(line) for line in open(run_root / 'selflabel' / 'log.jsonl')]
+    assert [r['epoch'] for r in log] == [0, 1, 2, 3]  # epoch 0: the clustering model itself
+    assert all(0 < r['selected_share'] <= 1 and r['taught_clusters'] >= 1 for r in log[1:])
+    kept = min(log, key=lambda r: r['val_loss'])
+    assert result['acc'] == kept['acc'] and result['nmi'] == kept['nmi']
+    state = torch.load(run_root / 'selflabel' / 'checkpoint.pth.tar', weights_only=True)
+    assert state['best']['epoch'] == kept['epoch']
