@@ -74,6 +74,20 @@ def evaluate(model, method, cfg, device, val_set, val_lists):
     return report, pred
 
 
+def kmeans_heads(model, cfg, train_eval, device):
+    """Start every head from k-means on the train split's backbone features (head h: k-means seed cfg.seed + h, so
+    the heads differ): its argmax is k-means' assignment, its softness the mean squared distance to the assigned
+    centroid. Returns each head's k-means inertia per sample."""
+    from sklearn.cluster import KMeans  # only this option needs scikit-learn's k-means
+    features = predict(model, eval_loader(train_eval, cfg), device)['features'].double().numpy()
+    spread = []
+    for h in range(cfg.num_heads):
+        km = KMeans(cfg.num_classes, n_init=3, random_state=cfg.seed + h).fit(features)
+        spread.append(km.inertia_ / len(features))
+        model.init_head(h, torch.as_tensor(km.cluster_centers_), spread[-1])
+    return spread
+
+
 def load_pretext_backbone(model, path):
     if not os.path.isfile(path):
         raise UserError(f'pretext model not found: {path}; run simclr.py first (or place a downloaded one there)')
@@ -106,6 +120,9 @@ def run(args):
         print(f'resuming {cfg.scan_checkpoint} at epoch {start_epoch + 1}/{cfg.epochs}')
     print(f'{cfg.setup}: {len(train_set)} train images, {cfg.num_heads} heads, {cfg.epochs} epochs, device {device}')
     train_eval = val_set if same_data(cfg) else get_dataset(cfg, 'train', evaluation)
+    if cfg.head_init == 'kmeans' and state is None:
+        print('heads from k-means on the backbone features, mean squared distance per head:',
+              [round(s, 4) for s in kmeans_heads(model, cfg, train_eval, device)])
     batches = neighbor_batches(train_set, train_lists, cfg, device, second=method.second_view,
                                weak_transform=evaluation if method.weak_view() else None)
     net = training_model(model, cfg, device)

@@ -1,4 +1,5 @@
 """The contrastive model and the clustering model, with SCAN's module names."""
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -51,3 +52,11 @@ class ClusteringModel(nn.Module):
         if forward_pass == 'return_all':
             return {'features': features, 'output': output}
         return output
+
+    @torch.no_grad()
+    def init_head(self, h, centroids, scale):
+        """Head h as a nearest-centroid classifier on the backbone features: logits (2 c.f - |c|^2) / scale, whose
+        argmax is the centroid nearest in L2 (centroids [C, D]; scale sets how soft the first predictions are)."""
+        centroids = centroids.to(self.cluster_head[h].weight)
+        self.cluster_head[h].weight.copy_(2 * centroids / scale)
+        self.cluster_head[h].bias.copy_(-centroids.pow(2).sum(1) / scale)

@@ -114,3 +114,32 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(env_file, run_root, capsys
     state = torch.load(run_root / 'scan' / 'checkpoint.pth.tar', weights_only=True)
     assert state['epoch'] == 1 and all(torch.isfinite(v).all() for v in state['model'].values() if v.is_floating_point())
     assert (run_root / 'scan' / 'model.pth.tar').is_file()
+
+
+def test_kmeans_initialised_heads_reproduce_kmeans_at_step_zero():
+    from easydict import EasyDict
+    from sklearn.cluster import KMeans
+
+    from data import get_dataset
+    from data.loaders import eval_loader
+    from data.transforms import val_transform
+    from models import get_clustering_model
+    from utils.features import predict
+    cfg = EasyDict(backbone='small_cnn', backbone_kwargs={'widths': [8, 16, 16, 16]}, channels=1, num_classes=10,
+                   num_heads=2, seed=3, batch_size=64, num_workers=0, train_db_name='digits', val_db_name='digits',
+                   train_split='all', data_root='unused', db_kwargs={}, download=False, train_subset=300)
+    torch.manual_seed(0)
+    model = get_clustering_model(cfg)
+    data = get_dataset(cfg, 'train', val_transform({'crop_size': 8, 'normalize': {'mean': [0.33], 'std': [0.38]}}))
+    scan.kmeans_heads(model, cfg, data, torch.device('cpu'))
+    pred = predict(model, eval_loader(data, cfg), torch.device('cpu'))
+    features = pred['features'].double().numpy()
+    for h in range(2):
+        expected = KMeans(10, n_init=3, random_state=3 + h).fit(features).labels_
+        assert (pred['probs'][h].argmax(1).numpy() == expected).mean() == 1.0
+    assert not torch.equal(pred['probs'][0], pred['probs'][1])  # the heads start from different k-means runs
+
+
+def test_kmeans_head_init_trains(env_file, run_root):
+    result = scan.main(scan_args(env_file, 'scan', 'head_init=kmeans', 'epochs=1'))
+    assert 0 < result['acc'] <= 1
