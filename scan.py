@@ -74,6 +74,21 @@ def evaluate(model, method, cfg, device, val_set, val_lists):
     return report, pred
 
 
+def keep_best(record, report, best, model, cfg):
+    """The epoch's log record with its evaluation; the model is saved when its selected head's label-free val loss
+    is the lowest so far. Returns (record, best)."""
+    head_loss = report['val_loss'][report['head']]
+    if head_loss < best['loss']:
+        metrics = report.get('best', {})
+        best = {'loss': head_loss, 'epoch': record['epoch'], 'head': report['head'],
+                'metrics': {k: metrics.get(k) for k in ('acc', 'nmi', 'ari')}}
+        atomic_save({'model': model.state_dict(), 'head': report['head']}, cfg.scan_model)
+    record = {**record, **{k: v for k, v in report.items() if k != 'best'}}
+    if 'best' in report:
+        record.update(nmi=round(report['best']['nmi'], 5), ari=round(report['best']['ari'], 5))
+    return record, best
+
+
 def kmeans_heads(model, cfg, train_eval, device):
     """Start every head from k-means on the train split's backbone features (head h: k-means seed cfg.seed + h, so
     the heads differ): its argmax is k-means' assignment, its softness the mean squared distance to the assigned
@@ -120,13 +135,16 @@ def run(args):
         print(f'resuming {cfg.scan_checkpoint} at epoch {start_epoch + 1}/{cfg.epochs}')
     print(f'{cfg.setup}: {len(train_set)} train images, {cfg.num_heads} heads, {cfg.epochs} epochs, device {device}')
     train_eval = val_set if same_data(cfg) else get_dataset(cfg, 'train', evaluation)
-    if cfg.head_init == 'kmeans' and state is None:
+    log = RunLog(cfg.scan_dir)
+    if cfg.head_init == 'kmeans' and state is None:  # the k-means heads are the first candidates (epoch 0)
         print('heads from k-means on the backbone features, mean squared distance per head:',
               [round(s, 4) for s in kmeans_heads(model, cfg, train_eval, device)])
+        record, best = keep_best({'epoch': 0}, evaluate(model, method, cfg, device, val_set, val_lists)[0], best,
+                                 model, cfg)
+        log.log(record)
     batches = neighbor_batches(train_set, train_lists, cfg, device, second=method.second_view,
                                weak_transform=evaluation if method.weak_view() else None)
     net = training_model(model, cfg, device)
-    log = RunLog(cfg.scan_dir)
     for epoch in range(start_epoch, cfg.epochs):
         seed_all(cfg.seed, epoch)
         t0 = time.time()
@@ -135,15 +153,8 @@ def run(args):
         report, val_pred = evaluate(model, method, cfg, device, val_set, val_lists)
         method.end_epoch(lambda: val_pred if train_eval is val_set else predict(model, eval_loader(train_eval, cfg),
                                                                                device))
-        head_loss = report['val_loss'][report['head']]
-        if head_loss < best['loss']:
-            metrics = report.get('best', {})
-            best = {'loss': head_loss, 'epoch': epoch + 1, 'metrics': {k: metrics.get(k) for k in ('acc', 'nmi', 'ari')},
-                    'head': report['head']}
-            atomic_save({'model': model.state_dict(), 'head': report['head']}, cfg.scan_model)
-        record.update({k: v for k, v in report.items() if k != 'best'}, seconds=round(time.time() - t0, 2))
-        if 'best' in report:
-            record.update(nmi=round(report['best']['nmi'], 5), ari=round(report['best']['ari'], 5))
+        record, best = keep_best(record, report, best, model, cfg)
+        record['seconds'] = round(time.time() - t0, 2)
         save_checkpoint(cfg.scan_checkpoint, cfg, 'clustering', model=model.state_dict(),
                         optimizer=optimizer.state_dict(), epoch=epoch + 1, head=report['head'], best=best,
                         **method.state_dict())

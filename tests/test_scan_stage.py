@@ -140,6 +140,9 @@ def test_kmeans_initialised_heads_reproduce_kmeans_at_step_zero():
     assert not torch.equal(pred['probs'][0], pred['probs'][1])  # the heads start from different k-means runs
 
 
-def test_kmeans_head_init_trains(env_file, run_root):
+def test_kmeans_heads_are_the_first_candidates(env_file, run_root):
     result = scan.main(scan_args(env_file, 'scan', 'head_init=kmeans', 'epochs=1'))
-    assert 0 < result['acc'] <= 1
+    log = [json.loads(line) for line in open(run_root / 'scan' / 'log.jsonl')]
+    assert [r['epoch'] for r in log] == [0, 1] and 'loss' not in log[0]  # epoch 0: k-means, before any step
+    kept = min(log, key=lambda r: r['val_loss'][r['head']])
+    assert result['head'] == kept['head'] and result['acc'] == pytest.approx(kept['acc'][kept['head']], abs=1e-5)
