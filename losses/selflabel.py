@@ -4,6 +4,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from losses.scan import entropy
+
 
 class ConfidenceBasedCE(nn.Module):
     """Cross-entropy of strong-view logits against the weak view's confident predictions.
@@ -48,14 +50,17 @@ class SelectedCE(nn.Module):
 
     Args:
         apply_class_balancing: weight class c by n_used / count_c (counts among the batch's used samples).
+        entropy_weight: minus this times the entropy of the batch's mean strong-view prediction (all samples),
+            SCAN's term against clusters merging; 0 leaves the cross-entropy alone.
     Shape:
         strong: [b, C] logits; target: [b] pseudo-labels; use: [b] bool, the samples that count.
     Returns {'total': scalar or None when no sample of the batch is used, 'confident': number used}.
     """
 
-    def __init__(self, apply_class_balancing=True):
+    def __init__(self, apply_class_balancing=True, entropy_weight=0.0):
         super().__init__()
         self.apply_class_balancing = bool(apply_class_balancing)
+        self.entropy_weight = float(entropy_weight)
 
     def forward(self, strong, target, use):
         n = int(use.sum())
@@ -63,4 +68,6 @@ class SelectedCE(nn.Module):
             return {'total': None, 'confident': 0}
         loss = balanced_cross_entropy(strong[use], target[use].to(strong.device), strong.shape[1],
                                       self.apply_class_balancing)
+        if self.entropy_weight:
+            loss = loss - self.entropy_weight * entropy(strong.softmax(1).mean(0))
         return {'total': loss, 'confident': n}

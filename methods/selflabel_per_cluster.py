@@ -34,7 +34,8 @@ def select_per_cluster(confidence, labels, num_clusters, fraction, min_per_clust
 
 class SelfLabelPerCluster(SelfLabelMethod):
     loss = SelectedCE
-    kwargs = {'fraction': 0.5, 'min_per_cluster': 1, 'neighbor_agreement': 0.0, 'apply_class_balancing': True}
+    kwargs = {'fraction': 0.5, 'min_per_cluster': 1, 'neighbor_agreement': 0.0, 'apply_class_balancing': True,
+              'entropy_weight': 0.0}
     needs_weak = False
 
     def __init__(self, cfg, train_set):
@@ -49,7 +50,7 @@ class SelfLabelPerCluster(SelfLabelMethod):
         self.use = torch.zeros(len(train_set), dtype=torch.bool)
 
     def build_loss(self, cfg):
-        return SelectedCE(cfg.criterion_kwargs['apply_class_balancing'])
+        return SelectedCE(cfg.criterion_kwargs['apply_class_balancing'], cfg.criterion_kwargs['entropy_weight'])
 
     def start_epoch(self, train_predictions):
         probs = train_predictions()['probs'][0]  # [N, C]

@@ -180,3 +180,12 @@ def test_per_cluster_self_labelling_keeps_the_best_label_free_epoch(env_file, ru
     assert result['acc'] == kept['acc'] and result['nmi'] == kept['nmi']
     state = torch.load(run_root / 'selflabel' / 'checkpoint.pth.tar', weights_only=True)
     assert state['best']['epoch'] == kept['epoch']
+
+
+def test_selected_loss_entropy_term_is_scans():
+    torch.manual_seed(2)
+    strong = torch.randn(12, 3, dtype=torch.float64)
+    target, use = torch.randint(3, (12,)), torch.ones(12, dtype=torch.bool)
+    mean = strong.softmax(1).mean(0)
+    expected = SelectedCE(False)(strong, target, use)['total'] + 2.0 * float((mean * mean.log()).sum())
+    assert SelectedCE(False, entropy_weight=2.0)(strong, target, use)['total'].item() == pytest.approx(expected)
