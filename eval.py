@@ -160,9 +160,8 @@ def run(args):
         load_weights(model, found.state, f'pretext model {args.model}')
         result = evaluate_pretext(cfg, model.to(device), device, out_dir)
     else:
-        heads = {k.split('.')[1] for k in found.state if k.startswith('cluster_head.')}
-        if found.head is None and len(heads) > 1:
-            print(f'note: {args.model} names no selected head; evaluating head 0 of {len(heads)}')
+        if found.head is None and len(found.heads) > 1:
+            print(f'note: {args.model} names no selected head; evaluating head 0 of {len(found.heads)}')
         cfg.num_classes = found.num_clusters  # the checkpoint's head says how many clusters
         model = ClusteringModel(get_backbone(cfg), cfg.num_classes, 1)
         load_weights(model, found.single_head(), f'clustering model {args.model}')

@@ -8,6 +8,7 @@ cross-entropy of strong views against weak-view pseudo-labels. Writes <root_dir>
 config.yml, log.jsonl, training_curve.png, checkpoint.pth.tar (--resume), model.pth.tar (SCAN's
 layout: a bare state_dict with cluster_head.0; the EMA weights with use_ema) and metrics.json.
 """
+import functools
 import os
 import time
 import warnings
@@ -112,7 +113,11 @@ def run(args):
     batches = weak_strong_batches(train_set, cfg, device, evaluation)
     net = training_model(model, cfg, device)
     final = ema.shadow if ema is not None else model
-    train_eval = val_set if same_data(cfg) else get_dataset(cfg, 'train', evaluation)
+
+    @functools.cache
+    def train_eval():  # read only by methods that predict the train split
+        return val_set if same_data(cfg) else get_dataset(cfg, 'train', evaluation)
+
     log = RunLog(cfg.selflabel_dir)
     if by_val_loss and best is None:  # the clustering model itself is the one to beat
         best = {'epoch': 0, 'report': evaluate(final, cfg, device, val_set, val_lists)}
@@ -123,7 +128,7 @@ def run(args):
         seed_all(cfg.seed, epoch)
         t0 = time.time()
         record = {'epoch': epoch + 1,
-                  **method.start_epoch(lambda: predict(final, eval_loader(train_eval, cfg), device)),
+                  **method.start_epoch(lambda: predict(final, eval_loader(train_eval(), cfg), device)),
                   **train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, ema, scaler)}
         report = evaluate(final, cfg, device, val_set, val_lists)
         record.update(report, seconds=round(time.time() - t0, 2))

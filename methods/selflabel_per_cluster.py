@@ -4,7 +4,8 @@ that a cluster whose confidences are all lower than another's still teaches (SCA
 such clusters; its issues #21, #81, #101). With `neighbor_agreement` > 0 a chosen sample is kept only where at
 least that share of its mined neighbours carry its label (SPICE's reliable pseudo-labels), again keeping each
 cluster's most confident members when the rule would empty it. The strong views then learn those labels."""
-import numpy as np
+import math
+
 import torch
 
 from losses.selflabel import SelectedCE
@@ -24,7 +25,7 @@ def select_per_cluster(confidence, labels, num_clusters, fraction, min_per_clust
         if len(members) == 0:
             continue
         ranked = members[confidence[members].argsort(descending=True, stable=True)]
-        chosen = ranked[:max(int(np.ceil(fraction * len(members))), min_per_cluster)]
+        chosen = ranked[:max(math.ceil(fraction * len(members)), min_per_cluster)]
         if agreement is not None and min_agreement > 0:
             reliable = chosen[agreement[chosen] >= min_agreement]
             chosen = reliable if len(reliable) >= min_per_cluster else ranked[:min_per_cluster]

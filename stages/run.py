@@ -53,11 +53,10 @@ def inherit_pretext_settings(cfg):
     path = os.path.join(cfg.pretext_dir, 'config.yml')
     saved = read_yaml(path, 'pretext run config') if os.path.isfile(path) else {}
     for key, spec in AFTER_PRETEXT.items():
-        default = spec.default if hasattr(spec, 'default') else spec
         mine, theirs = to_plain(cfg[key]), saved.get(key)
-        if mine == default and theirs is not None:
+        if mine == spec.default and theirs is not None:
             cfg[key] = theirs
-        elif mine != default and theirs is not None and mine != theirs:
+        elif mine != spec.default and theirs is not None and mine != theirs:
             raise UserError(f'{key} is {mine!r} here but {theirs!r} in the pretext run ({path}): the pretext '
                             f'model was trained with that one; drop {key} from the config or make them equal')
         elif cfg[key] is None:

@@ -72,11 +72,11 @@ PRETEXT = {
     'knn_every': 1,                       # epochs between kNN reports; 0 = only at the end
 }
 
-# The stages after the pretext take these from the pretext run's config.yml when the config leaves them out
-# (None, or {} for backbone_kwargs) and refuse a value that contradicts it.
+# The stages after the pretext take these from the pretext run's config.yml when the config leaves them at
+# their default and refuse a value that contradicts it.
 AFTER_PRETEXT = {
     'backbone': Key(None, str, BACKBONES),
-    'backbone_kwargs': {},
+    'backbone_kwargs': Key({}, dict),
     'transformation_kwargs': Key(None, dict),
 }
 
@@ -114,7 +114,7 @@ SELFLABEL = {
     'augmentation_kwargs': Key(REQUIRED, dict),
     'augment_on_device': False,
     # the model written: the last epoch's, or the epoch (0 = the clustering model itself) with the lowest
-    # label-free loss on the val split's mined neighbours (SCAN's criterion), so self-labelling never lowers it
+    # label-free loss on the val split's mined neighbours (SCAN's criterion), so self-labelling never worsens it
     'model_selection': Key('last', str, ('last', 'val_loss')),
     'use_ema': False,
     'ema_alpha': 0.999,

@@ -145,6 +145,9 @@ def test_bad_files_are_one_line_errors(tmp_path, env_file, capsys, source, image
     torch.save({'model': get_clustering_model(EasyDict({**MODEL_CFG, 'backbone_kwargs': {}})).state_dict(),
                 'head': 0}, wide)
     assert 'does not fit this model' in run(wide)
+    missing_head = tmp_path / 'head5.pth.tar'
+    torch.save({'model': source.state_dict(), 'head': 5}, missing_head)
+    assert 'the model has no head 5' in run(missing_head)
     good = tmp_path / 'good.pth.tar'
     torch.save({'model': source.state_dict(), 'head': 0}, good)
     assert 'no such file or folder' in run(good, '--predict', str(tmp_path / 'none'))

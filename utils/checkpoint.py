@@ -141,8 +141,13 @@ class ModelFile:
     head: Optional[int] = None
 
     @property
+    def heads(self):
+        """The head numbers the state_dict holds (clustering models)."""
+        return sorted({int(k.split('.')[1]) for k in self.state if k.startswith('cluster_head.')})
+
+    @property
     def num_clusters(self):
-        return None if self.kind != 'clustering' else self.state[f'cluster_head.{self.head or 0}.weight'].shape[0]
+        return None if self.kind != 'clustering' else self.single_head()['cluster_head.0.weight'].shape[0]
 
     def backbone(self):
         """The backbone's weights, without the 'backbone.' prefix."""
