@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from data import check_classes, get_dataset, same_data
+from data import complete_transforms, get_dataset, same_data
 from data.base import IMAGE_EXTENSIONS, FileDataset
 from data.loaders import eval_loader
 from data.transforms import val_transform
@@ -25,18 +25,21 @@ from models import ClusteringModel, contrastive_model_for, get_backbone
 from stages.run import prepare, run_cli
 from utils.checkpoint import atomic_write_text, load_weights, read_model_file
 from utils.config import base_parser, parse_args, read_layers
-from utils.errors import UserError
+from utils.errors import UserError, one_line
 from utils.features import knn_accuracy, predict, pretext_features
 from utils.metrics import cluster_metrics, contingency, hungarian_mapping
 from utils.neighbors import mine_neighbors, neighbor_accuracy
 from utils.plots import save_confusion_matrix, save_prototype_grid
 
-def config_stage(paths):
-    """The stage whose schema reads the experiment config: the one its setup belongs to."""
+def config_stage(paths, kind):
+    """The stage whose schema reads the experiment config: the one its setup belongs to; a file whose setups sit
+    in stage sections (configs/image_folder.yml) is read as the model's stage."""
     setup = None
     for path in paths:
         for _, data in read_layers(path, 'experiment'):
             setup = data.get('setup', setup)
+    if setup is None:
+        return 'pretext' if kind == 'pretext' else 'clustering'
     stage = next((stage for stage, registry in STAGES.items() if setup in registry), None)
     if stage is None:
         valid = ', '.join(name for registry in STAGES.values() for name in registry)
@@ -81,8 +84,17 @@ def prototypes(pred, probs, val_set, k):
 
 
 def evaluate_clustering(cfg, model, device, out_dir, args):
-    val_set = get_dataset(cfg, 'val', val_transform(cfg.transformation_kwargs))
-    check_classes(cfg, val_set)
+    try:
+        val_set = get_dataset(cfg, 'val', val_transform(cfg.transformation_kwargs))
+    except UserError as e:
+        if not args.predict_paths:
+            raise
+        print(f'note: no val split ({one_line(e)}); predicting only, with cluster ids (naming clusters by class '
+              'needs the labelled val split)')
+        return {'predictions': predict_files(cfg, model, device, args.predict_paths, None, [], out_dir)}
+    if val_set.has_labels and val_set.classes and cfg.num_classes != len(val_set.classes):
+        print(f'note: the model has {cfg.num_classes} clusters for {len(val_set.classes)} classes: ACC counts the '
+              'samples of unmatched clusters (or classes) as wrong; majority_acc maps every cluster to a class')
     pred = predict(model, eval_loader(val_set, cfg), device)
     probs = pred['probs'][0]
     clusters = probs.argmax(1).numpy()
@@ -150,8 +162,10 @@ def main(argv=None):
 
 
 def run(args):
-    cfg, _, device = prepare(args, config_stage(args.config_exp))
     found = read_model_file(args.model)
+    cfg, _, device = prepare(args, config_stage(args.config_exp, found.kind))
+    if not {'crop_size', 'normalize'} <= set(cfg.transformation_kwargs or {}):  # left to the images, as simclr.py
+        complete_transforms(cfg, get_dataset(cfg, 'train'))
     args.predict_paths = prediction_paths(args.predict) if args.predict else None  # checked before writing
     out_dir = args.output or os.path.dirname(os.path.abspath(args.model))
     os.makedirs(out_dir, exist_ok=True)

@@ -5,7 +5,8 @@
 Reads <root_dir>/<name>/pretext/{model.pth.tar, topk-*-neighbors.npy} from simclr.py and writes
 <root_dir>/<name>/scan/: config.yml, log.jsonl, training_curve.png, checkpoint.pth.tar (--resume),
 model.pth.tar = {'model': state_dict, 'head': int} (SCAN's layout; the epoch and head with the
-lowest label-free val loss) and metrics.json {acc, nmi, ari, head, seconds}.
+lowest label-free val loss) and metrics.json {acc, nmi, ari, head, num_classes, seconds}. With
+num_classes: auto the number of clusters is estimated first (num_clusters.png, eigengaps in metrics.json).
 """
 import os
 import time
@@ -26,7 +27,9 @@ from utils.features import predict
 from utils.logger import RunLog, progress, write_json
 from utils.metrics import cluster_metrics
 from utils.neighbors import load_neighbors
+from utils.num_clusters import estimate_num_clusters
 from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
+from utils.plots import save_num_clusters_plot
 
 
 def train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, scaler):
@@ -66,7 +69,8 @@ def evaluate(model, method, cfg, device, val_set, val_lists):
     labels = pred['targets']
     report = {'val_loss': [round(float(v), 5) for v in losses], 'head': head}
     if val_set.has_labels:
-        per_head = [cluster_metrics(p.argmax(1).numpy(), labels, p.numpy(), cfg.num_classes) for p in pred['probs']]
+        classes = len(val_set.classes) or None
+        per_head = [cluster_metrics(p.argmax(1).numpy(), labels, p.numpy(), classes) for p in pred['probs']]
         report['acc'] = [round(m['acc'], 5) for m in per_head]
         report['best'] = per_head[head]
     sizes = np.bincount(pred['probs'][head].argmax(1).numpy(), minlength=cfg.num_classes)
@@ -103,6 +107,20 @@ def kmeans_heads(model, cfg, train_eval, device):
     return spread
 
 
+def choose_num_clusters(cfg):
+    """num_classes: auto -> the number of clusters with the largest eigengap of the train split's kNN graph
+    (within k_range); writes num_clusters.png. Returns {k: eigengap}, or None when num_classes is given."""
+    if cfg.num_classes != 'auto':
+        return None
+    chosen, gaps = estimate_num_clusters(np.load(cfg.topk_neighbors_train_path), cfg.k_range)
+    cfg.num_classes = chosen
+    os.makedirs(cfg.scan_dir, exist_ok=True)
+    save_num_clusters_plot(gaps, chosen, os.path.join(cfg.scan_dir, 'num_clusters.png'))
+    print(f'num_classes: auto -> {chosen} clusters (largest eigengap of the kNN graph within k_range '
+          f'{list(cfg.k_range)}: {gaps[chosen]:.4f})')
+    return gaps
+
+
 def load_pretext_backbone(model, path):
     if not os.path.isfile(path):
         raise UserError(f'pretext model not found: {path}; run simclr.py first (or place a downloaded one there)')
@@ -119,6 +137,7 @@ def run(args):
     evaluation, train_set, val_set = clustering_data(cfg)
     train_lists = load_neighbors(cfg.topk_neighbors_train_path, len(train_set), cfg.num_neighbors, 'train')
     val_lists = load_neighbors(cfg.topk_neighbors_val_path, len(val_set), None, 'val')
+    gaps = choose_num_clusters(cfg)
     model = get_clustering_model(cfg).to(device)
     load_pretext_backbone(model, cfg.pretext_model)
     method = method_class(cfg)
@@ -160,7 +179,10 @@ def run(args):
                         **method.state_dict())
         log.log(record)
     log.plot(os.path.join(cfg.scan_dir, 'training_curve.png'), ['loss', 'val_loss', 'acc', 'entropy'])
-    result = {**best['metrics'], 'head': best.get('head'), 'seconds': round(time.time() - t_start, 1)}
+    result = {**best['metrics'], 'head': best.get('head'), 'num_classes': cfg.num_classes,
+              'seconds': round(time.time() - t_start, 1)}
+    if gaps is not None:
+        result['eigengaps'] = {str(k): round(v, 5) for k, v in gaps.items()}
     write_json(os.path.join(cfg.scan_dir, 'metrics.json'), result)
     print(f"selected head {result['head']} (epoch {best.get('epoch')}, val loss {best['loss']:.4f}): "
           + ', '.join(f'{k} {v:.4f}' for k, v in best['metrics'].items() if v is not None))

@@ -72,28 +72,33 @@ def evaluate(model, cfg, device, val_set, val_lists=None):
     if val_lists is not None:
         report['val_loss'] = round(float(head_losses(pred['probs'], val_lists)[0]), 5)
     if val_set.has_labels:
-        m = cluster_metrics(probs.argmax(1).numpy(), pred['targets'], probs.numpy(), cfg.num_classes)
+        m = cluster_metrics(probs.argmax(1).numpy(), pred['targets'], probs.numpy(), len(val_set.classes) or None)
         report.update({k: round(m[k], 5) for k in ('acc', 'nmi', 'ari')})
     return report
 
 
-def load_clustering_model(model, path):
-    """SCAN's / our scan/model.pth.tar: {'model': state_dict with H heads, 'head': int} -> one head."""
+def read_clustering_model(path):
+    """SCAN's / our scan/model.pth.tar: {'model': state_dict with H heads, 'head': int}."""
     if not os.path.isfile(path):
         raise UserError(f'clustering model not found: {path}; run scan.py first (same env file, name and scan_folder)')
     found = read_model_file(path, 'clustering model', 'clustering')
     if found.head is None:
         raise UserError(f"{path} names no selected head ({{'model', 'head'}}); point scan_folder at scan.py's output")
-    load_weights(model, found.single_head(), f'clustering model {path}')
-    return found.head
+    return found
 
 
 def run(args):
     t_start = time.time()
     cfg, method_class, device = prepare(args, 'selflabel')
+    found = read_clustering_model(cfg.scan_model)
+    if cfg.num_classes is None:
+        cfg.num_classes = 'auto'
     evaluation, train_set, val_set = clustering_data(cfg)
+    if cfg.num_classes == 'auto':  # the clustering model's number of clusters
+        cfg.num_classes = found.num_clusters
     model = get_clustering_model(cfg).to(device)
-    head = load_clustering_model(model, cfg.scan_model)
+    load_weights(model, found.single_head(), f'clustering model {cfg.scan_model}')
+    head = found.head
     method = method_class(cfg, train_set)
     by_val_loss = cfg.model_selection == 'val_loss'
     val_lists = load_neighbors(cfg.topk_neighbors_val_path, len(val_set), None, 'val') if by_val_loss else None

@@ -12,7 +12,7 @@ model), or with --mine_only, it loads the model and only mines.
 import os
 import time
 
-from data import get_dataset, same_data
+from data import complete_transforms, get_dataset, same_data
 from data.loaders import eval_loader, view_batches
 from data.transforms import val_transform
 from models import get_contrastive_model
@@ -95,8 +95,9 @@ def main(argv=None):
 def run(args):
     t_start = time.time()
     cfg, method_class, device = prepare(args, 'pretext')
-    evaluation = val_transform(cfg.transformation_kwargs)
     train_set = get_dataset(cfg, 'train')
+    complete_transforms(cfg, train_set)
+    evaluation = val_transform(cfg.transformation_kwargs)
     train_eval = get_dataset(cfg, 'train', evaluation)
     val_set = train_eval if same_data(cfg) else get_dataset(cfg, 'val', evaluation)
     model = get_contrastive_model(cfg).to(device)

@@ -78,7 +78,7 @@ def kmeans_baselines(profile, root, seed, extra):
     from sklearn.cluster import KMeans
     argv = ['--config_env', os.path.join(ROOT, 'configs', 'env.yml')] + _config_args(profile['pretext'], root, seed,
                                                                                        extra)
-    cfg = add_paths(load_config(parse_args(base_parser('k'), argv), ENV, PRETEXT))
+    cfg = add_paths(load_config(parse_args(base_parser('k'), argv), ENV, PRETEXT, 'pretext'))
     val_set = get_dataset(cfg, 'val', val_transform(cfg.transformation_kwargs))
     if not val_set.has_labels:
         return {}

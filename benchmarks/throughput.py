@@ -63,7 +63,7 @@ def config(path, stage, overrides):
             f.write(f'root_dir: {tmp}\ndata_root: {tmp}\n')
         args = parse_args(base_parser('t'), ['--config_env', env, '--config_exp', os.path.join(ROOT, path),
                                              *overrides])
-        cfg = load_config(args, ENV, SCHEMAS[stage])
+        cfg = load_config(args, ENV, SCHEMAS[stage], stage)
     method = get_method(stage, cfg.setup)
     cfg.criterion_kwargs = method.resolve_kwargs(cfg.setup, cfg.criterion_kwargs)
     return cfg, method

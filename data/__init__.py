@@ -2,6 +2,7 @@
 import inspect
 
 import numpy as np
+import torch
 
 from data.base import ImageDataset, SubsetDataset
 from data.cifar import CIFAR10, CIFAR20
@@ -56,6 +57,61 @@ def same_data(cfg):
             and cfg.get('train_subset') == cfg.get('val_subset'))
 
 
+STATS_SAMPLE = 5000  # images the normalisation statistics are computed from (a fixed random subset)
+
+
+def image_statistics(dataset):
+    """Per-channel mean and std of the pixels in [0, 1] of (up to STATS_SAMPLE of) the images, 4 decimals."""
+    indices = subset_indices(len(dataset), STATS_SAMPLE)
+    if getattr(dataset, 'data', None) is not None:
+        pixels = dataset.uint8_tensor() if indices is None else dataset.uint8_tensor()[torch.from_numpy(indices)]
+    else:
+        images = [np.asarray(dataset.get_image(int(i))) for i in (range(len(dataset)) if indices is None else indices)]
+        if len({a.shape for a in images}) > 1:
+            raise UserError('the images differ in size: set db_kwargs.image_size (image_folder), or '
+                            'transformation_kwargs.normalize: {mean: [...], std: [...]}')
+        pixels = torch.from_numpy(np.stack(images).reshape(len(images), *images[0].shape[:2], -1)).permute(0, 3, 1, 2)
+    x = pixels.float().div(255).transpose(0, 1).flatten(1)
+    return {'mean': [round(v, 4) for v in x.mean(1).tolist()], 'std': [round(max(v, 1e-3), 4) for v in x.std(1).tolist()]}
+
+
+def complete_transforms(cfg, train_set):
+    """Fill what the config leaves to the images: transformation_kwargs.crop_size (the images' size) and
+    .normalize (the train split's statistics), and augmentation_kwargs' normalize and crop size (the evaluation
+    transform's). A crop larger than the images is refused (warned about when the images may differ in size); one
+    under half their size is warned about."""
+    tk = dict(cfg.transformation_kwargs or {})
+    width, height = train_set.get_image(0).size
+    if tk.get('crop_size') is None:
+        tk['crop_size'] = min(width, height)
+    crop = tk['crop_size']
+    crop = crop if isinstance(crop, int) else min(crop)
+    in_memory = getattr(train_set, 'data', None) is not None  # then every image has the first one's size
+    if crop > min(width, height) and not in_memory:
+        print(f'warning: transformation_kwargs.crop_size {crop} is larger than the first image ({width}x{height})')
+    elif crop > min(width, height):
+        raise UserError(f'transformation_kwargs.crop_size {tk["crop_size"]} is larger than the images '
+                        f'({width}x{height}); set it to at most {min(width, height)} (or set db_kwargs.image_size)')
+    if crop < min(width, height) / 2:
+        print(f'warning: transformation_kwargs.crop_size {crop} keeps only the centre of the {width}x{height} '
+              'images (it crops, it does not resize); for image folders set db_kwargs.image_size instead')
+    if tk.get('normalize') in (None, 'auto'):
+        tk['normalize'] = image_statistics(train_set)
+        print(f"normalisation from the train images: mean {tk['normalize']['mean']}, std {tk['normalize']['std']}")
+    cfg.transformation_kwargs = tk
+    if cfg.get('augmentation_kwargs') is not None:
+        aug = dict(cfg.augmentation_kwargs)
+        if aug.get('normalize') in (None, 'auto'):
+            aug['normalize'] = tk['normalize']
+        rrc = aug.get('random_resized_crop')
+        if isinstance(rrc, dict) and rrc.get('size') is None:
+            aug['random_resized_crop'] = {**rrc, 'size': tk['crop_size']}
+        if cfg.get('augmentation_strategy') == 'ours' and aug.get('crop_size') is None:
+            aug['crop_size'] = tk['crop_size']
+        cfg.augmentation_kwargs = aug
+    return cfg
+
+
 def check_classes(cfg, dataset):
     """num_classes against a labelled dataset's class count (more only with overclustering)."""
     if dataset.has_labels and dataset.classes:
@@ -67,14 +123,19 @@ def check_classes(cfg, dataset):
 
 def clustering_data(cfg):
     """A clustering or self-labelling run's data: (the evaluation transform, the train set without a transform
-    (the training batches add theirs), the val set under the evaluation transform); num_classes checked."""
+    (the training batches add theirs), the val set under the evaluation transform); the transforms completed
+    from the images, num_classes checked against the classes unless it is 'auto'."""
     if cfg.num_classes is None:
-        raise UserError("'num_classes' is required: set it in the config file or pass num_classes=VALUE")
-    evaluation = val_transform(cfg.transformation_kwargs)
+        raise UserError("'num_classes' is required: set it in the config file or pass num_classes=VALUE "
+                        '(or num_classes=auto to estimate it)')
     train_set = get_dataset(cfg, 'train')
+    complete_transforms(cfg, train_set)
+    evaluation = val_transform(cfg.transformation_kwargs)
     val_set = get_dataset(cfg, 'val', evaluation)
-    check_classes(cfg, train_set)
+    if cfg.num_classes != 'auto':  # an estimated number of clusters may differ from the labels' classes
+        check_classes(cfg, train_set)
     return evaluation, train_set, val_set
 
 
-__all__ = ['DATASETS', 'ImageDataset', 'build_dataset', 'get_dataset', 'same_data', 'check_classes', 'clustering_data']
+__all__ = ['DATASETS', 'ImageDataset', 'build_dataset', 'get_dataset', 'same_data', 'complete_transforms',
+           'check_classes', 'clustering_data']

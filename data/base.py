@@ -125,6 +125,6 @@ class SubsetDataset(ImageDataset):
         return self.base.load(int(self.indices[i]))
 
     def uint8_tensor(self):
-        if isinstance(self.base, ArrayDataset):
+        if getattr(self.base, 'data', None) is not None:  # held in memory: index the whole tensor
             return self.base.uint8_tensor()[torch.from_numpy(self.indices)]
         return super().uint8_tensor()

@@ -1,8 +1,14 @@
 """Image folders: any `root/<class>/*.jpg|png` tree (or a flat, unlabelled folder), and ImageNet subsets."""
 import os
 
-from data.base import IMAGE_EXTENSIONS, FileDataset
+import numpy as np
+import torch
+from PIL import Image
+
+from data.base import IMAGE_EXTENSIONS, FileDataset, convert_array, open_image
 from utils.errors import UserError
+
+SPLIT_NAMES = {'train', 'test', 'val', 'valid', 'validation'}
 
 
 def _images_in(folder):
@@ -11,23 +17,57 @@ def _images_in(folder):
 
 
 def _folder(root, path, split):
-    folder = os.path.join(root, path or '', split or '')
-    if not os.path.isdir(folder):
-        raise UserError(f'image folder not found: {folder}; set data_root in the env file and '
-                        'db_kwargs.path / the split so that they name it')
-    return os.path.normpath(folder)
+    """data_root/path/split, or path/split from the working directory (an absolute path is itself)."""
+    candidates = [os.path.join(root, path or '', split or '')]
+    if path and not os.path.isabs(path):
+        candidates.append(os.path.join(path, split or ''))
+    for folder in candidates:
+        if os.path.isdir(folder):
+            return os.path.normpath(folder)
+    raise UserError(f'image folder not found: {" or ".join(candidates)}; set db_kwargs.path (from the working '
+                    'directory or data_root) and the split (train_split / val_split) so that they name it')
+
+
+def square_resize(img, size):
+    """Shorter side to `size` (antialiased), then the centre size x size square: keeps the aspect ratio."""
+    w, h = img.size
+    scale = size / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def read_resized(paths, size):
+    """Every image decoded once and resized to size x size: uint8 [N, size, size, C] (C = 1 when all are grey,
+    else 3). An unreadable file is a UserError naming it."""
+    images = [open_image(p) for p in paths]
+    grey = all(img.mode in ('L', 'LA', '1', 'I;16', 'I') for img in images)
+    mode = 'L' if grey else 'RGB'
+    arrays = [np.asarray(square_resize(img.convert(mode), size)) for img in images]
+    stack = np.stack(arrays)
+    return stack[..., None] if grey else stack
 
 
 class ImageFolder(FileDataset):
     """`data_root/path/split/<class>/*.jpg`; class = sub-folder name.
 
     A folder holding images directly (no class sub-folders), or `labels: false`, gives an
-    unlabelled dataset (targets -1): training works, metrics are skipped.
+    unlabelled dataset (targets -1): training works, metrics are skipped. With `image_size` every image is
+    decoded once, resized (shorter side, then the centre square) and kept in memory, so images of any size
+    make one uint8 tensor (the fast path).
     """
 
-    def __init__(self, root, split='train', path='', labels=True, channels=None, transform=None, download=False):
+    def __init__(self, root, split='train', path='', labels=True, image_size=None, channels=None, transform=None,
+                 download=False):
+        if path is None:
+            raise UserError('db_kwargs.path is not set: give the image folder, e.g. db_kwargs.path=DIR')
         folder = _folder(root, path, split)
         classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+        if not split and classes and set(c.lower() for c in classes) <= SPLIT_NAMES:
+            first = 'train' if 'train' in classes else classes[0]
+            raise UserError(f'{folder} holds split folders ({", ".join(classes)}), not classes; set '
+                            f'train_split={first} and val_split=... to the folders to train on and to evaluate')
         paths, targets = [], []
         for label, name in enumerate(classes):
             files = _images_in(os.path.join(folder, name))
@@ -43,6 +83,20 @@ class ImageFolder(FileDataset):
         if not labels or loose:
             targets, classes = [-1] * len(paths), []
         super().__init__(paths, targets, classes, channels, transform)
+        if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+            raise UserError(f'db_kwargs.image_size must be a positive whole number of pixels, got {image_size!r}')
+        self.data = None if image_size is None else read_resized(self.paths, image_size)
+
+    def load(self, i):
+        if self.data is None:
+            return super().load(i)
+        img = self.data[i]
+        return Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+
+    def uint8_tensor(self):
+        if self.data is None:
+            return super().uint8_tensor()
+        return torch.from_numpy(np.ascontiguousarray(convert_array(self.data, self.channels))).permute(0, 3, 1, 2).contiguous()
 
 
 class ImageNetSubset(FileDataset):

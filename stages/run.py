@@ -32,12 +32,14 @@ def prepare(args, stage):
     pretext run where the config leaves them out), the method class, the device; seeds everything. Every
     mistake in the config is a UserError here, before anything is written."""
     schema = SCHEMAS[stage]
-    cfg = add_paths(load_config(args, ENV, schema))
+    cfg = add_paths(load_config(args, ENV, schema, stage))
     if 'criterion' in schema:  # the loss is the setup's; SCAN's configs name it twice
         if cfg.criterion not in (None, cfg.setup):
             raise UserError(f"criterion '{cfg.criterion}' differs from setup '{cfg.setup}'; drop criterion or "
                             'make them equal')
         cfg.criterion = cfg.setup
+    if isinstance(cfg.num_classes, str) and cfg.num_classes != 'auto':
+        raise UserError(f"num_classes must be a number or auto, got {cfg.num_classes!r}")
     method = get_method(stage, cfg.setup)
     cfg.criterion_kwargs = method.resolve_kwargs(cfg.setup, cfg.criterion_kwargs)
     if stage != 'pretext':

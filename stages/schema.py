@@ -22,7 +22,7 @@ ENV = {
 }
 
 COMMON = {
-    'name': Key(None, str),               # output folder under root_dir; default: train_db_name
+    'name': Key(None, str),               # output folder under root_dir; default: run_name()
     'train_db_name': Key(REQUIRED, str, DATASETS),
     'val_db_name': Key(REQUIRED, str, DATASETS),
     'train_split': 'train',
@@ -31,10 +31,12 @@ COMMON = {
     'val_subset': Key(None, int),
     'db_kwargs': {},                      # image_folder: {path, labels}; imagenet: {path, subset_file}
     'channels': Key(3, int, (1, 3)),      # images are converted to this many channels
-    'num_classes': Key(None, int),        # clusters (clustering stages); informational in the pretext stage
+    'num_classes': Key(None, (int, str)),  # clusters: a number or 'auto' (estimated without labels; k_range)
     'backbone': Key(REQUIRED, str, BACKBONES),
     'backbone_kwargs': {},
-    'transformation_kwargs': Key(REQUIRED, dict),  # {crop_size, normalize: {mean, std}} for evaluation
+    # evaluation transform {crop_size, normalize: {mean, std}}; left out: the images' size and the train split's
+    # statistics (augmentation_kwargs without normalize or crop size take these)
+    'transformation_kwargs': Key({}, dict),
     'epochs': Key(REQUIRED, int),
     'batch_size': Key(REQUIRED, int),
     'num_workers': 2,
@@ -86,7 +88,9 @@ CLUSTERING = {
     'setup': Key('scan', str, _setups('clustering')),
     'criterion': Key(None, str, _setups('clustering')),  # SCAN's configs name it; it must equal setup
     'criterion_kwargs': {},
-    'num_classes': Key(None, int),        # required by scan.py and selflabel.py; eval.py reads the model's
+    # a number, or auto: estimated from the train split's mined neighbours (utils/num_clusters.py) within k_range
+    'num_classes': Key(None, (int, str)),
+    'k_range': [2, 20],
     'overclustering': False,              # allow num_classes above the dataset's class count
     'num_heads': 1,
     'update_cluster_head_only': False,    # freeze the backbone (eval mode, no gradients)
@@ -105,7 +109,7 @@ SELFLABEL = {
     **COMMON,
     **AFTER_PRETEXT,
     'setup': Key('selflabel', str, _setups('selflabel')),
-    'num_classes': Key(None, int),        # required by scan.py and selflabel.py; eval.py reads the model's
+    'num_classes': Key(None, (int, str)),  # None or auto: the clustering model's; eval.py reads the model's
     'overclustering': False,
     'num_heads': Key(1, int, (1,)),        # SCAN's configs name it: self-labelling trains one head
     'confidence_threshold': 0.99,
@@ -129,9 +133,15 @@ RESUME_MAY_DIFFER = ('root_dir', 'data_root', 'download', 'device', 'gpus', 'num
                      'compile', 'sync_bn')
 
 
+def run_name(cfg):
+    """`name`; else an image folder's own name (db_kwargs.path's last part); else train_db_name."""
+    path = (cfg.get('db_kwargs') or {}).get('path') if cfg.train_db_name == 'image_folder' else None
+    return cfg.get('name') or (os.path.basename(os.path.normpath(path)) if path else None) or cfg.train_db_name
+
+
 def add_paths(cfg):
     """SCAN's derived paths: <root_dir>/<name>/{pretext,scan,selflabel}/..."""
-    base = os.path.join(cfg.root_dir, cfg.get('name') or cfg.train_db_name)
+    base = os.path.join(cfg.root_dir, run_name(cfg))
     for stage in ('pretext', 'scan', 'selflabel'):
         folder = os.path.join(base, cfg.get(f'{stage}_folder') or stage)
         cfg[f'{stage}_dir'] = folder

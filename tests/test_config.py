@@ -4,11 +4,11 @@ import pytest
 import yaml
 
 import simclr
-from stages.schema import ENV, PRETEXT
+from stages.schema import ENV, PRETEXT, SCHEMAS
 from utils.config import base_parser, load_config, parse_args, read_layers
 from utils.errors import UserError
 
-from conftest import DIGITS_CFG
+from conftest import DIGITS_CFG, ROOT
 
 
 def cfg_from(argv):
@@ -35,6 +35,32 @@ def test_layered_experiment_files_and_flags(env_file, tmp_path):
     cfg = load_config(args, ENV, PRETEXT)
     assert (cfg.epochs, cfg.batch_size, cfg.seed) == (7, 32, 11)
     assert cfg.optimizer_kwargs == {'lr': 0.01, 'momentum': 0.9, 'nesterov': False, 'weight_decay': 0.0005}
+
+
+def test_stage_sections(env_file, tmp_path):
+    """One file for every stage: a stage reads the shared keys, then its own section (and `stage.key=` overrides);
+    other stages' sections are skipped, not checked against this stage's schema."""
+    both = tmp_path / 'both.yml'
+    both.write_text('epochs: 5\nbatch_size: 64\noptimizer_kwargs: {lr: 0.1, momentum: 0.9}\n'
+                    'pretext: {setup: simclr, epochs: 9, optimizer_kwargs: {lr: 0.2}}\n'
+                    'clustering: {setup: scan, epochs: 3, k_range: [2, 4], head_init: kmeans}\n')
+    base = ['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'digits.yml'), str(both)]
+    pretext = load_config(parse_args(base_parser('t'), base + ['clustering.epochs=4', 'pretext.batch_size=32']),
+                          ENV, PRETEXT, 'pretext')
+    assert (pretext.epochs, pretext.batch_size, pretext.optimizer_kwargs.lr) == (9, 32, 0.2)
+    assert pretext.optimizer_kwargs.momentum == 0.9  # the section merges into the base file's mapping
+    clustering = load_config(parse_args(base_parser('t'), base + ['clustering.epochs=4', 'pretext.batch_size=32']),
+                             ENV, SCHEMAS['clustering'], 'clustering')
+    assert (clustering.epochs, clustering.batch_size, clustering.k_range) == (4, 64, [2, 4])
+    bad = tmp_path / 'bad.yml'
+    bad.write_text('clustering: 3\n')
+    with pytest.raises(UserError, match="'clustering' must be a mapping"):
+        load_config(parse_args(base_parser('t'), base + [str(bad)]), ENV, PRETEXT, 'pretext')
+    with pytest.raises(UserError, match=r"override 'pretext.k_range=\[2, 3\]': unknown key 'k_range'"):
+        load_config(parse_args(base_parser('t'), base + ['pretext.k_range=[2, 3]']), ENV, PRETEXT, 'pretext')
+    bad.write_text('pretext: {k_range: [2, 3]}\n')
+    with pytest.raises(UserError, match="section 'pretext': unknown key 'k_range'"):
+        load_config(parse_args(base_parser('t'), base + [str(bad)]), ENV, PRETEXT, 'pretext')
 
 
 def test_defaults_fill_unset_keys(env_file):

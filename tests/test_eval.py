@@ -94,6 +94,21 @@ def test_plots_are_valid_pngs_of_the_expected_size(tmp_path, env_file, source):
     assert grid.size == prototype_grid_size(10, 3) and grid.mode == 'RGB'
 
 
+def test_fewer_clusters_than_classes_are_evaluated(tmp_path, env_file, capsys):
+    """An estimated number of clusters (num_classes: auto) may differ from the labels' classes: reported, not
+    refused; ACC is the Hungarian-matched share."""
+    model = get_clustering_model(EasyDict({**MODEL_CFG, 'num_classes': 5}))
+    path = tmp_path / 'five.pth.tar'
+    torch.save({'model': model.state_dict(), 'head': 0}, path)
+    result = evaluate.main(['--config_env', env_file, '--config_exp', SCAN_CFG, '--model', str(path), *TINY])
+    assert 'the model has 5 clusters for 10 classes' in capsys.readouterr().out
+    assert len(result['cluster_sizes']) == 5 and sum(result['cluster_sizes']) == 120
+    val = evaluate.get_dataset(evaluate.prepare(evaluate.parse_args(evaluate.base_parser('t', resume=False), [
+        '--config_env', env_file, '--config_exp', SCAN_CFG, *TINY]), 'clustering')[0], 'val')
+    largest_five = np.sort(np.bincount(val.targets))[-5:].sum() / len(val)
+    assert 0 < result['acc'] <= largest_five  # only 5 of the 10 classes can be matched to a cluster
+
+
 def test_unlabelled_val_split_writes_prototypes_and_sizes(tmp_path, env_file, source, images, capsys):
     path = tmp_path / 'model.pth.tar'
     torch.save({'model': source.state_dict(), 'head': 0}, path)
@@ -137,10 +152,6 @@ def test_bad_files_are_one_line_errors(tmp_path, env_file, capsys, source, image
     evil = tmp_path / 'evil.pth.tar'
     torch.save({'model': source.state_dict(), 'head': 0, 'x': _CreatesFile(str(target))}, evil)
     assert 'refusing to load' in run(evil) and not target.exists()
-    other = tmp_path / 'five.pth.tar'  # the cluster count comes from the file: 5 clusters for 10 digit classes
-    torch.save({'model': get_clustering_model(EasyDict({**MODEL_CFG, 'num_classes': 5})).state_dict(), 'head': 0},
-               other)
-    assert 'num_classes is 5 but digits has 10 classes' in run(other)
     wide = tmp_path / 'wide.pth.tar'
     torch.save({'model': get_clustering_model(EasyDict({**MODEL_CFG, 'backbone_kwargs': {}})).state_dict(),
                 'head': 0}, wide)
@@ -177,3 +188,32 @@ def test_pretext_knn_leaves_out_only_when_val_is_the_train_set(tmp_path, env_fil
              for w in ('train', 'val')]
     expected = knn_accuracy(*feats[0], *feats[1], 30, cfg.knn_temperature, exclude_self=False)
     assert result['knn30_acc'] == pytest.approx(expected)
+
+
+def test_predict_without_the_dataset_files(tmp_path, env_file, capsys):
+    """A SCAN-layout CIFAR-10 checkpoint and configs/scan/scan_cifar10.yml: --predict writes predictions.csv with
+    no CIFAR-10 file on disk (cluster ids; naming them by class needs the labelled val split)."""
+    cfg = EasyDict(backbone='resnet18', train_db_name='cifar-10', channels=3, num_classes=10, num_heads=1,
+                   backbone_kwargs={})
+    torch.manual_seed(0)
+    model = get_clustering_model(cfg).eval()
+    path = tmp_path / 'scan_cifar-10.pth.tar'
+    torch.save({'model': model.state_dict(), 'head': 0}, path)
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(photos / f'{i}.png')
+    empty = tmp_path / 'no_data'
+    empty.mkdir()
+    result = evaluate.main(['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'scan',
+                            'scan_cifar10.yml'), '--model', str(path), '--predict', str(photos),
+                            f'data_root={empty}', 'download=false', 'num_workers=0'])
+    assert 'predicting only' in capsys.readouterr().out and 'acc' not in result
+    transform = val_transform({'crop_size': 32, 'normalize': {'mean': [0.4914, 0.4822, 0.4465],
+                                                              'std': [0.2023, 0.1994, 0.2010]}})
+    x = torch.stack([transform(Image.open(photos / f'{i}.png')) for i in range(6)])
+    with torch.no_grad():
+        expected = model(x)[0].argmax(1).tolist()
+    rows = list(csv.DictReader(open(tmp_path / 'predictions.csv')))
+    assert [int(r['cluster']) for r in rows] == expected and all(r['class'] == '' for r in rows)

@@ -39,7 +39,8 @@ def scan_args(env_file, setup, *extra):
 def test_both_setups_write_what_the_next_stages_read(env_file, run_root, setup, global_term):
     result = scan.main(scan_args(env_file, setup))
     out = run_root / 'scan'
-    assert set(result) == {'acc', 'nmi', 'ari', 'head', 'seconds'} and result['head'] in (0, 1)
+    assert set(result) == {'acc', 'nmi', 'ari', 'head', 'num_classes', 'seconds'} and result['head'] in (0, 1)
+    assert result['num_classes'] == 10 and not (out / 'num_clusters.png').exists()
     assert json.load(open(out / 'metrics.json')) == result and 0 < result['acc'] <= 1
     saved = torch.load(out / 'model.pth.tar', weights_only=True)
     assert set(saved) == {'model', 'head'} and saved['head'] == result['head']

@@ -109,6 +109,25 @@ def read_layers(path, what, _seen=()):
     return layers + [(path, data)]
 
 
+# One file for every stage (configs/image_folder.yml): a top-level `pretext:`, `clustering:` or `selflabel:` mapping
+# holds that stage's own values, laid over the file's shared keys; the other stages skip it. Overrides reach
+# into it as `clustering.epochs=3`.
+STAGE_SECTIONS = ('pretext', 'clustering', 'selflabel')
+
+
+def _split_sections(data, source):
+    """A file's mapping -> (its shared keys, {stage: that stage's section})."""
+    shared = {k: v for k, v in data.items() if k not in STAGE_SECTIONS}
+    sections = {}
+    for stage in STAGE_SECTIONS:
+        section = data.get(stage)
+        if section is not None and not isinstance(section, dict):
+            raise UserError(f"{source}: '{stage}' must be a mapping of that stage's keys, "
+                            f"not a {type(section).__name__}")
+        sections[stage] = section or {}
+    return shared, sections
+
+
 def _merge_into(cfg, schema, data, source):
     for key, value in data.items():
         if key not in schema:
@@ -135,10 +154,10 @@ def parse_override(text):
     return key.split('.'), value
 
 
-def _apply_override(cfg, schema, text):
+def _apply_override(cfg, schema, text, shown=None):
     path, value = parse_override(text)
     top = path[0]
-    source = f"override '{text}'"
+    source = f"override '{shown or text}'"
     if top not in schema:
         raise UserError(f"{source}: unknown key '{top}'; valid keys: {', '.join(sorted(schema))}")
     if len(path) == 1:
@@ -158,15 +177,25 @@ def _apply_override(cfg, schema, text):
     node[leaf] = value
 
 
-def resolve(schema, files, overrides, flags=None):
-    """Defaults <- each (path, what) file in order <- overrides <- flags; returns a plain dict."""
+def resolve(schema, files, overrides, flags=None, stage=None):
+    """Defaults <- each (path, what) file in order (its shared keys, then its `stage` section) <- overrides (the
+    stage's `stage.key=value` ones without the prefix) <- flags; returns a plain dict."""
     schema = {k: v if isinstance(v, Key) else Key(default=v) for k, v in schema.items()}
     cfg = {k: v.default if v.default is REQUIRED else copy.deepcopy(v.default) for k, v in schema.items()}
     for path, what in files:
         for layer, data in read_layers(path, what):
-            _merge_into(cfg, schema, data, f"{what} file {layer}")
+            source = f"{what} file {layer}"
+            shared, sections = _split_sections(data, source)
+            _merge_into(cfg, schema, shared, source)
+            if stage is not None:
+                _merge_into(cfg, schema, sections[stage], f"{source}, section '{stage}'")
     for text in overrides:
-        _apply_override(cfg, schema, text)
+        head, _, rest = text.partition('.')
+        if head in STAGE_SECTIONS and rest and '=' in rest:
+            if head == stage:
+                _apply_override(cfg, schema, rest, text)
+        else:
+            _apply_override(cfg, schema, text)
     if flags:
         _merge_into(cfg, schema, flags, 'command line')
     for key, spec in schema.items():
@@ -203,8 +232,9 @@ def parse_args(parser, argv):
     return args
 
 
-def load_config(args, env_schema, exp_schema):
-    """The resolved config of a stage as an EasyDict (env keys and experiment keys side by side)."""
+def load_config(args, env_schema, exp_schema, stage=None):
+    """The resolved config of a stage as an EasyDict (env keys and experiment keys side by side); `stage` picks
+    the files' sections (STAGE_SECTIONS)."""
     overlap = set(env_schema) & set(exp_schema)
     assert not overlap, f'env and experiment schemas share keys: {overlap}'
     env_over = [o for o in args.overrides if o.split('=', 1)[0].split('.')[0] in env_schema]
@@ -215,7 +245,7 @@ def load_config(args, env_schema, exp_schema):
         flags['seed'] = args.seed
     if getattr(args, 'gpus', None) is not None:
         flags['gpus'] = str(args.gpus)
-    exp = resolve(exp_schema, [(p, 'experiment') for p in args.config_exp], exp_over, flags)
+    exp = resolve(exp_schema, [(p, 'experiment') for p in args.config_exp], exp_over, flags, stage)
     return EasyDict({**env, **exp})
 
 

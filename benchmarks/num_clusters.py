@@ -1,0 +1,90 @@
+"""Benchmark of num_classes: auto: the number of clusters estimated without labels, against the true one.
+
+    python benchmarks/num_clusters.py --seeds 5 [--cifar results/benchmarks/cifar10-jpg-cpu/seed1/cifar10-jpg/pretext]
+
+For each seed, scikit-learn's digits written as a folder of 32-pixel PNGs (all 10 classes, and a 5-class subset)
+goes through the pretext stage of configs/image_folder.yml exactly as the README tells a user, then the estimate
+scan.py makes before training its heads. With --cifar, the estimate on that pretext run's neighbours too.
+Writes benchmarks/results/num_clusters.{json,md} and replaces the README block 'num-clusters'.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+sys.path.insert(0, HERE)
+
+import simclr  # noqa: E402
+from accuracy import machine, update_readme  # noqa: E402
+from digits_folder import write_digits  # noqa: E402
+from utils.checkpoint import atomic_write_text  # noqa: E402
+from utils.num_clusters import estimate_num_clusters  # noqa: E402
+
+TEMPLATE = os.path.join(ROOT, 'configs', 'image_folder.yml')
+K_RANGE = [2, 20]  # the template's
+CASES = {'digits (10 classes)': None, 'digits, classes 0-4': [0, 1, 2, 3, 4]}
+
+
+def estimate(pretext_dir):
+    return estimate_num_clusters(np.load(os.path.join(pretext_dir, 'topk-train-neighbors.npy')), K_RANGE)[0]
+
+
+def run_case(name, classes, seed, out, extra):
+    folder = os.path.join(out, 'images', 'digits' if classes is None else 'digits' + ''.join(map(str, classes)))
+    if not os.path.isdir(folder):
+        write_digits(folder, 32, classes)
+    root = os.path.join(out, f'seed{seed}')
+    name_dir = os.path.basename(folder)
+    pretext_dir = os.path.join(root, name_dir, 'pretext')
+    t0 = time.time()
+    if not os.path.isfile(os.path.join(pretext_dir, 'topk-train-neighbors.npy')):
+        simclr.main(['--config_exp', TEMPLATE, f'db_kwargs.path={folder}', f'root_dir={root}', '--seed', str(seed),
+                     *extra])
+    return {'case': name, 'seed': seed, 'true_k': 10 if classes is None else len(classes),
+            'k': estimate(pretext_dir), 'seconds': round(time.time() - t0, 1)}
+
+
+def markdown(rows, cifar, seeds):
+    lines = [f'num_classes: auto, k_range {K_RANGE}, seeds {", ".join(map(str, seeds))}; {machine()}.', '',
+             '| data | true K | estimated K per seed | seeds with the true K |', '|---|---|---|---|']
+    for case in CASES:
+        mine = [r for r in rows if r['case'] == case]
+        if mine:
+            hits = sum(r['k'] == r['true_k'] for r in mine)
+            lines.append(f"| {case} | {mine[0]['true_k']} | {', '.join(str(r['k']) for r in mine)} | "
+                         f'{hits} of {len(mine)} |')
+    if cifar is not None:
+        lines.append(f"| CIFAR-10 (JPEG), profile pretext model | 10 | {cifar} | |")
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--seeds', type=int, default=5)
+    parser.add_argument('--out', default=os.path.join(ROOT, 'results', 'benchmarks', 'num-clusters'))
+    parser.add_argument('--cifar', default=None, help='a pretext run folder with topk-train-neighbors.npy')
+    parser.add_argument('--results', default=os.path.join(HERE, 'results'))
+    parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
+    parser.add_argument('overrides', nargs='*', help='key=value for the pretext stage')
+    args = parser.parse_args(argv)
+    seeds = list(range(1, args.seeds + 1))
+    rows = [run_case(case, classes, seed, args.out, args.overrides) for case, classes in CASES.items()
+            for seed in seeds]
+    cifar = estimate(args.cifar) if args.cifar else None
+    os.makedirs(args.results, exist_ok=True)
+    atomic_write_text(os.path.join(args.results, 'num_clusters.json'),
+                      json.dumps({'rows': rows, 'cifar': cifar, 'k_range': K_RANGE, 'machine': machine()}, indent=2))
+    text = markdown(rows, cifar, seeds)
+    atomic_write_text(os.path.join(args.results, 'num_clusters.md'), text + '\n')
+    update_readme('num-clusters', text, args.readme)
+    print(text)
+
+
+if __name__ == '__main__':
+    main()

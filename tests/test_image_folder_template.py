@@ -1,0 +1,111 @@
+"""configs/image_folder.yml as a user runs it: one file, the folder's path, nothing else but small epochs."""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import eval as evaluate
+import scan
+import selflabel
+import simclr
+from benchmarks.digits_folder import write_digits
+from conftest import ROOT
+from data import build_dataset, complete_transforms
+from stages.schema import run_name
+from utils.config import base_parser, load_config, parse_args, read_yaml
+from utils.errors import UserError
+from stages.schema import ENV, PRETEXT
+
+TEMPLATE = os.path.join(ROOT, 'configs', 'image_folder.yml')
+SMALL = ['db_kwargs.image_size=16', 'backbone_kwargs.widths=[8, 16, 16, 16]', 'pretext.epochs=2',
+         'clustering.epochs=1', 'selflabel.epochs=1', 'clustering.k_range=[2, 5]', 'clustering.num_heads=2']
+
+
+def stage_args(env_file, folder, *extra):
+    return ['--config_env', env_file, '--config_exp', TEMPLATE, f'db_kwargs.path={folder}', *SMALL, *extra]
+
+
+def run_all(env_file, folder, *extra):
+    simclr.main(stage_args(env_file, folder, *extra))
+    clustering = scan.main(stage_args(env_file, folder, *extra))
+    labelled = selflabel.main(stage_args(env_file, folder, *extra))
+    return clustering, labelled
+
+
+@pytest.mark.parametrize('flat', [True, False])
+def test_template_runs_every_stage(tmp_path, env_file, flat):
+    folder = tmp_path / 'my_digits'
+    assert write_digits(str(folder), size=20, classes=[0, 1, 7], flat=flat, limit=300) == 300
+    clustering, labelled = run_all(env_file, folder)
+    out = tmp_path / 'results' / 'my_digits'  # the run is named after the folder
+    k = clustering['num_classes']
+    assert 2 <= k <= 5 and set(clustering['eigengaps']) == {'2', '3', '4', '5'}
+    assert max(clustering['eigengaps'].values()) == clustering['eigengaps'][str(k)]
+    assert (out / 'scan' / 'num_clusters.png').is_file()
+    pretext_cfg = read_yaml(str(out / 'pretext' / 'config.yml'), 'run config')
+    assert pretext_cfg['transformation_kwargs']['crop_size'] == 16  # the images' size after resizing
+    assert len(pretext_cfg['transformation_kwargs']['normalize']['mean']) == 3
+    result = evaluate.main(['--config_env', env_file, '--config_exp', TEMPLATE, f'db_kwargs.path={folder}', *SMALL,
+                            '--model', str(out / 'selflabel' / 'model.pth.tar'), '--predict', str(folder)])
+    assert len(result['cluster_sizes']) == k and sum(result['cluster_sizes']) == 300  # K from the checkpoint
+    if flat:
+        assert labelled['acc'] is None and 'acc' not in result
+    else:
+        assert 0 <= labelled['acc'] <= 1 and 'acc' in result and 'nmi' in json.load(open(out / 'selflabel' / 'eval.json'))
+    rows = open(out / 'selflabel' / 'predictions.csv').read().splitlines()
+    assert len(rows) == 301
+
+
+def test_images_of_any_size_become_one_tensor(tmp_path):
+    folder = tmp_path / 'photos'
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (w, h) in enumerate([(40, 30), (30, 50), (64, 64)]):
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / f'{i}.jpg')
+    wide = np.zeros((30, 60, 3), np.uint8)
+    wide[:, 15:45] = 255  # the centre square of a 60x30 image is all white
+    Image.fromarray(wide).save(folder / '3.png')
+    ds = build_dataset('image_folder', str(tmp_path), '', {'path': 'photos', 'image_size': 12}, channels=3)
+    x = ds.uint8_tensor()
+    assert x.shape == (4, 3, 12, 12) and x.dtype.is_floating_point is False
+    # aspect kept: resized by the shorter side, then the centre square (only bicubic's edge taps see the black)
+    assert int(x[3][:, :, 1:-1].min()) == 255 and int(x[3].min()) > 200
+    grey = build_dataset('image_folder', str(tmp_path), '', {'path': 'photos', 'image_size': 12}, channels=1)
+    assert grey.uint8_tensor().shape == (4, 1, 12, 12)
+
+
+def test_normalisation_and_crop_from_the_images(tmp_path, env_file):
+    folder = tmp_path / 'two'
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / 'a.png')
+    Image.fromarray(np.full((8, 8, 3), 255, np.uint8)).save(folder / 'b.png')
+    args = parse_args(base_parser('t'), ['--config_env', env_file, '--config_exp', TEMPLATE, f'db_kwargs.path={folder}',
+                                         'db_kwargs.image_size=8'])
+    cfg = load_config(args, ENV, PRETEXT, 'pretext')
+    assert cfg.epochs == 100 and run_name(cfg) == 'two'  # the pretext section, the folder's name
+    train = build_dataset('image_folder', cfg.data_root, '', cfg.db_kwargs, channels=3)
+    complete_transforms(cfg, train)
+    # half the pixels 0, half 1: mean 0.5, sample std sqrt(N / (N - 1)) / 2 over N = 128 pixels per channel
+    assert cfg.transformation_kwargs['normalize'] == {'mean': [0.5] * 3, 'std': [round(np.sqrt(128 / 127) / 2, 4)] * 3}
+    assert cfg.augmentation_kwargs['normalize'] == cfg.transformation_kwargs['normalize']
+    assert cfg.augmentation_kwargs['random_resized_crop'] == {'scale': [0.2, 1.0], 'size': 8}
+    cfg.transformation_kwargs = {'crop_size': 12}
+    with pytest.raises(UserError, match='crop_size 12 is larger than the images'):
+        complete_transforms(cfg, train)
+
+
+def test_template_input_errors(tmp_path, env_file, capsys):
+    def error(*extra):
+        with pytest.raises(SystemExit) as e:
+            simclr.main(['--config_env', env_file, '--config_exp', TEMPLATE, *extra])
+        assert e.value.code == 2
+        return capsys.readouterr().err
+    assert 'db_kwargs.path is not set' in error()
+    splits = tmp_path / 'splits'
+    for split in ('train', 'test'):
+        write_digits(str(splits / split), size=8, classes=[0], limit=2)
+    assert 'set train_split=train' in error(f'db_kwargs.path={splits}')
+    assert "num_classes must be a number or auto, got 'many'" in error(f'db_kwargs.path={splits}', 'num_classes=many')
+    assert not (tmp_path / 'results').exists()
