@@ -180,7 +180,8 @@ def run(args):
         model = ClusteringModel(get_backbone(cfg), cfg.num_classes, 1)
         load_weights(model, found.single_head(), f'clustering model {args.model}')
         result = {'head': found.head or 0, **evaluate_clustering(cfg, model.to(device), device, out_dir, args)}
-    result = {'model': os.path.abspath(args.model), 'kind': found.kind, 'dataset': cfg.val_db_name, **result}
+    result = {'model': os.path.abspath(args.model), 'kind': found.kind, 'dataset': cfg.val_db_name,
+              'split': cfg.val_split, **result}
     atomic_write_text(os.path.join(out_dir, 'eval.json'), json.dumps(result, indent=2) + '\n')
     print_table(result)
     return result
@@ -188,7 +189,10 @@ def run(args):
 
 def print_table(result):
     rows = [(k, v) for k, v in result.items() if isinstance(v, float)]
-    print(f"{result['kind']} model, {result['dataset']}:")
+    where = f"split '{result['split']}'" if result['split'] else 'all images'
+    if result['kind'] == 'pretext':  # simclr.py's metrics.json holds the train split's neighbour accuracy
+        where += ", val; simclr.py's metrics.json reports the train split"
+    print(f"{result['kind']} model, {result['dataset']} ({where}):")
     for k, v in rows:
         print(f'  {k:<20} {v:.4f}')
     if 'cluster_sizes' in result:

@@ -6,7 +6,7 @@ Reads <root_dir>/<name>/pretext/{model.pth.tar, topk-*-neighbors.npy} from simcl
 <root_dir>/<name>/scan/: config.yml, log.jsonl, training_curve.png, checkpoint.pth.tar (--resume),
 model.pth.tar = {'model': state_dict, 'head': int} (SCAN's layout; the epoch and head with the
 lowest label-free val loss) and metrics.json {acc, nmi, ari, head, num_classes, seconds}. With
-num_classes: auto the number of clusters is estimated first (num_clusters.png, eigengaps in metrics.json).
+num_classes: auto the number of clusters is estimated first (num_clusters.png, k_modularity in metrics.json).
 """
 import os
 import time
@@ -108,17 +108,18 @@ def kmeans_heads(model, cfg, train_eval, device):
 
 
 def choose_num_clusters(cfg):
-    """num_classes: auto -> the number of clusters with the largest eigengap of the train split's kNN graph
-    (within k_range); writes num_clusters.png. Returns {k: eigengap}, or None when num_classes is given."""
+    """num_classes: auto -> the number of clusters whose partition of the train split's kNN graph has the highest
+    modularity within k_range (utils/num_clusters.py); writes num_clusters.png. Returns {k: modularity}, or None
+    when num_classes is given."""
     if cfg.num_classes != 'auto':
         return None
-    chosen, gaps = estimate_num_clusters(np.load(cfg.topk_neighbors_train_path), cfg.k_range)
+    chosen, scores = estimate_num_clusters(np.load(cfg.topk_neighbors_train_path), cfg.k_range)
     cfg.num_classes = chosen
     os.makedirs(cfg.scan_dir, exist_ok=True)
-    save_num_clusters_plot(gaps, chosen, os.path.join(cfg.scan_dir, 'num_clusters.png'))
-    print(f'num_classes: auto -> {chosen} clusters (largest eigengap of the kNN graph within k_range '
-          f'{list(cfg.k_range)}: {gaps[chosen]:.4f})')
-    return gaps
+    save_num_clusters_plot(scores, chosen, os.path.join(cfg.scan_dir, 'num_clusters.png'))
+    print(f'num_classes: auto -> {chosen} clusters (the highest modularity of the kNN graph within k_range '
+          f'{list(cfg.k_range)}: {scores.get(chosen, float("nan")):.4f})')
+    return scores
 
 
 def load_pretext_backbone(model, path):
@@ -137,7 +138,7 @@ def run(args):
     evaluation, train_set, val_set = clustering_data(cfg)
     train_lists = load_neighbors(cfg.topk_neighbors_train_path, len(train_set), cfg.num_neighbors, 'train')
     val_lists = load_neighbors(cfg.topk_neighbors_val_path, len(val_set), None, 'val')
-    gaps = choose_num_clusters(cfg)
+    k_scores = choose_num_clusters(cfg)
     model = get_clustering_model(cfg).to(device)
     load_pretext_backbone(model, cfg.pretext_model)
     method = method_class(cfg)
@@ -181,8 +182,8 @@ def run(args):
     log.plot(os.path.join(cfg.scan_dir, 'training_curve.png'), ['loss', 'val_loss', 'acc', 'entropy'])
     result = {**best['metrics'], 'head': best.get('head'), 'num_classes': cfg.num_classes,
               'seconds': round(time.time() - t_start, 1)}
-    if gaps is not None:
-        result['eigengaps'] = {str(k): round(v, 5) for k, v in gaps.items()}
+    if k_scores is not None:
+        result['k_modularity'] = {str(k): v for k, v in k_scores.items()}
     write_json(os.path.join(cfg.scan_dir, 'metrics.json'), result)
     print(f"selected head {result['head']} (epoch {best.get('epoch')}, val loss {best['loss']:.4f}): "
           + ', '.join(f'{k} {v:.4f}' for k, v in best['metrics'].items() if v is not None))

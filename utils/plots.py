@@ -65,16 +65,16 @@ def save_bar_chart(rows, metrics, path, title='', dpi=100):
     plt.close(fig)
 
 
-def save_num_clusters_plot(gaps, chosen, path, dpi=100):
-    """The eigengap after each candidate number of clusters, the chosen one marked."""
+def save_num_clusters_plot(scores, chosen, path, dpi=100):
+    """The criterion (modularity of the kNN graph's partition) for each number of clusters, the chosen one marked."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3), dpi=dpi)
-    ks = sorted(gaps)
-    ax.bar(ks, [gaps[k] for k in ks], color=['tab:red' if k == chosen else 'tab:blue' for k in ks])
+    ks = sorted(scores)
+    ax.bar(ks, [scores[k] for k in ks], color=['tab:red' if k == chosen else 'tab:blue' for k in ks])
     ax.set_xticks(ks, [str(k) for k in ks], fontsize=7)
     ax.set_xlabel('number of clusters K')
-    ax.set_ylabel('eigengap after the K-th eigenvalue')
-    ax.set_title(f'kNN graph eigengap: K = {chosen}', fontsize=9)
+    ax.set_ylabel('modularity of the kNN graph')
+    ax.set_title(f'number of clusters: K = {chosen}', fontsize=9)
     ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
     _save(fig, path, dpi)

@@ -1,0 +1,56 @@
+"""num_classes: auto: the number of clusters from the mined neighbours (utils/num_clusters.py)."""
+import networkx as nx
+import numpy as np
+import pytest
+
+from utils.errors import UserError
+from utils.num_clusters import RESOLUTION, estimate_num_clusters, knn_graph, modularity_path
+
+
+def planted_neighbours(groups, size, k, noise, seed=0):
+    """Neighbour lists [N, 1 + k] where each neighbour is from the sample's own group, except a `noise` share drawn
+    from anywhere."""
+    rng = np.random.default_rng(seed)
+    n = groups * size
+    group = np.arange(n) // size
+    out = np.empty((n, k + 1), dtype=np.int64)
+    out[:, 0] = np.arange(n)
+    for i in range(n):
+        same = rng.choice(np.delete(np.arange(group[i] * size, (group[i] + 1) * size), i % size), k, replace=False)
+        anywhere = rng.choice(n, k)
+        out[i, 1:] = np.where(rng.random(k) < noise, anywhere, same)
+    return out
+
+
+@pytest.mark.parametrize('groups', [3, 5, 8])
+def test_planted_groups_are_found(groups):
+    k, scores = estimate_num_clusters(planted_neighbours(groups, 60, 10, noise=0.1), [2, 12])
+    assert k == groups and scores[k] == max(scores.values())
+
+
+def test_modularity_along_the_merge_path_matches_networkx():
+    indices = planted_neighbours(4, 30, 6, noise=0.3, seed=1)
+    graph = knn_graph(indices)
+    G = nx.from_scipy_sparse_array(graph)
+    start = [list(range(i, i + 15)) for i in range(0, 120, 15)]  # 8 communities: halves of the planted groups
+    path = modularity_path(graph, start, 2)
+    assert sorted(path) == list(range(2, 9))
+    for k, (q, labels) in path.items():
+        parts = [set(np.flatnonzero(labels == c)) for c in range(k)]
+        assert q == pytest.approx(nx.community.modularity(G, parts, resolution=RESOLUTION), abs=1e-9)
+    # the greedy merges first rejoin the halves of each planted group
+    assert len({frozenset(np.flatnonzero(path[4][1] == c)) for c in range(4)}
+               & {frozenset(range(i, i + 30)) for i in range(0, 120, 30)}) == 4
+
+
+def test_graph_is_symmetric_without_self_loops():
+    indices = np.array([[0, 1, 2], [1, 0, 0], [2, 2, 1], [3, 0, 1]])
+    graph = knn_graph(indices).toarray()
+    assert (graph == graph.T).all() and np.diag(graph).sum() == 0
+    assert graph[3].tolist() == [1, 1, 0, 0] and graph[2].tolist() == [1, 1, 0, 0]
+
+
+@pytest.mark.parametrize('k_range', [[1, 5], [5, 3], (2,), [2, 'x'], [2, 300]])
+def test_bad_k_range(k_range):
+    with pytest.raises(UserError, match='k_range'):
+        estimate_num_clusters(planted_neighbours(3, 60, 5, 0.0), k_range)
