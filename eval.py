@@ -21,7 +21,7 @@ from data.base import IMAGE_EXTENSIONS, FileDataset
 from data.loaders import eval_loader
 from data.transforms import val_transform
 from methods import STAGES
-from models import ClusteringModel, contrastive_model_for, get_backbone
+from models import contrastive_model_for, get_clustering_model
 from stages.run import prepare, run_cli
 from utils.checkpoint import atomic_write_text, load_weights, read_model_file
 from utils.config import base_parser, parse_args, read_layers
@@ -176,8 +176,8 @@ def run(args):
     else:
         if found.head is None and len(found.heads) > 1:
             print(f'note: {args.model} names no selected head; evaluating head 0 of {len(found.heads)}')
-        cfg.num_classes = found.num_clusters  # the checkpoint's head says how many clusters
-        model = ClusteringModel(get_backbone(cfg), cfg.num_classes, 1)
+        cfg.num_classes, cfg.num_heads = found.num_clusters, 1  # the checkpoint's head says how many clusters
+        model = get_clustering_model(cfg, found.state)
         load_weights(model, found.single_head(), f'clustering model {args.model}')
         result = {'head': found.head or 0, **evaluate_clustering(cfg, model.to(device), device, out_dir, args)}
     result = {'model': os.path.abspath(args.model), 'kind': found.kind, 'dataset': cfg.val_db_name,

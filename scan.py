@@ -24,7 +24,7 @@ from utils.config import base_parser, parse_args
 from utils.distributed import gather
 from utils.errors import UserError
 from utils.features import predict
-from utils.logger import RunLog, progress, write_json
+from utils.logger import RunLog, metric_words, progress, write_json
 from utils.metrics import cluster_metrics
 from utils.neighbors import load_neighbors
 from utils.num_clusters import estimate_num_clusters
@@ -37,7 +37,8 @@ def train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, 
     is computed on the whole global batch, gathered from every process."""
     net.train()
     if cfg.update_cluster_head_only:
-        model.backbone.eval()
+        for module in model.trunk():
+            module.eval()
     sums, steps = {}, len(batches)
     for step, batch in enumerate(progress(batches, steps, f'epoch {epoch + 1}/{cfg.epochs}')):
         set_lr(optimizer, lr_at(cfg, epoch + step / steps))
@@ -94,7 +95,7 @@ def keep_best(record, report, best, model, cfg):
 
 
 def kmeans_heads(model, cfg, train_eval, device):
-    """Start every head from k-means on the train split's backbone features (head h: k-means seed cfg.seed + h, so
+    """Start every head from k-means on the train split's features under the heads (head h: k-means seed cfg.seed + h, so
     the heads differ): its argmax is k-means' assignment, its softness the mean squared distance to the assigned
     centroid. Returns each head's k-means inertia per sample."""
     from sklearn.cluster import KMeans  # only this option needs scikit-learn's k-means
@@ -122,10 +123,18 @@ def choose_num_clusters(cfg):
     return scores
 
 
-def load_pretext_backbone(model, path):
+def read_pretext_model(path):
     if not os.path.isfile(path):
         raise UserError(f'pretext model not found: {path}; run simclr.py first (or place a downloaded one there)')
-    load_weights(model.backbone, read_model_file(path, 'pretext model').backbone(), f'pretext model {path} (backbone)')
+    return read_model_file(path, 'pretext model')
+
+
+def load_pretext_trunk(model, found):
+    """The pretext model's backbone (and projection head, when the heads sit on it) into the clustering model."""
+    load_weights(model.backbone, found.backbone(), f'pretext model {found.path} (backbone)')
+    if hasattr(model, 'contrastive_head'):
+        head = {k[len('contrastive_head.'):]: v for k, v in found.state.items() if k.startswith('contrastive_head.')}
+        load_weights(model.contrastive_head, head, f'pretext model {found.path} (projection head)')
 
 
 def main(argv=None):
@@ -139,13 +148,15 @@ def run(args):
     train_lists = load_neighbors(cfg.topk_neighbors_train_path, len(train_set), cfg.num_neighbors, 'train')
     val_lists = load_neighbors(cfg.topk_neighbors_val_path, len(val_set), None, 'val')
     k_scores = choose_num_clusters(cfg)
-    model = get_clustering_model(cfg).to(device)
-    load_pretext_backbone(model, cfg.pretext_model)
+    pretext = read_pretext_model(cfg.pretext_model)
+    model = get_clustering_model(cfg, pretext.state if cfg.heads_on == 'projection' else None).to(device)
+    load_pretext_trunk(model, pretext)
     method = method_class(cfg)
     state = start_run(cfg.scan_dir, cfg, 'clustering', cfg.scan_checkpoint, args.resume)
 
     if cfg.update_cluster_head_only:
-        model.backbone.requires_grad_(False)
+        for module in model.trunk():
+            module.requires_grad_(False)
     optimizer = get_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     scaler = grad_scaler(cfg, device)
     start_epoch, best = 0, {'loss': float('inf'), 'metrics': {}}
@@ -157,7 +168,7 @@ def run(args):
     train_eval = val_set if same_data(cfg) else get_dataset(cfg, 'train', evaluation)
     log = RunLog(cfg.scan_dir)
     if cfg.head_init == 'kmeans' and state is None:  # the k-means heads are the first candidates (epoch 0)
-        print('heads from k-means on the backbone features, mean squared distance per head:',
+        print(f'heads from k-means on the {cfg.heads_on} features, mean squared distance per head:',
               [round(s, 4) for s in kmeans_heads(model, cfg, train_eval, device)])
         record, best = keep_best({'epoch': 0}, evaluate(model, method, cfg, device, val_set, val_lists)[0], best,
                                  model, cfg)
@@ -186,7 +197,7 @@ def run(args):
         result['k_modularity'] = {str(k): v for k, v in k_scores.items()}
     write_json(os.path.join(cfg.scan_dir, 'metrics.json'), result)
     print(f"selected head {result['head']} (epoch {best.get('epoch')}, val loss {best['loss']:.4f}): "
-          + ', '.join(f'{k} {v:.4f}' for k, v in best['metrics'].items() if v is not None))
+          + metric_words(best['metrics']) + f"; wrote {cfg.scan_dir}")
     return result
 
 

@@ -27,7 +27,7 @@ from utils.distributed import gather, world
 from utils.ema import EMA
 from utils.errors import UserError
 from utils.features import predict
-from utils.logger import RunLog, progress, write_json
+from utils.logger import RunLog, metric_words, progress, write_json
 from utils.metrics import cluster_metrics
 from utils.neighbors import load_neighbors
 from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
@@ -96,7 +96,7 @@ def run(args):
     evaluation, train_set, val_set = clustering_data(cfg)
     if cfg.num_classes == 'auto':  # the clustering model's number of clusters
         cfg.num_classes = found.num_clusters
-    model = get_clustering_model(cfg).to(device)
+    model = get_clustering_model(cfg, found.state).to(device)
     load_weights(model, found.single_head(), f'clustering model {cfg.scan_model}')
     head = found.head
     method = method_class(cfg, train_set)
@@ -151,7 +151,7 @@ def run(args):
     result = {**{k: report.get(k) for k in ('acc', 'nmi', 'ari')}, 'head': 0,
               'seconds': round(time.time() - t_start, 1)}
     write_json(os.path.join(cfg.selflabel_dir, 'metrics.json'), result)
-    print('self-label: ' + ', '.join(f'{k} {v:.4f}' for k, v in result.items() if k in ('acc', 'nmi', 'ari') and v is not None))
+    print(f'self-label: {metric_words(result)}; wrote {cfg.selflabel_dir}')
     return result
 
 

@@ -1,7 +1,7 @@
 """Backbones by name, and the models built on them."""
 import inspect
 
-from models.models import ClusteringModel, ContrastiveModel
+from models.models import ClusteringModel, ContrastiveModel, projection_head
 from models.resnet50 import resnet50
 from models.resnet_cifar import resnet18_cifar, resnet18_stl
 from models.small_cnn import small_cnn
@@ -35,17 +35,27 @@ def get_contrastive_model(cfg):
     return ContrastiveModel(get_backbone(cfg), **(cfg.get('model_kwargs') or {}))
 
 
-def contrastive_model_for(cfg, state):
-    """Rebuild the projection head from the file itself (mlp or linear, its output size)."""
+def projection_kwargs(state):
+    """The projection head a state_dict holds (mlp or linear, its output size), as ContrastiveModel's kwargs."""
     if 'contrastive_head.2.weight' in state:
-        kwargs = {'head': 'mlp', 'features_dim': state['contrastive_head.2.weight'].shape[0]}
-    else:
-        kwargs = {'head': 'linear', 'features_dim': state['contrastive_head.weight'].shape[0]}
-    return ContrastiveModel(get_backbone(cfg), **kwargs)
+        return {'head': 'mlp', 'features_dim': state['contrastive_head.2.weight'].shape[0]}
+    return {'head': 'linear', 'features_dim': state['contrastive_head.weight'].shape[0]}
 
 
-def get_clustering_model(cfg):
-    return ClusteringModel(get_backbone(cfg), cfg.num_classes, cfg.num_heads)
+def contrastive_model_for(cfg, state):
+    """Rebuild the contrastive model from the file itself (its projection head's kind and size)."""
+    return ContrastiveModel(get_backbone(cfg), **projection_kwargs(state))
+
+
+def get_clustering_model(cfg, state=None):
+    """The clustering model; its heads sit on the projection head when `state` (a pretext or clustering
+    state_dict) holds one and cfg.heads_on is 'projection' (or, for a clustering file, whenever it holds one)."""
+    backbone = get_backbone(cfg)
+    projection = None
+    if state is not None and any(k.startswith('contrastive_head.') for k in state) and (
+            cfg.get('heads_on') == 'projection' or any(k.startswith('cluster_head.') for k in state)):
+        projection = projection_head(backbone['dim'], **projection_kwargs(state))
+    return ClusteringModel(backbone, cfg.num_classes, cfg.get('num_heads') or 1, projection)
 
 
 __all__ = ['BACKBONES', 'ClusteringModel', 'ContrastiveModel', 'contrastive_model_for', 'get_backbone',

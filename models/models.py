@@ -6,6 +6,15 @@ import torch.nn.functional as F
 from utils.errors import UserError
 
 
+def projection_head(dim, head='mlp', features_dim=128):
+    """SCAN's projection head on D-dim features: `mlp` (D -> D -> features_dim) or `linear`."""
+    if head == 'mlp':
+        return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, features_dim))
+    if head == 'linear':
+        return nn.Linear(dim, features_dim)
+    raise UserError(f"model_kwargs.head '{head}' is not one of mlp, linear")
+
+
 class ContrastiveModel(nn.Module):
     """backbone -> projection head (`mlp`: D -> D -> features_dim, or `linear`) -> L2-normalise."""
 
@@ -13,13 +22,7 @@ class ContrastiveModel(nn.Module):
         super().__init__()
         self.backbone = backbone['backbone']
         self.backbone_dim = backbone['dim']
-        if head == 'mlp':
-            self.contrastive_head = nn.Sequential(nn.Linear(self.backbone_dim, self.backbone_dim), nn.ReLU(),
-                                                  nn.Linear(self.backbone_dim, features_dim))
-        elif head == 'linear':
-            self.contrastive_head = nn.Linear(self.backbone_dim, features_dim)
-        else:
-            raise UserError(f"model_kwargs.head '{head}' is not one of mlp, linear")
+        self.contrastive_head = projection_head(self.backbone_dim, head, features_dim)
 
     def forward(self, x, forward_pass='default'):
         """x [b, C, H, W] -> normalised projections [b, features_dim] (or backbone features [b, D])."""
@@ -30,22 +33,39 @@ class ContrastiveModel(nn.Module):
 
 
 class ClusteringModel(nn.Module):
-    """backbone + `nheads` linear heads `cluster_head.{h}` (D -> nclusters)."""
+    """backbone + `nheads` linear heads `cluster_head.{h}` (D -> nclusters). With `projection` (the pretext
+    model's projection head, kept as `contrastive_head`) the heads sit on its L2-normalised output instead of on
+    the backbone features (`heads_on: projection`)."""
 
-    def __init__(self, backbone, nclusters, nheads=1):
+    def __init__(self, backbone, nclusters, nheads=1, projection=None):
         super().__init__()
         self.backbone = backbone['backbone']
         self.backbone_dim = backbone['dim']
         if nheads < 1:
             raise UserError('num_heads must be at least 1')
-        self.cluster_head = nn.ModuleList(nn.Linear(self.backbone_dim, nclusters) for _ in range(nheads))
+        dim = self.backbone_dim
+        if projection is not None:
+            self.contrastive_head = projection
+            dim = [m for m in projection.modules() if isinstance(m, nn.Linear)][-1].out_features
+        self.cluster_head = nn.ModuleList(nn.Linear(dim, nclusters) for _ in range(nheads))
+
+    def trunk(self):
+        """The modules below the heads: the backbone, and the projection head when the heads sit on it."""
+        return [self.backbone] + ([self.contrastive_head] if hasattr(self, 'contrastive_head') else [])
+
+    def embed(self, x):
+        """What the heads see: backbone features [b, D], or the normalised projection of them."""
+        features = self.backbone(x)
+        if hasattr(self, 'contrastive_head'):
+            features = F.normalize(self.contrastive_head(features), dim=1)
+        return features
 
     def forward(self, x, forward_pass='default'):
-        """'default': list of H logits [b, C]; 'backbone': features [b, D]; 'head': heads on features x;
-        'return_all': {'features', 'output'}."""
+        """'default': list of H logits [b, C]; 'backbone': the heads' input features [b, D]; 'head': heads on
+        features x; 'return_all': {'features', 'output'}."""
         if forward_pass == 'head':
             return [head(x) for head in self.cluster_head]
-        features = self.backbone(x)
+        features = self.embed(x)
         if forward_pass == 'backbone':
             return features
         output = [head(features) for head in self.cluster_head]
@@ -55,7 +75,7 @@ class ClusteringModel(nn.Module):
 
     @torch.no_grad()
     def init_head(self, h, centroids, scale):
-        """Head h as a nearest-centroid classifier on the backbone features: logits (2 c.f - |c|^2) / scale, whose
+        """Head h as a nearest-centroid classifier on the heads' input features: logits (2 c.f - |c|^2) / scale, whose
         argmax is the centroid nearest in L2 (centroids [C, D]; scale sets how soft the first predictions are)."""
         centroids = centroids.to(self.cluster_head[h].weight)
         self.cluster_head[h].weight.copy_(2 * centroids / scale)

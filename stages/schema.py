@@ -95,6 +95,8 @@ CLUSTERING = {
     'num_heads': 1,
     'update_cluster_head_only': False,    # freeze the backbone (eval mode, no gradients)
     'head_init': Key('random', str, ('random', 'kmeans')),  # kmeans: heads start as k-means on the features
+    # the heads' input: the backbone features (SCAN, NNM) or the pretext's L2-normalised projection, trained on
+    'heads_on': Key('backbone', str, ('backbone', 'projection')),
     'num_neighbors': 20,                  # the neighbour of each anchor is drawn from its first K mined ones
     # NNM's in-batch neighbours from the backbone features of: the strong anchor view (published) or its
     # weak view (the evaluation transform, one extra forward pass without gradients in eval mode)

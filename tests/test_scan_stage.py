@@ -147,3 +147,43 @@ def test_kmeans_heads_are_the_first_candidates(env_file, run_root):
     assert [r['epoch'] for r in log] == [0, 1] and 'loss' not in log[0]  # epoch 0: k-means, before any step
     kept = min(log, key=lambda r: r['val_loss'][r['head']])
     assert result['head'] == kept['head'] and result['acc'] == pytest.approx(kept['acc'][kept['head']], abs=1e-5)
+
+
+def test_heads_on_the_projection_through_every_stage(env_file, run_root):
+    """heads_on: projection: at step 0 the heads' input is the pretext model's normalised projection; the
+    projection head is saved with the heads, and self-labelling and eval.py rebuild the same model from the file."""
+    from easydict import EasyDict
+
+    import eval as evaluate
+    import selflabel
+    from data import get_dataset
+    from data.loaders import eval_loader
+    from data.transforms import val_transform
+    from models import contrastive_model_for, get_clustering_model
+    from utils.checkpoint import read_model_file
+    from utils.features import extract_features, predict
+    scan.main(scan_args(env_file, 'scan', 'heads_on=projection', 'head_init=kmeans', 'epochs=1'))
+    saved = read_model_file(str(run_root / 'scan' / 'model.pth.tar'))
+    assert saved.state['cluster_head.0.weight'].shape == (10, 64)  # the digits pretext's 64-d projection
+    pretext = read_model_file(str(run_root / 'pretext' / 'model.pth.tar')).state
+    cfg = scan.prepare(scan.parse_args(scan.base_parser('t'), scan_args(env_file, 'scan', 'heads_on=projection')),
+                       'clustering')[0]
+    data = get_dataset(cfg, 'val', val_transform(cfg.transformation_kwargs))
+    fresh = get_clustering_model(cfg, pretext)
+    scan.load_pretext_trunk(fresh, read_model_file(str(run_root / 'pretext' / 'model.pth.tar')))
+    source = contrastive_model_for(cfg, pretext)
+    source.load_state_dict(pretext)
+    expected = extract_features(source, eval_loader(data, cfg), 'cpu')[0]
+    assert torch.allclose(predict(fresh, eval_loader(data, cfg), 'cpu')['features'], expected, atol=1e-5)
+    # the epoch-0 k-means heads are the kept model unless a trained epoch beat them: either way eval.py and
+    # selflabel.py read the projection back from the file
+    single = get_clustering_model(EasyDict({**cfg, 'num_heads': 1}), saved.state)
+    single.load_state_dict(saved.single_head())
+    result = evaluate.main(['--config_env', env_file, '--config_exp', scan_args(env_file, 'scan')[3],
+                            '--model', str(run_root / 'scan' / 'model.pth.tar'), *TINY])
+    probs = predict(single, eval_loader(data, cfg), 'cpu')['probs'][0]
+    assert result['cluster_sizes'] == torch.bincount(probs.argmax(1), minlength=10).tolist()
+    selflabel.main(['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'selflabel',
+                    'selflabel_digits.yml'), *TINY[:-1], 'epochs=1', 'model_selection=val_loss'])
+    labelled = torch.load(run_root / 'selflabel' / 'model.pth.tar', weights_only=True)
+    assert 'contrastive_head.0.weight' in labelled and labelled['cluster_head.0.weight'].shape == (10, 64)

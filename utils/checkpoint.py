@@ -154,7 +154,7 @@ class ModelFile:
         return {k[len('backbone.'):]: v for k, v in self.state.items() if k.startswith('backbone.')}
 
     def single_head(self):
-        """Backbone + the selected head as cluster_head.0 (self-labelling, evaluation)."""
+        """Backbone (and projection) + the selected head as cluster_head.0 (self-labelling, evaluation)."""
         return single_head_state(self.state, self.head or 0)
 
 
@@ -189,11 +189,12 @@ def load_pretext_model(model, path):
 
 
 def single_head_state(state, head):
-    """A clustering state_dict with H heads -> backbone + that head as cluster_head.0 (self-labelling, eval)."""
+    """A clustering state_dict with H heads -> backbone (and projection head, when the heads sit on it) + that
+    head as cluster_head.0 (self-labelling, eval)."""
     prefix = f'cluster_head.{head}.'
     if not any(k.startswith(prefix) for k in state):
         heads = sorted({k.split('.')[1] for k in state if k.startswith('cluster_head.')})
         raise UserError(f'the model has no head {head} (heads: {", ".join(heads) or "none"})')
-    out = {k: v for k, v in state.items() if k.startswith('backbone.')}
+    out = {k: v for k, v in state.items() if k.startswith(('backbone.', 'contrastive_head.'))}
     out.update({'cluster_head.0.' + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
     return out

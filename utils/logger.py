@@ -69,3 +69,9 @@ def _fmt(v):
 
 def write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2) + '\n')
+
+
+def metric_words(metrics):
+    """'acc 0.9123, nmi 0.8765, ari 0.8012', or a note when there were no labels to compute them."""
+    words = ', '.join(f'{k} {metrics[k]:.4f}' for k in ('acc', 'nmi', 'ari') if metrics.get(k) is not None)
+    return words or 'no labels, no metrics'
