@@ -37,6 +37,13 @@ def test_layered_experiment_files_and_flags(env_file, tmp_path):
     assert cfg.optimizer_kwargs == {'lr': 0.01, 'momentum': 0.9, 'nesterov': False, 'weight_decay': 0.0005}
 
 
+def test_an_empty_mapping_override_empties_it(env_file):
+    cfg = cfg_from(['--config_env', env_file, '--config_exp', DIGITS_CFG, 'optimizer_kwargs={momentum: 0.5}',
+                    'augmentation_kwargs.random_affine={}', 'scheduler_kwargs={}'])
+    assert cfg.optimizer_kwargs.momentum == 0.5 and cfg.optimizer_kwargs.lr == 0.5  # a mapping merges
+    assert cfg.augmentation_kwargs.random_affine == {} and cfg.scheduler_kwargs == {}  # {} replaces
+
+
 def test_stage_sections(env_file, tmp_path):
     """One file for every stage: a stage reads the shared keys, then its own section (and `stage.key=` overrides);
     other stages' sections are skipped, not checked against this stage's schema."""

@@ -161,7 +161,11 @@ def _apply_override(cfg, schema, text, shown=None):
     if top not in schema:
         raise UserError(f"{source}: unknown key '{top}'; valid keys: {', '.join(sorted(schema))}")
     if len(path) == 1:
-        _merge_into(cfg, schema, {top: value}, source)
+        if value == {}:  # `key={}` empties the mapping (merging nothing into it would change nothing)
+            check_value(top, schema[top], value, source)
+            cfg[top] = {}
+        else:
+            _merge_into(cfg, schema, {top: value}, source)
         return
     node = cfg.get(top)
     for i, part in enumerate(path[1:-1], start=1):
