@@ -74,3 +74,10 @@ def test_ivf_above_exact_max_reports_its_recall_against_exact_search():
     recall = np.mean([len(set(a) & set(b)) / 11 for a, b in zip(approx[sample], exact[sample])])
     assert report['recall'] == pytest.approx(recall, abs=1e-3) and 0.3 < recall <= 1
     assert np.array_equal(approx[:, 0], np.arange(3000))
+
+
+def test_too_few_mined_neighbours_says_what_to_set():
+    from utils.errors import UserError
+    from utils.neighbors import neighbor_lists
+    with pytest.raises(UserError, match='has 1 neighbours per sample, fewer than the 3 asked for; set num_neighbors=1'):
+        neighbor_lists(np.array([[0, 1], [1, 0]]), 3)

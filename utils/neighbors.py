@@ -126,7 +126,9 @@ def neighbor_lists(indices, k):
     order = torch.argsort((~others).to(torch.int8), dim=1, stable=True)  # others first, in mined order
     lists = torch.gather(indices, 1, order)[:, :k]
     if (others.sum(1) < k).any():
-        raise UserError(f'the neighbours file has fewer than {k} neighbours per sample; mine more (num_neighbors)')
+        have = int(others.sum(1).min())
+        raise UserError(f'the neighbours file has {have} neighbours per sample, fewer than the {k} asked for; '
+                        f'set num_neighbors={have} (or mine more in the pretext stage when it has more images)')
     return lists
 
 
