@@ -8,13 +8,14 @@ from methods import get_method
 from stages.schema import AFTER_PRETEXT, ENV, RESUME_MAY_DIFFER, SCHEMAS, add_paths
 from utils import distributed
 from utils.checkpoint import atomic_save, load_file
-from utils.common import get_device, seed_all
+from utils.common import get_device, keep_freed_memory, seed_all
 from utils.config import load_config, read_yaml, save_config, to_plain
 from utils.errors import UserError, one_line
 
 
 def run_cli(main_fn):
     """Call a stage; a UserError becomes one line on stderr and exit code 2."""
+    keep_freed_memory()
     try:
         return main_fn()
     except UserError as e:

@@ -1,7 +1,11 @@
-"""The install files: pins that keep CPU machines off multi-GB CUDA wheels, and the conda file for GPU users."""
+"""The install files: pins that keep CPU machines off multi-GB CUDA wheels, and the conda file for GPU users;
+the process setting every stage applies at start."""
 import os
+import platform
 import re
+import sys
 
+import pytest
 import yaml
 
 from conftest import ROOT
@@ -32,3 +36,9 @@ def test_torchvision_workaround_lives_in_one_place():
                 if re.search(r'^\s*(import torchvision|from torchvision)', text, re.M):
                     hits.append(os.path.relpath(os.path.join(folder, f), ROOT))
     assert hits == [os.path.join('utils', 'tv.py')]
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux') or platform.libc_ver()[0] != 'glibc', reason='glibc only')
+def test_freed_memory_is_kept_on_glibc():
+    from utils.common import keep_freed_memory
+    assert keep_freed_memory() is True
