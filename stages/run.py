@@ -25,6 +25,8 @@ def run_cli(main_fn):
         print('interrupted; the last finished epoch is in checkpoint.pth.tar (continue with --resume)',
               file=sys.stderr)
         raise SystemExit(130)
+    finally:
+        distributed.shutdown()
 
 
 def prepare(args, stage):

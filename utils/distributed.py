@@ -35,6 +35,13 @@ def init(device):
     return device
 
 
+def shutdown():
+    """Leave the process group before the interpreter exits (gloo's threads torn down at exit can abort a rank:
+    'terminate called without an active exception')."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def world():
     return dist.get_world_size() if dist.is_initialized() else 1
 
