@@ -95,9 +95,9 @@ def keep_best(record, report, best, model, cfg):
 
 
 def kmeans_heads(model, cfg, train_eval, device):
-    """Start every head from k-means on the train split's features under the heads (head h: k-means seed cfg.seed + h, so
-    the heads differ): its argmax is k-means' assignment, its softness the mean squared distance to the assigned
-    centroid. Returns each head's k-means inertia per sample."""
+    """Start every head from k-means on the train split's features under the heads (head h: k-means seed
+    cfg.seed + h, so the heads differ): its argmax is k-means' assignment, its softness the mean squared distance
+    to the assigned centroid. Returns each head's k-means inertia per sample."""
     from sklearn.cluster import KMeans  # only this option needs scikit-learn's k-means
     features = predict(model, eval_loader(train_eval, cfg), device)['features'].double().numpy()
     spread = []
@@ -110,14 +110,12 @@ def kmeans_heads(model, cfg, train_eval, device):
 
 def choose_num_clusters(cfg):
     """num_classes: auto -> the number of clusters whose partition of the train split's kNN graph has the highest
-    modularity within k_range (utils/num_clusters.py); writes num_clusters.png. Returns {k: modularity}, or None
-    when num_classes is given."""
+    modularity within k_range (utils/num_clusters.py). Returns {k: modularity}, or None when num_classes is
+    given."""
     if cfg.num_classes != 'auto':
         return None
     chosen, scores = estimate_num_clusters(np.load(cfg.topk_neighbors_train_path), cfg.k_range)
     cfg.num_classes = chosen
-    os.makedirs(cfg.scan_dir, exist_ok=True)
-    save_num_clusters_plot(scores, chosen, os.path.join(cfg.scan_dir, 'num_clusters.png'))
     print(f'num_classes: auto -> {chosen} clusters (the highest modularity of the kNN graph within k_range '
           f'{list(cfg.k_range)}: {scores.get(chosen, float("nan")):.4f})')
     return scores
@@ -153,6 +151,8 @@ def run(args):
     load_pretext_trunk(model, pretext)
     method = method_class(cfg)
     state = start_run(cfg.scan_dir, cfg, 'clustering', cfg.scan_checkpoint, args.resume)
+    if k_scores is not None:
+        save_num_clusters_plot(k_scores, cfg.num_classes, os.path.join(cfg.scan_dir, 'num_clusters.png'))
 
     if cfg.update_cluster_head_only:
         for module in model.trunk():

@@ -72,7 +72,8 @@ def image_statistics(dataset):
                             'transformation_kwargs.normalize: {mean: [...], std: [...]}')
         pixels = torch.from_numpy(np.stack(images).reshape(len(images), *images[0].shape[:2], -1)).permute(0, 3, 1, 2)
     x = pixels.float().div(255).transpose(0, 1).flatten(1)
-    return {'mean': [round(v, 4) for v in x.mean(1).tolist()], 'std': [round(max(v, 1e-3), 4) for v in x.std(1).tolist()]}
+    return {'mean': [round(v, 4) for v in x.mean(1).tolist()],
+            'std': [round(max(v, 1e-3), 4) for v in x.std(1).tolist()]}
 
 
 def complete_transforms(cfg, train_set):

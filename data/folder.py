@@ -96,7 +96,8 @@ class ImageFolder(FileDataset):
     def uint8_tensor(self):
         if self.data is None:
             return super().uint8_tensor()
-        return torch.from_numpy(np.ascontiguousarray(convert_array(self.data, self.channels))).permute(0, 3, 1, 2).contiguous()
+        data = np.ascontiguousarray(convert_array(self.data, self.channels))
+        return torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
 
 
 class ImageNetSubset(FileDataset):
