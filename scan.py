@@ -131,8 +131,8 @@ def load_pretext_trunk(model, found):
     """The pretext model's backbone (and projection head, when the heads sit on it) into the clustering model."""
     load_weights(model.backbone, found.backbone(), f'pretext model {found.path} (backbone)')
     if hasattr(model, 'contrastive_head'):
-        head = {k[len('contrastive_head.'):]: v for k, v in found.state.items() if k.startswith('contrastive_head.')}
-        load_weights(model.contrastive_head, head, f'pretext model {found.path} (projection head)')
+        load_weights(model.contrastive_head, found.part('contrastive_head'),
+                     f'pretext model {found.path} (projection head)')
 
 
 def main(argv=None):

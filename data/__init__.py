@@ -2,7 +2,6 @@
 import inspect
 
 import numpy as np
-import torch
 
 from data.base import ImageDataset, SubsetDataset
 from data.cifar import CIFAR10, CIFAR20
@@ -63,14 +62,12 @@ STATS_SAMPLE = 5000  # images the normalisation statistics are computed from (a 
 def image_statistics(dataset):
     """Per-channel mean and std of the pixels in [0, 1] of (up to STATS_SAMPLE of) the images, 4 decimals."""
     indices = subset_indices(len(dataset), STATS_SAMPLE)
-    if getattr(dataset, 'data', None) is not None:
-        pixels = dataset.uint8_tensor() if indices is None else dataset.uint8_tensor()[torch.from_numpy(indices)]
-    else:
-        images = [np.asarray(dataset.get_image(int(i))) for i in (range(len(dataset)) if indices is None else indices)]
-        if len({a.shape for a in images}) > 1:
-            raise UserError('the images differ in size: set db_kwargs.image_size (image_folder), or '
-                            'transformation_kwargs.normalize: {mean: [...], std: [...]}')
-        pixels = torch.from_numpy(np.stack(images).reshape(len(images), *images[0].shape[:2], -1)).permute(0, 3, 1, 2)
+    sample = dataset if indices is None else SubsetDataset(dataset, indices)
+    try:
+        pixels = sample.uint8_tensor()
+    except UserError:  # its advice is about augmentation; here the statistics need equal sizes
+        raise UserError('the images differ in size: set db_kwargs.image_size (image_folder), or '
+                        'transformation_kwargs.normalize: {mean: [...], std: [...]}') from None
     x = pixels.float().div(255).transpose(0, 1).flatten(1)
     return {'mean': [round(v, 4) for v in x.mean(1).tolist()],
             'std': [round(max(v, 1e-3), 4) for v in x.std(1).tolist()]}

@@ -149,9 +149,13 @@ class ModelFile:
     def num_clusters(self):
         return None if self.kind != 'clustering' else self.single_head()['cluster_head.0.weight'].shape[0]
 
+    def part(self, module):
+        """The weights of one top-level module ('backbone', 'contrastive_head'), without its prefix."""
+        prefix = module + '.'
+        return {k[len(prefix):]: v for k, v in self.state.items() if k.startswith(prefix)}
+
     def backbone(self):
-        """The backbone's weights, without the 'backbone.' prefix."""
-        return {k[len('backbone.'):]: v for k, v in self.state.items() if k.startswith('backbone.')}
+        return self.part('backbone')
 
     def single_head(self):
         """Backbone (and projection) + the selected head as cluster_head.0 (self-labelling, evaluation)."""
