@@ -6,7 +6,7 @@ Reads <root_dir>/<name>/pretext/{model.pth.tar, topk-*-neighbors.npy} from simcl
 <root_dir>/<name>/scan/: config.yml, log.jsonl, training_curve.png, checkpoint.pth.tar (--resume),
 model.pth.tar = {'model': state_dict, 'head': int} (SCAN's layout; the epoch and head with the
 lowest label-free val loss) and metrics.json {acc, nmi, ari, head, num_classes, seconds}. With
-num_classes: auto the number of clusters is estimated first (num_clusters.png, k_modularity in metrics.json).
+num_classes: auto the number of clusters is estimated first (num_clusters.png, k_estimate in metrics.json).
 """
 import os
 import time
@@ -109,16 +109,16 @@ def kmeans_heads(model, cfg, train_eval, device):
 
 
 def choose_num_clusters(cfg):
-    """num_classes: auto -> the number of clusters whose partition of the train split's kNN graph has the highest
-    modularity within k_range (utils/num_clusters.py). Returns {k: modularity}, or None when num_classes is
+    """num_classes: auto -> the number of communities of the train split's shared-neighbour graph, small ones
+    merged, within k_range (utils/num_clusters.py). Returns the estimate's report, or None when num_classes is
     given."""
     if cfg.num_classes != 'auto':
         return None
-    chosen, scores = estimate_num_clusters(np.load(cfg.topk_neighbors_train_path), cfg.k_range)
+    chosen, report = estimate_num_clusters(np.load(cfg.topk_neighbors_train_path), cfg.k_range)
     cfg.num_classes = chosen
-    print(f'num_classes: auto -> {chosen} clusters (the highest modularity of the kNN graph within k_range '
-          f'{list(cfg.k_range)}: {scores.get(chosen, float("nan")):.4f})')
-    return scores
+    print(f"num_classes: auto -> {chosen} clusters ({len(report['community_sizes'])} communities in the neighbour "
+          f"graph, those under {report['min_size']:g} images merged; k_range {list(cfg.k_range)})")
+    return report
 
 
 def read_pretext_model(path):
@@ -145,14 +145,14 @@ def run(args):
     evaluation, train_set, val_set = clustering_data(cfg)
     train_lists = load_neighbors(cfg.topk_neighbors_train_path, len(train_set), cfg.num_neighbors, 'train')
     val_lists = load_neighbors(cfg.topk_neighbors_val_path, len(val_set), None, 'val')
-    k_scores = choose_num_clusters(cfg)
+    k_report = choose_num_clusters(cfg)
     pretext = read_pretext_model(cfg.pretext_model)
     model = get_clustering_model(cfg, pretext.state if cfg.heads_on == 'projection' else None).to(device)
     load_pretext_trunk(model, pretext)
     method = method_class(cfg)
     state = start_run(cfg.scan_dir, cfg, 'clustering', cfg.scan_checkpoint, args.resume)
-    if k_scores is not None:
-        save_num_clusters_plot(k_scores, cfg.num_classes, os.path.join(cfg.scan_dir, 'num_clusters.png'))
+    if k_report is not None:
+        save_num_clusters_plot(k_report, cfg.num_classes, os.path.join(cfg.scan_dir, 'num_clusters.png'))
 
     if cfg.update_cluster_head_only:
         for module in model.trunk():
@@ -193,8 +193,8 @@ def run(args):
     log.plot(os.path.join(cfg.scan_dir, 'training_curve.png'), ['loss', 'val_loss', 'acc', 'entropy'])
     result = {**best['metrics'], 'head': best.get('head'), 'num_classes': cfg.num_classes,
               'seconds': round(time.time() - t_start, 1)}
-    if k_scores is not None:
-        result['k_modularity'] = {str(k): v for k, v in k_scores.items()}
+    if k_report is not None:
+        result['k_estimate'] = k_report
     write_json(os.path.join(cfg.scan_dir, 'metrics.json'), result)
     print(f"selected head {result['head']} (epoch {best.get('epoch')}, val loss {best['loss']:.4f}): "
           + metric_words(best['metrics']) + f"; wrote {cfg.scan_dir}")

@@ -2,9 +2,11 @@
 import networkx as nx
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from utils.errors import UserError
-from utils.num_clusters import RESOLUTION, estimate_num_clusters, knn_graph, modularity_path
+from utils.num_clusters import (RESOLUTION, estimate_num_clusters, knn_graph, merge_small, modularity_path,
+                                shared_neighbour_graph)
 
 
 def planted_neighbours(groups, size, k, noise, seed=0):
@@ -24,15 +26,48 @@ def planted_neighbours(groups, size, k, noise, seed=0):
 
 @pytest.mark.parametrize('groups', [3, 5, 8])
 def test_planted_groups_are_found(groups):
-    k, scores = estimate_num_clusters(planted_neighbours(groups, 60, 10, noise=0.1), [2, 12])
-    assert k == groups and scores[k] == max(scores.values())
+    k, report = estimate_num_clusters(planted_neighbours(groups, 60, 10, noise=0.1), [2, 12])
+    assert k == groups and sum(report['community_sizes']) == groups * 60
+
+
+def test_k_range_bounds_the_estimate():
+    indices = planted_neighbours(8, 40, 10, noise=0.05)
+    assert estimate_num_clusters(indices, [2, 5])[0] == 5  # merged down to k_max by modularity
+    assert estimate_num_clusters(indices, [10, 20])[0] == 10  # fewer communities than k_min: k_min
+
+
+def test_shared_neighbour_weights_are_jaccard_overlaps():
+    indices = planted_neighbours(3, 20, 5, noise=0.3, seed=2)
+    graph = shared_neighbour_graph(indices).toarray()
+    adjacency = knn_graph(indices).toarray()
+    lists = [set(row) for row in indices.tolist()]
+    for i in range(len(indices)):
+        for j in range(len(indices)):
+            expected = len(lists[i] & lists[j]) / len(lists[i] | lists[j]) if adjacency[i, j] else 0.0
+            assert graph[i, j] == pytest.approx(expected)
+
+
+def test_a_small_community_joins_the_one_it_is_linked_to():
+    # communities 0, 1, 2 of 10 nodes, 3 of 3 nodes tied to community 1 by most of its cross edges
+    labels = np.repeat([0, 1, 2, 3], [10, 10, 10, 3])
+    graph = np.zeros((33, 33))
+    for c in range(4):
+        members = np.flatnonzero(labels == c)
+        graph[np.ix_(members, members)] = 1
+    graph[30:33, 10:13] = graph[10:13, 30:33] = 1  # 9 links to community 1
+    graph[30, 0] = graph[0, 30] = 1  # 1 link to community 0
+    np.fill_diagonal(graph, 0)
+    merged, bound = merge_small(sp.csr_matrix(graph), labels, 0.5, 2)
+    assert merged.tolist() == [0] * 10 + [1] * 10 + [2] * 10 + [1] * 3 and bound == 5.0
+    assert merge_small(sp.csr_matrix(graph), labels, 0.2, 2)[0].tolist() == labels.tolist()  # 3 >= 0.2 * 10
+    assert merge_small(sp.csr_matrix(graph), labels, 0.5, 4)[0].tolist() == labels.tolist()  # k_min reached
 
 
 def test_modularity_along_the_merge_path_matches_networkx():
     indices = planted_neighbours(4, 30, 6, noise=0.3, seed=1)
     graph = knn_graph(indices)
     G = nx.from_scipy_sparse_array(graph)
-    start = [list(range(i, i + 15)) for i in range(0, 120, 15)]  # 8 communities: halves of the planted groups
+    start = np.arange(120) // 15  # 8 communities: halves of the planted groups
     path = modularity_path(graph, start, 2)
     assert sorted(path) == list(range(2, 9))
     for k, (q, labels) in path.items():

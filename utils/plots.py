@@ -65,15 +65,18 @@ def save_bar_chart(rows, metrics, path, title='', dpi=100):
     plt.close(fig)
 
 
-def save_num_clusters_plot(scores, chosen, path, dpi=100):
-    """The criterion (modularity of the kNN graph's partition) for each number of clusters, the chosen one marked."""
+def save_num_clusters_plot(report, chosen, path, dpi=100):
+    """The communities of the neighbour graph by size, and the size under which they were merged
+    (utils/num_clusters.estimate_num_clusters's report)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3), dpi=dpi)
-    ks = sorted(scores)
-    ax.bar(ks, [scores[k] for k in ks], color=['tab:red' if k == chosen else 'tab:blue' for k in ks])
-    ax.set_xticks(ks, [str(k) for k in ks], fontsize=7)
-    ax.set_xlabel('number of clusters K')
-    ax.set_ylabel('modularity of the kNN graph')
+    sizes = report['community_sizes']
+    ax.bar(range(1, len(sizes) + 1), sizes,
+           color=['tab:blue' if s >= report['min_size'] else 'tab:gray' for s in sizes])
+    ax.axhline(report['min_size'], color='tab:red', linestyle='--', linewidth=1, label='merged below')
+    ax.set_xlabel('community of the neighbour graph, largest first')
+    ax.set_ylabel('images')
+    ax.legend(fontsize=7)
     ax.set_title(f'number of clusters: K = {chosen}', fontsize=9)
     ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
