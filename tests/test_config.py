@@ -37,6 +37,18 @@ def test_layered_experiment_files_and_flags(env_file, tmp_path):
     assert cfg.optimizer_kwargs == {'lr': 0.01, 'momentum': 0.9, 'nesterov': False, 'weight_decay': 0.0005}
 
 
+def test_numbers_in_scientific_notation(env_file, tmp_path):
+    extra = tmp_path / 'lr.yml'
+    extra.write_text('optimizer_kwargs: {lr: 1e-4, weight_decay: 5E-4}\n')
+    cfg = cfg_from(['--config_env', env_file, '--config_exp', DIGITS_CFG, str(extra)])
+    assert cfg.optimizer_kwargs.lr == 1e-4 and cfg.optimizer_kwargs.weight_decay == 5e-4
+    cfg = cfg_from(['--config_env', env_file, '--config_exp', DIGITS_CFG, 'optimizer_kwargs.lr=2e-3',
+                    'optimizer_kwargs.weight_decay=+0.5e-4'])
+    assert cfg.optimizer_kwargs.lr == 2e-3 and cfg.optimizer_kwargs.weight_decay == 5e-5
+    with pytest.raises(UserError, match="'optimizer_kwargs.lr' must be a number, got '1e-4x'"):
+        cfg_from(['--config_env', env_file, '--config_exp', DIGITS_CFG, 'optimizer_kwargs.lr=1e-4x'])
+
+
 def test_an_empty_mapping_override_empties_it(env_file):
     cfg = cfg_from(['--config_env', env_file, '--config_exp', DIGITS_CFG, 'optimizer_kwargs={momentum: 0.5}',
                     'augmentation_kwargs.random_affine={}', 'scheduler_kwargs={}'])

@@ -13,6 +13,7 @@ consumer.
 import argparse
 import copy
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, Union
 
@@ -64,13 +65,27 @@ def check_value(key, spec, value, source):
         raise UserError(f"{source}: '{key}' is {value!r}; valid choices: {', '.join(map(str, choices))}")
 
 
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads 1e-4 and 5E3 as numbers (YAML 1.1 wants a dot, 1.0e-4; people write
+    learning rates without one)."""
+
+
+YamlLoader.add_implicit_resolver('tag:yaml.org,2002:float',
+                                 re.compile(r'^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$'),
+                                 list('-+0123456789.'))
+
+
+def load_yaml(stream):
+    return yaml.load(stream, Loader=YamlLoader)
+
+
 def read_yaml(path, what):
     """Read a YAML mapping; a missing, unreadable or malformed file is a one-line UserError."""
     if not os.path.isfile(path):
         raise UserError(f"{what} file not found: {path}")
     try:
         with open(path) as f:
-            data = yaml.safe_load(f)
+            data = load_yaml(f)
     except yaml.YAMLError as e:
         mark = getattr(e, 'problem_mark', None)
         where = f' (line {mark.line + 1}, column {mark.column + 1})' if mark else ''
@@ -146,7 +161,7 @@ def parse_override(text):
         raise UserError(f"override '{text}' must look like key=value (e.g. epochs=10)")
     key, raw = text.split('=', 1)
     try:
-        value = yaml.safe_load(raw) if raw != '' else None
+        value = load_yaml(raw) if raw != '' else None
     except yaml.YAMLError:
         raise UserError(f"override '{text}': the value is not valid YAML") from None
     if not key or any(part == '' for part in key.split('.')):
