@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.checkpoint import atomic_save, load_file
+from utils.checkpoint import atomic_save, atomic_save_npy, atomic_write_text, load_file
 from utils.errors import UserError
 
 
@@ -56,3 +56,18 @@ def test_atomic_save_leaves_the_old_file_when_writing_fails(tmp_path):
     with pytest.raises(pickle.PicklingError):
         atomic_save({'epoch': 2, 'x': Unsaveable()}, path)
     assert torch.load(path)['epoch'] == 1 and os.listdir(tmp_path) == ['checkpoint.pth.tar']
+
+
+@pytest.mark.parametrize('umask', [0o022, 0o002, 0o077])
+def test_saved_files_follow_the_umask_like_open(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        atomic_save({'a': torch.zeros(1)}, str(tmp_path / 'model.pth.tar'))
+        atomic_save_npy(np.zeros(3), str(tmp_path / 'n.npy'))
+        atomic_write_text(str(tmp_path / 'config.yml'), 'a: 1\n')
+        with open(tmp_path / 'plain.txt', 'w') as f:
+            f.write('x')
+    finally:
+        os.umask(previous)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {name: 0o666 & ~umask for name in ('model.pth.tar', 'n.npy', 'config.yml', 'plain.txt')}

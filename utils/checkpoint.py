@@ -14,8 +14,15 @@ from utils.errors import UserError
 PREFIXES = ('module.', '_orig_mod.')  # DataParallel/DDP and torch.compile wrappers
 
 
+def current_umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path, write):
-    """Write through a temporary file and rename; under torchrun only rank 0 writes."""
+    """Write through a temporary file and rename; under torchrun only rank 0 writes. The file gets the mode open()
+    would give it (0666 less the umask), not the temporary file's 0600."""
     if not is_main():
         return
     folder = os.path.dirname(os.path.abspath(path))
@@ -24,6 +31,7 @@ def _atomic(path, write):
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
