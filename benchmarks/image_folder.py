@@ -7,9 +7,9 @@ and self-label stages again on the same pretext model with num_classes=10 given,
 --folder adds one run (seed 1, K found) of the four stages on another folder: the README's timing of a folder of
 10,000 small photos comes from the CIFAR-10 (JPEG) copy's test split.
 
-Shares its pretext runs with benchmarks/num_clusters.py (<out>/seed<k>/digits/pretext; a finished stage is not
-rerun, and its seconds are the ones that stage wrote). Writes benchmarks/results/image_folder.{json,md} and
-replaces the README block 'image-folder'. Run it alone on the machine: the seconds are part of the result.
+Every run has its own folder (<out>/seed<k>/, <out>/seed<k>-k10/, <out>/folders/). Writes
+benchmarks/results/image_folder.{json,md} and replaces the README block 'image-folder'. Run it alone on the machine:
+the seconds are part of the result.
 """
 import argparse
 import json
@@ -29,22 +29,27 @@ import selflabel  # noqa: E402
 import simclr  # noqa: E402
 from accuracy import machine, update_readme  # noqa: E402
 from data.base import IMAGE_EXTENSIONS  # noqa: E402
-from num_clusters import TEMPLATE, run_case  # noqa: E402
+from digits_folder import write_digits  # noqa: E402
+from num_clusters import TEMPLATE  # noqa: E402
 from utils.checkpoint import atomic_write_text  # noqa: E402
 
 TRUE_K = 10
 
 
-def stages_after_pretext(folder, root, seed, extra):
-    """scan.py, selflabel.py and eval.py as the README gives them; returns (scan, selflabel, eval seconds)."""
+def four_stages(folder, root, seed, extra):
+    """simclr.py, scan.py, selflabel.py and eval.py as the README gives them; returns (scan's and selflabel's
+    metrics, {stage: seconds})."""
     args = ['--config_exp', TEMPLATE, f'db_kwargs.path={folder}', f'root_dir={root}', '--seed', str(seed), *extra]
+    pretext = simclr.main(args)
     clustering = scan.main(args)
     labelled = selflabel.main(args)
     t0 = time.time()
     model = os.path.join(root, os.path.basename(folder), 'selflabel', 'model.pth.tar')
     evaluate.main(['--config_exp', TEMPLATE, f'db_kwargs.path={folder}', f'root_dir={root}', *extra,
                    '--model', model, '--visualize_prototypes', '--predict', folder])
-    return clustering, labelled, round(time.time() - t0, 1)
+    seconds = {'pretext': pretext['seconds'], 'clustering': clustering['seconds'], 'selflabel': labelled['seconds'],
+               'eval': round(time.time() - t0, 1)}
+    return clustering, labelled, seconds
 
 
 def count_images(folder):
@@ -53,26 +58,19 @@ def count_images(folder):
 
 def run_folder(folder, out, extra):
     """All four stages on any folder (seed 1, K found)."""
-    root = os.path.join(out, 'folders')
-    t0 = time.time()
-    simclr.main(['--config_exp', TEMPLATE, f'db_kwargs.path={folder}', f'root_dir={root}', '--seed', '1', *extra])
-    pretext_seconds = round(time.time() - t0, 1)
-    clustering, labelled, eval_seconds = stages_after_pretext(folder, root, 1, extra)
-    seconds = {'pretext': pretext_seconds, 'clustering': clustering['seconds'], 'selflabel': labelled['seconds'],
-               'eval': eval_seconds}
+    clustering, labelled, seconds = four_stages(folder, os.path.join(out, 'folders'), 1, extra)
     return {'data': f'{os.path.normpath(folder)} ({count_images(folder):,} images)', 'seed': 1,
             'k': clustering['num_classes'], 'clustering_acc': clustering['acc'], 'selflabel_acc': labelled['acc'],
             'given_selflabel_acc': None, 'seconds': seconds, 'total_seconds': round(sum(seconds.values()), 1)}
 
 
 def run_seed(seed, out, extra):
-    estimate = run_case('digits (10 classes)', None, seed, out, extra)
     folder = os.path.join(out, 'images', 'digits')
+    if not os.path.isdir(folder):
+        write_digits(folder, 32)
     root = os.path.join(out, f'seed{seed}')
     pretext_dir = os.path.join(root, 'digits', 'pretext')
-    with open(os.path.join(pretext_dir, 'metrics.json')) as f:
-        pretext_seconds = json.load(f)['seconds']
-    clustering, labelled, eval_seconds = stages_after_pretext(folder, root, seed, extra)
+    clustering, labelled, seconds = four_stages(folder, root, seed, extra)
     given_root = os.path.join(out, f'seed{seed}-k{TRUE_K}')  # the same pretext model, K given
     if not os.path.isdir(os.path.join(given_root, 'digits', 'pretext')):
         shutil.copytree(pretext_dir, os.path.join(given_root, 'digits', 'pretext'))
@@ -81,10 +79,7 @@ def run_seed(seed, out, extra):
                                   '--seed', str(seed), *given])
     given_labelled = selflabel.main(['--config_exp', TEMPLATE, f'db_kwargs.path={folder}',
                                      f'root_dir={given_root}', '--seed', str(seed), *given])
-    seconds = {'pretext': pretext_seconds, 'clustering': clustering['seconds'], 'selflabel': labelled['seconds'],
-               'eval': eval_seconds}
     return {'data': 'digits (1,797 images)', 'seed': seed, 'k': clustering['num_classes'],
-            'k_estimate': estimate['k'],
             'clustering_acc': clustering['acc'], 'selflabel_acc': labelled['acc'],
             'given_clustering_acc': given_clustering['acc'], 'given_selflabel_acc': given_labelled['acc'],
             'seconds': seconds, 'total_seconds': round(sum(seconds.values()), 1)}
@@ -107,7 +102,7 @@ def markdown(rows):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seeds', type=int, default=2)
-    parser.add_argument('--out', default=os.path.join(ROOT, 'results', 'benchmarks', 'num-clusters'))
+    parser.add_argument('--out', default=os.path.join(ROOT, 'results', 'benchmarks', 'image-folder'))
     parser.add_argument('--folder', action='append', default=[], help='another image folder to time')
     parser.add_argument('--results', default=os.path.join(HERE, 'results'))
     parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
