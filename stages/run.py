@@ -11,6 +11,7 @@ from utils.checkpoint import atomic_save, load_file
 from utils.common import get_device, keep_freed_memory, seed_all
 from utils.config import load_config, read_yaml, save_config, to_plain
 from utils.errors import UserError, one_line
+from utils.optim import check_optimizer
 
 
 def run_cli(main_fn):
@@ -43,6 +44,7 @@ def prepare(args, stage):
         cfg.criterion = cfg.setup
     if isinstance(cfg.num_classes, str) and cfg.num_classes != 'auto':
         raise UserError(f"num_classes must be a number or auto, got {cfg.num_classes!r}")
+    check_optimizer(cfg)
     method = get_method(stage, cfg.setup)
     cfg.criterion_kwargs = method.resolve_kwargs(cfg.setup, cfg.criterion_kwargs)
     if stage != 'pretext':

@@ -27,8 +27,8 @@ COMMON = {
     'val_db_name': Key(REQUIRED, str, DATASETS),
     'train_split': 'train',
     'val_split': 'test',
-    'train_subset': Key(None, int),       # train on a fixed random subset of this many images
-    'val_subset': Key(None, int),
+    'train_subset': Key(None, int, minimum=1),  # train on a fixed random subset of this many images
+    'val_subset': Key(None, int, minimum=1),
     'db_kwargs': {},                      # image_folder: {path, labels}; imagenet: {path, subset_file}
     'channels': Key(3, int, (1, 3)),      # images are converted to this many channels
     'num_classes': Key(None, (int, str)),  # clusters: a number or 'auto' (estimated without labels; k_range)
@@ -37,9 +37,9 @@ COMMON = {
     # evaluation transform {crop_size, normalize: {mean, std}}; left out: the images' size and the train split's
     # statistics (augmentation_kwargs without normalize or crop size take these)
     'transformation_kwargs': Key({}, dict),
-    'epochs': Key(REQUIRED, int),
-    'batch_size': Key(REQUIRED, int),
-    'num_workers': 2,
+    'epochs': Key(REQUIRED, int, minimum=1),
+    'batch_size': Key(REQUIRED, int, minimum=1),
+    'num_workers': Key(2, int, minimum=0),
     'optimizer': Key('sgd', str, ('sgd', 'adam', 'adamw')),
     'optimizer_kwargs': Key(REQUIRED, dict),
     'scheduler': Key('constant', str, ('constant', 'cosine', 'step')),
@@ -65,13 +65,13 @@ PRETEXT = {
     'augmentation_strategy': Key('simclr', str, ('simclr',)),
     'augmentation_kwargs': Key(REQUIRED, dict),
     'augment_on_device': False,           # batched augmentation on the training device (fast path)
-    'num_neighbors': 20,                  # K mined per train sample (written as K + 1 columns)
+    'num_neighbors': Key(20, int, minimum=1),  # K mined per train sample (written as K + 1 columns)
     'num_val_neighbors': 5,
     'mining_features': Key('head', str, ('head', 'backbone')),
     'exact_search_max': 1000000,          # above this many images: approximate (faiss IVF) mining, recall reported
     'knn_k': 100,                         # weighted-kNN monitoring (labels used only for the report)
     'knn_temperature': 0.1,
-    'knn_every': 1,                       # epochs between kNN reports; 0 = only at the end
+    'knn_every': Key(1, int, minimum=0),  # epochs between kNN reports; 0 = only at the end
 }
 
 # The stages after the pretext take these from the pretext run's config.yml when the config leaves them at
@@ -92,12 +92,12 @@ CLUSTERING = {
     'num_classes': Key(None, (int, str)),
     'k_range': [2, 20],
     'overclustering': False,              # allow num_classes above the dataset's class count
-    'num_heads': 1,
+    'num_heads': Key(1, int, minimum=1),
     'update_cluster_head_only': False,    # freeze the backbone (eval mode, no gradients)
     'head_init': Key('random', str, ('random', 'kmeans')),  # kmeans: heads start as k-means on the features
     # the heads' input: the backbone features (SCAN, NNM) or the pretext's L2-normalised projection, trained on
     'heads_on': Key('backbone', str, ('backbone', 'projection')),
-    'num_neighbors': 20,                  # the neighbour of each anchor is drawn from its first K mined ones
+    'num_neighbors': Key(20, int, minimum=1),  # the neighbour of each anchor is drawn from its first K mined ones
     # NNM's in-batch neighbours from the backbone features of: the strong anchor view (published) or its
     # weak view (the evaluation transform, one extra forward pass without gradients in eval mode)
     'local_neighbor_view': Key('strong', str, ('strong', 'weak')),

@@ -95,6 +95,12 @@ def test_defaults_fill_unset_keys(env_file):
     ('backbone=resnet19', "valid choices: resnet18, resnet18_cifar, resnet18_stl, resnet50, small_cnn"),
     ('train_db_name=mnist', "valid choices: cifar-10, cifar-20, stl-10, imagenet, image_folder, digits"),
     ('optimizer_kwargs.lr=fast', "'optimizer_kwargs.lr' must be a number, got 'fast'"),
+    ('optimizer_kwargs.lr=-1', 'do not fit sgd: Invalid learning rate: -1'),
+    ('optimizer_kwargs.weight_decay=-1', 'do not fit sgd: Invalid weight_decay value: -1'),
+    ('optimizer_kwargs.betas=[0.9, 0.99]', "do not fit sgd: SGD.__init__() got an unexpected keyword argument 'betas'"),
+    ('optimizer_kwargs.lr=null', 'optimizer_kwargs.lr must be set to a number, got None'),
+    ('batch_size=0', "'batch_size' must be at least 1, got 0"),
+    ('epochs=-3', "'epochs' must be at least 1, got -3"),
     ('epochs', "must look like key=value"),
     ('root_dir=[1, 2]', "'root_dir' must be a str"),
 ])

@@ -32,6 +32,7 @@ class Key:
     default: Any = REQUIRED
     type: Any = None  # a type or tuple of types; inferred from the default when None
     choices: Union[Sequence, Callable[[], Sequence], None] = None
+    minimum: Any = None  # the smallest valid number
 
     def types(self):
         if self.type is not None:
@@ -60,6 +61,8 @@ def check_value(key, spec, value, source):
     wrong_bool = isinstance(value, bool) and bool not in (types or (bool,))
     if types and (wrong_bool or not isinstance(value, types)):
         raise UserError(f"{source}: '{key}' must be a {_type_names(types)}, got {value!r}")
+    if spec.minimum is not None and value < spec.minimum:
+        raise UserError(f"{source}: '{key}' must be at least {spec.minimum}, got {value!r}")
     choices = spec.valid_choices()
     if choices is not None and value not in choices:
         raise UserError(f"{source}: '{key}' is {value!r}; valid choices: {', '.join(map(str, choices))}")

@@ -10,10 +10,18 @@ OPTIMIZERS = {'sgd': torch.optim.SGD, 'adam': torch.optim.Adam, 'adamw': torch.o
 
 
 def get_optimizer(cfg, params):
+    if not isinstance(cfg.optimizer_kwargs.get('lr'), (int, float)) or isinstance(cfg.optimizer_kwargs['lr'], bool):
+        raise UserError(f"optimizer_kwargs.lr must be set to a number, got {cfg.optimizer_kwargs.get('lr')!r}")
     try:
         return OPTIMIZERS[cfg.optimizer](params, **cfg.optimizer_kwargs)
-    except TypeError as e:
-        raise UserError(f'optimizer_kwargs do not fit {cfg.optimizer}: {e}') from None
+    except (TypeError, ValueError) as e:  # an unknown keyword; torch's range checks (lr, momentum, ...)
+        raise UserError(f'optimizer_kwargs {dict(cfg.optimizer_kwargs)} do not fit {cfg.optimizer}: {e}') from None
+
+
+def check_optimizer(cfg):
+    """The optimizer with its optimizer_kwargs, built on a stand-in parameter: a bad keyword or value is a
+    UserError before the run writes anything."""
+    get_optimizer(cfg, [torch.nn.Parameter(torch.zeros(1))])
 
 
 def lr_at(cfg, epoch_float):
