@@ -81,3 +81,27 @@ def test_too_few_mined_neighbours_says_what_to_set():
     from utils.neighbors import neighbor_lists
     with pytest.raises(UserError, match='has 1 neighbours per sample, fewer than the 3 asked for; set num_neighbors=1'):
         neighbor_lists(np.array([[0, 1], [1, 0]]), 3)
+
+
+TRUNCATED = b'\x93NUMPY\x01\x00v\x00{"descr": "<i8", "fortran_order": False, "shape": (4, 3), }'  # header only
+
+
+@pytest.mark.parametrize('content, expected', [
+    (TRUNCATED, 'is damaged or not a neighbours file'),
+    (b'random bytes, not an array', 'is damaged or not a neighbours file'),
+    (np.zeros((4, 3), dtype=np.float32), 'holds float32 values, not image indices'),
+    (np.zeros((5, 3), dtype=np.int64), 'has shape (5, 3) but the train split has 4 images'),
+    (np.array([[0, 1, 4]] * 4), 'holds indices from 0 to 4, outside the 4 images of the train split'),
+    (np.array([[0, -1, 2]] * 4), 'holds indices from -1 to 2, outside the 4 images of the train split'),
+])
+def test_bad_neighbour_files_are_one_line_errors(tmp_path, content, expected):
+    from utils.errors import UserError
+    from utils.neighbors import load_neighbors
+    path = tmp_path / 'topk-train-neighbors.npy'
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        np.save(path, content)
+    with pytest.raises(UserError) as info:
+        load_neighbors(str(path), 4, 2, 'train')
+    assert expected in str(info.value) and '\n' not in str(info.value) and 'rerun simclr.py' in str(info.value)

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from utils import distributed
-from utils.errors import UserError
+from utils.errors import UserError, one_line
 
 try:
     import faiss
@@ -137,8 +137,18 @@ def load_neighbors(path, n, k, what):
     if not os.path.isfile(path):
         raise UserError(f'{what} neighbours not found: {path}; run simclr.py with the same env file and config '
                         '(name, datasets, subsets) first')
-    indices = np.load(path)
-    if indices.ndim != 2 or len(indices) != n or indices.max() >= n or indices.min() < 0:
+    rerun = 'rerun simclr.py with this config (add --mine_only to keep its model)'
+    try:
+        indices = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f'{path} is damaged or not a neighbours file ({one_line(e)}); {rerun}') from None
+    if not isinstance(indices, np.ndarray) or not np.issubdtype(indices.dtype, np.integer):
+        raise UserError(f'{path} holds {getattr(indices, "dtype", type(indices).__name__)} values, not image '
+                        f'indices; {rerun}')
+    if indices.ndim != 2 or len(indices) != n:
         raise UserError(f'{path} has shape {indices.shape} but the {what} split has {n} images: it was mined for '
-                        'another dataset or subset; rerun simclr.py with this config')
+                        f'another dataset or subset; {rerun}')
+    if indices.size and (indices.max() >= n or indices.min() < 0):
+        raise UserError(f'{path} holds indices from {indices.min()} to {indices.max()}, outside the {n} images of '
+                        f'the {what} split; {rerun}')
     return neighbor_lists(indices, k if k is not None else indices.shape[1] - 1)
