@@ -15,11 +15,24 @@ def progress(iterable, total, desc):
     return tqdm(iterable, total=total, desc=desc, leave=False, disable=not sys.stderr.isatty())
 
 
+def drop_partial_line(path):
+    """A run killed while writing leaves a last line without its newline: cut it, so that the records a resumed
+    run appends start on a line of their own."""
+    if not os.path.isfile(path):
+        return
+    with open(path, 'rb+') as f:
+        data = f.read()
+        if data and not data.endswith(b'\n'):
+            f.truncate(data.rfind(b'\n') + 1)
+
+
 class RunLog:
     """Appends one JSON object per line to `<folder>/log.jsonl` and prints a short line per record."""
 
     def __init__(self, folder, name='log.jsonl'):
         self.path = os.path.join(folder, name)
+        if is_main():
+            drop_partial_line(self.path)
 
     def log(self, record, echo=True):
         if is_main():  # under torchrun only rank 0 writes (and prints)
