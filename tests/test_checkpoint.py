@@ -1,3 +1,4 @@
+import datetime
 import os
 import pickle
 
@@ -25,6 +26,21 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path):
     with pytest.raises(UserError, match='refusing to load checkpoint .*holds more than weights'):
         load_file(str(path))
     assert not target.exists()
+
+
+class _RunsShell:
+    def __reduce__(self):  # os.system: torch names this global on another line of its message than the others
+        return (os.system, ('true',))
+
+
+@pytest.mark.parametrize('payload, name', [(_RunsShell(), 'system'), (datetime.date(2020, 1, 1), 'datetime.date')])
+def test_a_file_naming_code_is_refused_as_such(tmp_path, payload, name):
+    path = tmp_path / 'model.pth.tar'
+    torch.save({'model': {}, 'x': payload}, path)
+    with pytest.raises(UserError) as info:
+        load_file(str(path))
+    message = str(info.value)
+    assert 'holds more than weights' in message and name in message and 'damaged' not in message
 
 
 def test_scan_clustering_layout_with_numpy_head_loads(tmp_path):

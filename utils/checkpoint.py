@@ -1,6 +1,7 @@
 """Saving and loading: atomic writes, safe loading of downloaded files, resume."""
 import os
 import pickle
+import re
 import tempfile
 from dataclasses import dataclass
 from typing import Optional
@@ -79,10 +80,14 @@ def load_file(path, what='checkpoint'):
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch reports every weights_only failure this way; the reason follows 'WeightsUnpickler error:'
+        # torch reports every weights_only failure this way; a function or class outside the allow-list (code that
+        # could run) is named 'GLOBAL module.name' somewhere in the message, other reasons follow
+        # 'WeightsUnpickler error:'
+        named = re.search(r'GLOBAL ([\w.]+)', str(e))
+        if named:
+            raise UserError(f'refusing to load {what} {path}: it holds more than weights (it names '
+                            f'{named.group(1)}, which could run code); load only files you trust') from None
         reason = str(e).split('WeightsUnpickler error:')[-1].strip().splitlines()[0].split('. ')[0].strip()
-        if 'global' in reason:  # the file names a function or class outside the allow-list: code could run
-            raise UserError(f'refusing to load {what} {path}: it holds more than weights ({reason})') from None
         raise UserError(f'cannot read {what} {path}: {reason}; the file is damaged or not a checkpoint') from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
