@@ -87,3 +87,27 @@ def test_saved_files_follow_the_umask_like_open(tmp_path, umask):
         os.umask(previous)
     modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
     assert modes == {name: 0o666 & ~umask for name in ('model.pth.tar', 'n.npy', 'config.yml', 'plain.txt')}
+
+
+def test_non_finite_values_are_never_saved(tmp_path):
+    path = tmp_path / 'checkpoint.pth.tar'
+    good = {'model': {'bn.running_var': torch.ones(3)}, 'optimizer': {'state': {0: {'exp_avg': torch.zeros(2)}}}}
+    with pytest.raises(UserError, match='no good checkpoint.pth.tar was written before'):
+        atomic_save({'model': {'bn.running_var': torch.tensor([1.0, float('nan')])}}, str(path))
+    assert not path.exists()
+    atomic_save(good, str(path))
+    before = path.read_bytes()
+    bad = {'model': good['model'], 'optimizer': {'state': {0: {'exp_avg': torch.tensor([float('inf'), 0.0])}}}}
+    with pytest.raises(UserError) as info:
+        atomic_save(bad, str(path))
+    assert ('optimizer.state.0.exp_avg holds NaN or infinite values' in str(info.value)
+            and 'the last good checkpoint.pth.tar is kept' in str(info.value))
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ['checkpoint.pth.tar']
+    atomic_save({'counts': torch.tensor([1, 2]), 'best': float('inf')}, str(tmp_path / 'ints.pth'))  # not tensors
+
+
+def test_a_file_with_non_finite_weights_is_refused_on_load(tmp_path):
+    path = tmp_path / 'model.pth.tar'
+    torch.save({'backbone.bn.running_var': torch.tensor([float('nan')])}, path)
+    with pytest.raises(UserError, match='backbone.bn.running_var holds NaN or infinite values'):
+        load_file(str(path), 'pretext model')

@@ -123,3 +123,17 @@ def test_mixed_precision_and_channels_last_train_close_to_fp32(env_file, tmp_pat
     first = [json.loads(line) for line in open(tmp_path / 'results' / 'digits' / 'pretext' / 'log.jsonl')]
     assert log[0]['loss'] == pytest.approx(first[0]['loss'], rel=0.02) and log[0]['loss'] != first[0]['loss']
     assert abs(fast['neighbor_acc'] - reference['neighbor_acc']) < 0.1
+
+
+def test_a_diverging_run_stops_before_saving_non_finite_weights(env_file, tmp_path, capsys):
+    # lr 1e6: epoch 1 still has a finite loss, its update leaves NaN in BatchNorm statistics
+    with pytest.raises(SystemExit) as exit_info:
+        simclr.main(tiny_digits_args(env_file, 'optimizer_kwargs.lr=1e6', 'epochs=4', 'knn_every=0'))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert '\n' not in err and 'holds NaN or infinite values' in err and 'lower the learning rate' in err
+    out = out_dir(tmp_path)
+    assert not (out / 'model.pth.tar').exists()
+    if (out / 'checkpoint.pth.tar').exists():  # what was kept loads, every value finite
+        from utils.checkpoint import load_file
+        assert load_file(str(out / 'checkpoint.pth.tar'))['epoch'] >= 1

@@ -40,8 +40,28 @@ def _atomic(path, write):
         raise
 
 
+def first_non_finite(obj, key=''):
+    """The key path ('model.backbone.bn.running_var') of the first floating tensor in nested dicts/lists that holds
+    a NaN or an infinity; None when every value is finite."""
+    if torch.is_tensor(obj):
+        return key if obj.is_floating_point() and not torch.isfinite(obj).all() else None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for name, value in items:
+        found = first_non_finite(value, f'{key}.{name}' if key else str(name))
+        if found is not None:
+            return found
+    return None
+
+
 def atomic_save(obj, path):
-    """torch.save through a temporary file in the same folder, then rename: never half-written."""
+    """torch.save through a temporary file in the same folder, then rename: never half-written, and never with a
+    NaN or an infinity in it (the file already there is kept)."""
+    bad = first_non_finite(obj)
+    if bad is not None:
+        kept = (f'the last good {os.path.basename(path)} is kept' if os.path.isfile(path)
+                else f'no good {os.path.basename(path)} was written before')
+        raise UserError(f'not saving {path}: {bad} holds NaN or infinite values (the training diverged); lower the '
+                        f'learning rate; {kept}')
     _atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -78,7 +98,7 @@ def load_file(path, what='checkpoint'):
         raise UserError(f'{what} not found: {path}')
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
-            return torch.load(path, map_location='cpu', weights_only=True)
+            loaded = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
         # torch reports every weights_only failure this way; a function or class outside the allow-list (code that
         # could run) is named 'GLOBAL module.name' somewhere in the message, other reasons follow
@@ -92,6 +112,11 @@ def load_file(path, what='checkpoint'):
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f'cannot read {what} {path}: {first}; the file is damaged or not a checkpoint') from None
+    bad = first_non_finite(loaded)
+    if bad is not None:
+        raise UserError(f'{what} {path} is unusable: {bad} holds NaN or infinite values (saved by a run that '
+                        'diverged); train it again with a lower learning rate')
+    return loaded
 
 
 def strip_prefixes(state_dict):

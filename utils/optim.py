@@ -69,8 +69,9 @@ def optimizer_step(optimizer, loss, epoch, scaler=None):
     """Backward and step (through the grad scaler under fp16); a non-finite loss stops the run before it can
     spoil the weights."""
     if not torch.isfinite(loss):
-        raise UserError(f'loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate '
-                        '(the last good epoch is in checkpoint.pth.tar)')
+        kept = ('no epoch had finished, nothing was saved' if epoch == 0
+                else 'the last good epoch is in checkpoint.pth.tar')
+        raise UserError(f'loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate ({kept})')
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()
