@@ -33,7 +33,8 @@ class InstDiscLoss(_MemoryLoss):
     def __init__(self, temperature=0.07, nce_k=0):
         super().__init__(temperature)
         self.nce_k = int(nce_k)
-        self.register_buffer('log_z', torch.tensor(float('nan'), dtype=torch.float64))
+        if self.nce_k:  # NaN until the first batch sets it (a checkpoint is only saved after that)
+            self.register_buffer('log_z', torch.tensor(float('nan'), dtype=torch.float64))
 
     def forward(self, features, memory, index, noise=None):
         index = index.to(features.device)
