@@ -42,7 +42,8 @@ def test_template_runs_every_stage(tmp_path, env_file, flat):
     out = tmp_path / 'results' / 'my_digits'  # the run is named after the folder
     k = clustering['num_classes']
     report = clustering['k_estimate']
-    assert 2 <= k <= 5 and sum(report['community_sizes']) == 300
+    assert 2 <= k <= 5 and sum(report['community_sizes']) == sum(report['cluster_sizes']) == 300
+    assert len(report['cluster_sizes']) == k
     assert (out / 'scan' / 'num_clusters.png').is_file()
     pretext_cfg = read_yaml(str(out / 'pretext' / 'config.yml'), 'run config')
     assert pretext_cfg['transformation_kwargs']['crop_size'] == 16  # the images' size after resizing

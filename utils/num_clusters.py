@@ -103,8 +103,8 @@ def modularity_path(graph, labels, k_min, resolution=RESOLUTION):
 
 
 def estimate_num_clusters(indices, k_range, resolution=RESOLUTION, min_share=MIN_SHARE):
-    """K within k_range (above), and a report: the sizes of the communities Louvain found, largest first, and the
-    size below which a community was merged."""
+    """K within k_range (above), and a report: the sizes of the communities Louvain found and of the clusters left
+    after merging, largest first, and the size below which a community was merged."""
     k_min, k_max = check_k_range(k_range, len(indices))
     graph = shared_neighbour_graph(np.asarray(indices))
     communities = nx.community.louvain_communities(nx.from_scipy_sparse_array(graph), resolution=resolution,
@@ -116,7 +116,8 @@ def estimate_num_clusters(indices, k_range, resolution=RESOLUTION, min_share=MIN
     labels, min_size = merge_small(graph, labels, min_share, k_min)
     if labels.max() + 1 > k_max:
         labels = modularity_path(graph, labels, k_max, resolution)[k_max][1]
-    report = {'community_sizes': sorted(sizes.tolist(), reverse=True), 'min_size': round(min_size, 1)}
+    report = {'community_sizes': sorted(sizes.tolist(), reverse=True), 'min_size': round(min_size, 1),
+              'cluster_sizes': sorted(np.bincount(labels).tolist(), reverse=True)}
     return max(int(labels.max()) + 1, k_min), report
 
 

@@ -66,19 +66,20 @@ def save_bar_chart(rows, metrics, path, title='', dpi=100):
 
 
 def save_num_clusters_plot(report, chosen, path, dpi=100):
-    """The communities of the neighbour graph by size, and the size under which they were merged
+    """The communities of the neighbour graph by size, and the clusters left after merging the small ones
     (utils/num_clusters.estimate_num_clusters's report)."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(5, 3), dpi=dpi)
-    sizes = report['community_sizes']
-    ax.bar(range(1, len(sizes) + 1), sizes,
-           color=['tab:blue' if s >= report['min_size'] else 'tab:gray' for s in sizes])
-    ax.axhline(report['min_size'], color='tab:red', linestyle='--', linewidth=1, label='merged below')
-    ax.set_xlabel('community of the neighbour graph, largest first')
-    ax.set_ylabel('images')
-    ax.legend(fontsize=7)
-    ax.set_title(f'number of clusters: K = {chosen}', fontsize=9)
-    ax.grid(axis='y', alpha=0.3)
+    fig, (found, kept) = plt.subplots(1, 2, figsize=(7, 3), dpi=dpi, sharey=True)
+    for ax, key, color, label in ((found, 'community_sizes', 'tab:gray', 'communities found'),
+                                  (kept, 'cluster_sizes', 'tab:blue', 'clusters after merging')):
+        sizes = report[key]
+        ax.bar(range(1, len(sizes) + 1), sizes, color=color)
+        ax.axhline(report['min_size'], color='tab:red', linestyle='--', linewidth=1, label='merged below')
+        ax.set_xlabel(f'{label}, largest first', fontsize=8)
+        ax.grid(axis='y', alpha=0.3)
+    found.set_ylabel('images')
+    found.legend(fontsize=7)
+    kept.set_title(f'number of clusters: K = {chosen}', fontsize=9)
     fig.tight_layout()
     _save(fig, path, dpi)
     plt.close(fig)
