@@ -1,8 +1,14 @@
 """What every stage script does around its training loop: errors, run folders, resume."""
 import os
+import socket
 import sys
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, one run per folder is then up to the user
+    fcntl = None
 
 from methods import get_method
 from stages.schema import AFTER_PRETEXT, ENV, RESUME_MAY_DIFFER, SCHEMAS, add_paths
@@ -85,12 +91,40 @@ def config_for_checkpoint(cfg, stage):
     return {k: to_plain(cfg[k]) for k in SCHEMAS[stage] if k in cfg}
 
 
+_HELD_LOCKS = {}  # run folder -> its open lock file, held until this process exits
+
+
+def lock_run_folder(folder):
+    """One run per output folder: an exclusive flock on <folder>/.run.lock for the life of this process. The
+    kernel drops it when the process ends, however it ends, so a killed run never blocks --resume."""
+    key = os.path.realpath(folder)
+    if fcntl is None or not distributed.is_main() or key in _HELD_LOCKS:
+        return
+    os.makedirs(folder, exist_ok=True)
+    handle = open(os.path.join(folder, '.run.lock'), 'a+')
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or 'another process'
+        handle.close()
+        raise UserError(f'{folder} is in use by another run ({holder}); wait for it to end, or give this run '
+                        'another root_dir or name') from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f'pid {os.getpid()} on {socket.gethostname()}\n')
+    handle.flush()
+    _HELD_LOCKS[key] = handle
+
+
 def start_run(folder, cfg, stage, checkpoint_path, resume):
     """Prepare a run folder. Returns the checkpoint to continue from, or None for a fresh start.
 
     Without --resume an existing checkpoint is never touched: that is an error. With
-    --resume, the checkpoint's config must equal this one (bar paths and devices).
+    --resume, the checkpoint's config must equal this one (bar paths and devices). A folder another run is
+    writing into is refused (lock_run_folder).
     """
+    lock_run_folder(folder)
     state = None
     if os.path.isfile(checkpoint_path):
         if not resume:

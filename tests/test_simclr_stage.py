@@ -137,3 +137,30 @@ def test_a_diverging_run_stops_before_saving_non_finite_weights(env_file, tmp_pa
     if (out / 'checkpoint.pth.tar').exists():  # what was kept loads, every value finite
         from utils.checkpoint import load_file
         assert load_file(str(out / 'checkpoint.pth.tar'))['epoch'] >= 1
+
+
+def test_one_run_per_folder_and_a_killed_holder_does_not_block(env_file, tmp_path, capsys):
+    pytest.importorskip('fcntl')
+    import subprocess
+    import sys
+    out = out_dir(tmp_path)
+    out.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, '-c', (
+        'import fcntl, os, sys, time\n'
+        f'f = open({str(out / ".run.lock")!r}, "a+")\n'
+        'fcntl.flock(f, fcntl.LOCK_EX)\n'
+        'f.seek(0); f.truncate(); f.write(f"pid {os.getpid()} on here"); f.flush()\n'
+        'print("locked", flush=True)\n'
+        'time.sleep(60)\n')], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        with pytest.raises(SystemExit) as exit_info:
+            simclr.main(tiny_digits_args(env_file, 'epochs=1'))
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert f'is in use by another run (pid {holder.pid} on here)' in err and '\n' not in err
+        assert sorted(p.name for p in out.iterdir()) == ['.run.lock']  # nothing written
+    finally:
+        holder.kill()  # as kill -9: the kernel drops the lock
+        holder.wait()
+    assert simclr.main(tiny_digits_args(env_file, 'epochs=1'))['knn_acc'] is not None
