@@ -1,6 +1,8 @@
 import datetime
+import errno
 import os
 import pickle
+import tempfile
 
 import numpy as np
 import pytest
@@ -111,3 +113,32 @@ def test_a_file_with_non_finite_weights_is_refused_on_load(tmp_path):
     torch.save({'backbone.bn.running_var': torch.tensor([float('nan')])}, path)
     with pytest.raises(UserError, match='backbone.bn.running_var holds NaN or infinite values'):
         load_file(str(path), 'pretext model')
+
+
+@pytest.mark.parametrize('failure, reason', [
+    # what torch.save and np.save raise on a full disk (measured on a 64 KiB tmpfs), and a refused write
+    (RuntimeError('[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598'), 'is the disk full?'),
+    (OSError('100000 requested and 7664 written'), 'is the disk full?'),
+    (OSError(errno.ENOSPC, 'No space left on device'), 'No space left on device'),
+    (PermissionError(errno.EACCES, 'Permission denied'), 'Permission denied'),
+])
+def test_a_failed_write_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch, failure, reason):
+    path = tmp_path / 'checkpoint.pth.tar'
+    atomic_save({'epoch': 1}, str(path))
+    before = path.read_bytes()
+
+    def fail(obj, f):
+        raise failure
+    monkeypatch.setattr(torch, 'save', fail)
+    with pytest.raises(UserError) as info:
+        atomic_save({'epoch': 2}, str(path))
+    assert reason in str(info.value) and 'writable root_dir' in str(info.value) and '\n' not in str(info.value)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ['checkpoint.pth.tar']
+
+
+def test_an_unwritable_folder_is_one_line(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, 'Permission denied')
+    monkeypatch.setattr(tempfile, 'mkstemp', refuse)
+    with pytest.raises(UserError, match='cannot write .*model.pth.tar: Permission denied; free some space or give'):
+        atomic_save({}, str(tmp_path / 'model.pth.tar'))

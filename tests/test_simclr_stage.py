@@ -164,3 +164,13 @@ def test_one_run_per_folder_and_a_killed_holder_does_not_block(env_file, tmp_pat
         holder.kill()  # as kill -9: the kernel drops the lock
         holder.wait()
     assert simclr.main(tiny_digits_args(env_file, 'epochs=1'))['knn_acc'] is not None
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line(env_file, tmp_path, capsys):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('not a folder')
+    with pytest.raises(SystemExit) as exit_info:
+        simclr.main(tiny_digits_args(env_file, f'root_dir={blocker}/results'))
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and '\n' not in err
+    assert err.startswith(f'error: cannot write {blocker}/results') and 'writable root_dir' in err

@@ -1,4 +1,5 @@
 """Saving and loading: atomic writes, safe loading of downloaded files, resume."""
+import errno
 import os
 import pickle
 import re
@@ -13,6 +14,8 @@ from utils.distributed import is_main
 from utils.errors import UserError
 
 PREFIXES = ('module.', '_orig_mod.')  # DataParallel/DDP and torch.compile wrappers
+CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR}
+CANNOT_WRITE_ADVICE = 'free some space or give a writable root_dir (files already written are kept)'
 
 
 def current_umask():
@@ -27,13 +30,28 @@ def _atomic(path, write):
     if not is_main():
         return
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    except OSError as e:
+        if e.errno in CANNOT_WRITE:
+            raise UserError(f'cannot write {path}: {e.strerror}; {CANNOT_WRITE_ADVICE}') from None
+        raise
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        os.remove(tmp)
+        # on a full disk torch.save raises RuntimeError('[enforce fail at inline_container.cc:672] . unexpected
+        # pos ...') and np.save OSError('... requested and ... written') without an errno
+        short = (isinstance(e, RuntimeError) and 'inline_container' in str(e)) or (
+            isinstance(e, OSError) and e.errno is None)
+        if short or getattr(e, 'errno', None) in CANNOT_WRITE:
+            reason = 'the write failed (is the disk full?)' if short else e.strerror
+            raise UserError(f'cannot write {path}: {reason}; {CANNOT_WRITE_ADVICE}') from None
+        raise
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
