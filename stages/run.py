@@ -121,6 +121,9 @@ def lock_run_folder(folder):
     handle.write(f'pid {os.getpid()} on {socket.gethostname()}\n')
     handle.flush()
     _HELD_LOCKS[key] = handle
+    for name in os.listdir(folder):  # what a run killed inside a save left; no other run writes here now
+        if name.startswith('.') and name.endswith('.tmp'):
+            os.remove(os.path.join(folder, name))
 
 
 def start_run(folder, cfg, stage, checkpoint_path, resume):

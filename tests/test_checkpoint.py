@@ -142,3 +142,11 @@ def test_an_unwritable_folder_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, 'mkstemp', refuse)
     with pytest.raises(UserError, match='cannot write .*model.pth.tar: Permission denied; free some space or give'):
         atomic_save({}, str(tmp_path / 'model.pth.tar'))
+
+
+def test_a_new_run_removes_the_temporary_files_a_killed_save_left(tmp_path):
+    from stages.run import lock_run_folder
+    (tmp_path / '.checkpoint.pth.tar.x1y2.tmp').write_bytes(b'half')
+    (tmp_path / 'model.pth.tar').write_bytes(b'kept')
+    lock_run_folder(str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['.run.lock', 'model.pth.tar']
