@@ -3,12 +3,14 @@
 and self-label stages again on the same pretext model with num_classes=10 given, to compare.
 
     python benchmarks/image_folder.py --seeds 2 [--folder datasets/cifar10-jpg/test]
+    python benchmarks/image_folder.py --seeds 0 --folder datasets/cifar10-jpg/test   # only that folder
 
 --folder adds one run (seed 1, K found) of the four stages on another folder: the README's timing of a folder of
 10,000 small photos comes from the CIFAR-10 (JPEG) copy's test split.
 
-Every run has its own folder (<out>/seed<k>/, <out>/seed<k>-k10/, <out>/folders/). Writes
-benchmarks/results/image_folder.{json,md} and replaces the README block 'image-folder'. Run it alone on the machine:
+Every run has its own folder (<out>/seed<k>/, <out>/seed<k>-k10/, <out>/folders/). Adds its rows to
+benchmarks/results/image_folder.json (replacing rows of the same data and seed), writes image_folder.md from all
+of them and replaces the README block 'image-folder'. Run it alone on the machine:
 the seconds are part of the result.
 """
 import argparse
@@ -111,8 +113,12 @@ def main(argv=None):
     rows = [run_seed(seed, args.out, args.overrides) for seed in range(1, args.seeds + 1)]
     rows += [run_folder(folder, args.out, args.overrides) for folder in args.folder]
     os.makedirs(args.results, exist_ok=True)
-    atomic_write_text(os.path.join(args.results, 'image_folder.json'),
-                      json.dumps({'rows': rows, 'machine': machine()}, indent=2))
+    saved = os.path.join(args.results, 'image_folder.json')
+    if os.path.isfile(saved):  # rows of earlier invocations stay unless this one reran them (same data and seed)
+        with open(saved) as f:
+            fresh = {(r['data'], r['seed']) for r in rows}
+            rows = [r for r in json.load(f)['rows'] if (r['data'], r['seed']) not in fresh] + rows
+    atomic_write_text(saved, json.dumps({'rows': rows, 'machine': machine()}, indent=2))
     text = markdown(rows)
     atomic_write_text(os.path.join(args.results, 'image_folder.md'), text + '\n')
     update_readme('image-folder', text, args.readme)
