@@ -182,8 +182,8 @@ def search_rows(args, device):
                 truth = idx if truth is None else truth  # the first exact search of round 0
                 if name not in recall:
                     recall[name] = float(np.mean([len(set(a) & set(b)) for a, b in zip(idx[:2000], truth[:2000])]) / 21)
-        rows += [{'n': n, 'search': name, 'recall': round(recall[name], 4), 'seconds': round(median(times[name]), 2),
-                  'runs': [round(t, 2) for t in times[name]]} for name, _ in exact + once]
+        rows += [{'n': n, 'search': name, 'recall': round(recall[name], 4), 'seconds': round(median(times[name]), 4),
+                  'runs': [round(t, 4) for t in times[name]]} for name, _ in exact + once]
     return rows
 
 
@@ -219,7 +219,7 @@ def markdown(rows, search, args, device):
             if r['seconds'] is None:
                 lines.append(f"| {n:,} | {r['search']} | not run (exact CPU search above --cpu_exact_max) | | | |")
                 continue
-            speed = f"{ref / r['seconds']:.2f}" if ref else ''
+            speed = f"{ref / r['seconds']:.2f}" if ref and r['seconds'] else ''  # a tiny N can time as 0
             lines.append(f"| {n:,} | {r['search']} | {r['seconds']:.2f} | {speed} | {', '.join(map(str, r['runs']))} | "
                          f"{r['recall']:.3f} |")
     lines += ['', '"x reference" for search is the reference\'s time divided by the row\'s (above 1: faster).']
