@@ -59,7 +59,7 @@ def evaluate(model, cfg, device, train_eval, val_set):
     return (train_feats, train_targets), (val_feats, val_targets), acc
 
 
-def train(cfg, model, method, train_set, train_eval, val_set, device, state):
+def train(cfg, model, method, batches, train_eval, val_set, device, state):
     optimizer = get_optimizer(cfg, model.parameters())
     scaler = grad_scaler(cfg, device)
     start_epoch = 0
@@ -68,7 +68,6 @@ def train(cfg, model, method, train_set, train_eval, val_set, device, state):
         method.load_state_dict(state)
         print(f'resuming {cfg.pretext_checkpoint} at epoch {start_epoch + 1}/{method.total_epochs()}')
     log = RunLog(cfg.pretext_dir)
-    batches = view_batches(train_set, cfg, device, method.views)
     net = training_model(model, cfg, device)
     for epoch in range(start_epoch, method.total_epochs()):
         seed_all(cfg.seed, epoch)
@@ -110,9 +109,10 @@ def run(args):
         save_config(cfg, os.path.join(cfg.pretext_dir, 'config.yml'))
     else:
         method = method_class(cfg, train_set, device)  # e.g. the memory bank (after the model: same random draws)
-        state = start_run(cfg.pretext_dir, cfg, 'pretext', cfg.pretext_checkpoint, args.resume)
+        batches = view_batches(train_set, cfg, device, method.views)  # on the device: every image decoded here,
+        state = start_run(cfg.pretext_dir, cfg, 'pretext', cfg.pretext_checkpoint, args.resume)  # before writing
         print(f'pretext: {len(train_set)} train images, {cfg.backbone}, {cfg.epochs} epochs, device {device}')
-        train(cfg, model, method, train_set, train_eval, val_set, device, state)
+        train(cfg, model, method, batches, train_eval, val_set, device, state)
 
     (train_feats, train_targets), (val_feats, val_targets), knn_acc = evaluate(model, cfg, device, train_eval,
                                                                                val_set)

@@ -174,3 +174,20 @@ def test_an_output_folder_that_cannot_be_made_is_one_line(env_file, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and '\n' not in err
     assert err.startswith(f'error: cannot write {blocker}/results') and 'writable root_dir' in err
+
+
+def test_a_corrupt_image_stops_the_run_before_anything_is_written(tmp_path, env_file, capsys):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / 'data' / 'pool'
+    folder.mkdir(parents=True)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8), 'L').save(folder / f'{i:02d}.png')
+    (folder / '05.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\x00' * 20)  # a broken PNG
+    with pytest.raises(SystemExit) as exit_info:
+        simclr.main(tiny_digits_args(env_file, 'train_db_name=image_folder', 'val_db_name=image_folder',
+                                     'train_split=""', 'val_split=""', 'db_kwargs={path: pool}', 'name=pool',
+                                     'augment_on_device=true', 'epochs=1', 'batch_size=4', 'num_neighbors=3'))
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and '\n' not in err
+    assert err.startswith(f'error: cannot read image {folder / "05.png"}') and 'remove or replace the file' in err
+    assert not (tmp_path / 'results').exists()
