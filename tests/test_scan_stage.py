@@ -187,3 +187,26 @@ def test_heads_on_the_projection_through_every_stage(env_file, run_root):
                     'selflabel_digits.yml'), *TINY[:-1], 'epochs=1', 'model_selection=val_loss'])
     labelled = torch.load(run_root / 'selflabel' / 'model.pth.tar', weights_only=True)
     assert 'contrastive_head.0.weight' in labelled and labelled['cluster_head.0.weight'].shape == (10, 64)
+
+
+@pytest.mark.parametrize('content, expected', [
+    (b'random bytes', 'is damaged or not a neighbours file'),
+    ('float', 'holds float32 values, not image indices'),
+    ('out of range', 'holds indices from 0 to 256, outside the 256 images of the train split'),
+])
+def test_a_bad_neighbours_file_is_one_line_and_nothing_is_written(env_file, run_root, capsys, content, expected):
+    import numpy as np
+    path = run_root / 'pretext' / 'topk-train-neighbors.npy'
+    good = np.load(path)
+    if content == 'float':
+        np.save(path, good.astype(np.float32))
+    elif content == 'out of range':
+        good[0, 1] = len(good)
+        np.save(path, good)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(SystemExit) as exit_info:
+        scan.main(scan_args(env_file, 'scan'))
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and '\n' not in err and expected in err and 'Traceback' not in err
+    assert not (run_root / 'scan').exists()
