@@ -109,8 +109,9 @@ def run(args):
         save_config(cfg, os.path.join(cfg.pretext_dir, 'config.yml'))
     else:
         method = method_class(cfg, train_set, device)  # e.g. the memory bank (after the model: same random draws)
-        batches = view_batches(train_set, cfg, device, method.views)  # on the device: every image decoded here,
-        state = start_run(cfg.pretext_dir, cfg, 'pretext', cfg.pretext_checkpoint, args.resume)  # before writing
+        # on the device path every image is decoded here: a bad file stops the run before its folder is claimed
+        batches = view_batches(train_set, cfg, device, method.views)
+        state = start_run(cfg.pretext_dir, cfg, 'pretext', cfg.pretext_checkpoint, args.resume)
         print(f'pretext: {len(train_set)} train images, {cfg.backbone}, {cfg.epochs} epochs, device {device}')
         train(cfg, model, method, batches, train_eval, val_set, device, state)
 

@@ -13,7 +13,7 @@ except ImportError:  # Windows: no advisory locks, one run per folder is then up
 from methods import get_method
 from stages.schema import AFTER_PRETEXT, ENV, RESUME_MAY_DIFFER, SCHEMAS, add_paths
 from utils import distributed
-from utils.checkpoint import CANNOT_WRITE, CANNOT_WRITE_ADVICE, atomic_save, load_file
+from utils.checkpoint import CANNOT_WRITE, atomic_save, cannot_write, load_file
 from utils.common import get_device, keep_freed_memory, seed_all
 from utils.config import load_config, read_yaml, save_config, to_plain
 from utils.errors import UserError, one_line
@@ -31,8 +31,7 @@ def run_cli(main_fn):
     except OSError as e:
         if e.errno not in CANNOT_WRITE:
             raise
-        print(f'error: cannot write {e.filename or "the output"}: {e.strerror}; {CANNOT_WRITE_ADVICE}',
-              file=sys.stderr)
+        print(f'error: {cannot_write(e.filename or "the output", e.strerror)}', file=sys.stderr)
         raise SystemExit(2)
     except KeyboardInterrupt:
         print('interrupted; the last finished epoch is in checkpoint.pth.tar (continue with --resume)',

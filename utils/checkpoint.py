@@ -15,7 +15,11 @@ from utils.errors import UserError
 
 PREFIXES = ('module.', '_orig_mod.')  # DataParallel/DDP and torch.compile wrappers
 CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR}
-CANNOT_WRITE_ADVICE = 'free some space or give a writable root_dir (files already written are kept)'
+
+
+def cannot_write(path, reason):
+    return UserError(f'cannot write {path}: {reason}; free some space or give a writable root_dir (files already '
+                     'written are kept)')
 
 
 def current_umask():
@@ -35,7 +39,7 @@ def _atomic(path, write):
         fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
     except OSError as e:
         if e.errno in CANNOT_WRITE:
-            raise UserError(f'cannot write {path}: {e.strerror}; {CANNOT_WRITE_ADVICE}') from None
+            raise cannot_write(path, e.strerror) from None
         raise
     os.close(fd)
     try:
@@ -50,7 +54,7 @@ def _atomic(path, write):
             isinstance(e, OSError) and e.errno is None)
         if short or getattr(e, 'errno', None) in CANNOT_WRITE:
             reason = 'the write failed (is the disk full?)' if short else e.strerror
-            raise UserError(f'cannot write {path}: {reason}; {CANNOT_WRITE_ADVICE}') from None
+            raise cannot_write(path, reason) from None
         raise
     except BaseException:
         if os.path.exists(tmp):
