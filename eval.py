@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from data import complete_transforms, get_dataset, same_data
+from data import complete_from_train, get_dataset, outside_image_size, same_data
 from data.base import IMAGE_EXTENSIONS, FileDataset
 from data.loaders import eval_loader
 from data.transforms import val_transform
@@ -135,8 +135,10 @@ def prediction_paths(target):
 
 
 def predict_files(cfg, model, device, paths, mapping, classes, out_dir):
-    """One CSV row per image: path, cluster, matched class (when the val split has labels), confidence."""
-    files = FileDataset(paths, [-1] * len(paths), [], cfg.channels, val_transform(cfg.transformation_kwargs))
+    """One CSV row per image: path, cluster, matched class (when the val split has labels), confidence. Each image
+    is resized as the training images were (data.outside_image_size)."""
+    files = FileDataset(paths, [-1] * len(paths), [], cfg.channels, val_transform(cfg.transformation_kwargs),
+                        outside_image_size(cfg))
     probs = predict(model, eval_loader(files, cfg), device)['probs'][0]
     confidence, cluster = probs.max(1)
     lines = [['path', 'cluster', 'class', 'confidence']]
@@ -164,8 +166,7 @@ def main(argv=None):
 def run(args):
     found = read_model_file(args.model)
     cfg, _, device = prepare(args, config_stage(args.config_exp, found.kind))
-    if not {'crop_size', 'normalize'} <= set(cfg.transformation_kwargs or {}):  # left to the images, as simclr.py
-        complete_transforms(cfg, get_dataset(cfg, 'train'))
+    complete_from_train(cfg)
     args.predict_paths = prediction_paths(args.predict) if args.predict else None  # checked before writing
     out_dir = args.output or os.path.dirname(os.path.abspath(args.model))
     os.makedirs(out_dir, exist_ok=True)

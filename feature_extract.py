@@ -10,7 +10,7 @@ name of the config (its train_split unless --split). Writes NAME.npy (float32 [N
 """
 import os
 
-from data import DATASETS, build_dataset
+from data import DATASETS, build_dataset, complete_from_train, outside_image_size
 from data.loaders import eval_loader
 from data.transforms import val_transform
 from models import get_contrastive_model
@@ -24,9 +24,13 @@ from stages.run import prepare, run_cli
 
 
 def open_db(cfg, db, split):
+    """--db as a dataset under the evaluation transform, and the folder paths are written relative to (or None).
+    A folder's images are resized as the training images were (data.outside_image_size)."""
+    complete_from_train(cfg)
     transform = val_transform(cfg.transformation_kwargs)
     if os.path.isdir(db):
-        return build_dataset('image_folder', db, '', {}, cfg.channels, False, transform), os.path.abspath(db)
+        size = {'image_size': outside_image_size(cfg)}
+        return build_dataset('image_folder', db, '', size, cfg.channels, False, transform), os.path.abspath(db)
     if db in DATASETS:
         return build_dataset(db, cfg.data_root, split or cfg.train_split, cfg.db_kwargs, cfg.channels, cfg.download,
                              transform), None

@@ -110,6 +110,23 @@ def complete_transforms(cfg, train_set):
     return cfg
 
 
+def complete_from_train(cfg):
+    """complete_transforms from the config's train split when the config leaves the crop size or the normalisation
+    to the images (for the tools that read a model and its config: eval.py, feature_extract.py)."""
+    tk = cfg.transformation_kwargs or {}
+    if tk.get('crop_size') is None or tk.get('normalize') in (None, 'auto'):
+        complete_transforms(cfg, get_dataset(cfg, 'train'))
+    return cfg
+
+
+def outside_image_size(cfg):
+    """The size images from outside the config's dataset (eval.py --predict, feature_extract.py --db FOLDER) are
+    resized to (shorter side, then the centre square), as the training images were: db_kwargs.image_size, else
+    the evaluation crop (a no-op on images of the training size)."""
+    size = (cfg.db_kwargs or {}).get('image_size') or cfg.transformation_kwargs['crop_size']
+    return size if isinstance(size, int) else min(size)
+
+
 def check_classes(cfg, dataset):
     """num_classes against a labelled dataset's class count (more only with overclustering)."""
     if dataset.has_labels and dataset.classes:

@@ -6,6 +6,7 @@ from PIL import Image, UnidentifiedImageError
 from utils.errors import UserError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
+GREY_MODES = ('L', 'LA', '1', 'I;16', 'I')
 
 
 def open_image(path):
@@ -16,6 +17,16 @@ def open_image(path):
             return img.copy()
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise UserError(f'cannot read image {path}: {e}; remove or replace the file') from None
+
+
+def square_resize(img, size):
+    """Shorter side to `size` (antialiased), then the centre size x size square: keeps the aspect ratio."""
+    w, h = img.size
+    scale = size / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+    w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return img.crop((left, top, left + size, top + size))
 
 
 def convert_array(data, channels):
@@ -97,16 +108,20 @@ class ArrayDataset(ImageDataset):
 
 
 class FileDataset(ImageDataset):
-    """Images read from files on demand."""
+    """Images read from files on demand; with image_size each is resized as square_resize does."""
 
-    def __init__(self, paths, targets, classes, channels=None, transform=None):
+    def __init__(self, paths, targets, classes, channels=None, transform=None, image_size=None):
         super().__init__(channels, transform)
         self.paths = list(paths)
         self.targets = np.asarray(targets, dtype=np.int64)
         self.classes = list(classes)
+        self.image_size = image_size
 
     def load(self, i):
-        return open_image(self.paths[i])
+        img = open_image(self.paths[i])
+        if self.image_size is None:
+            return img
+        return square_resize(img.convert('L' if img.mode in GREY_MODES else 'RGB'), self.image_size)
 
 
 class SubsetDataset(ImageDataset):

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data.base import IMAGE_EXTENSIONS, FileDataset, convert_array, open_image
+from data.base import GREY_MODES, IMAGE_EXTENSIONS, FileDataset, convert_array, open_image, square_resize
 from utils.errors import UserError
 
 SPLIT_NAMES = {'train', 'test', 'val', 'valid', 'validation'}
@@ -28,21 +28,11 @@ def _folder(root, path, split):
                     'directory or data_root) and the split (train_split / val_split) so that they name it')
 
 
-def square_resize(img, size):
-    """Shorter side to `size` (antialiased), then the centre size x size square: keeps the aspect ratio."""
-    w, h = img.size
-    scale = size / min(w, h)
-    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-    w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return img.crop((left, top, left + size, top + size))
-
-
 def read_resized(paths, size):
     """Every image decoded once and resized to size x size: uint8 [N, size, size, C] (C = 1 when all are grey,
     else 3). An unreadable file is a UserError naming it."""
     images = [open_image(p) for p in paths]
-    grey = all(img.mode in ('L', 'LA', '1', 'I;16', 'I') for img in images)
+    grey = all(img.mode in GREY_MODES for img in images)
     mode = 'L' if grey else 'RGB'
     arrays = [np.asarray(square_resize(img.convert(mode), size)) for img in images]
     stack = np.stack(arrays)

@@ -7,12 +7,14 @@ import pytest
 from PIL import Image
 
 import eval as evaluate
+import feature_extract
 import scan
 import selflabel
 import simclr
 from benchmarks.digits_folder import write_digits
 from conftest import ROOT
 from data import build_dataset, complete_transforms
+from data.base import FileDataset
 from stages.schema import run_name
 from utils.config import base_parser, load_config, parse_args, read_yaml
 from utils.errors import UserError
@@ -58,6 +60,9 @@ def test_template_runs_every_stage(tmp_path, env_file, flat):
         assert 'nmi' in json.load(open(out / 'selflabel' / 'eval.json'))
     rows = open(out / 'selflabel' / 'predictions.csv').read().splitlines()
     assert len(rows) == 301
+    feature_extract.main(stage_args(env_file, folder, '--pretext_model', str(out / 'pretext' / 'model.pth.tar'),
+                                    '--db', str(folder), '--save_feature_name', str(tmp_path / 'feats')))
+    assert np.load(tmp_path / 'feats.npy').shape == (300, 16)  # the backbone's, as the pretext stage mined on
 
 
 def test_images_of_any_size_become_one_tensor(tmp_path):
@@ -76,6 +81,9 @@ def test_images_of_any_size_become_one_tensor(tmp_path):
     assert int(x[3][:, :, 1:-1].min()) == 255 and int(x[3].min()) > 200
     grey = build_dataset('image_folder', str(tmp_path), '', {'path': 'photos', 'image_size': 12}, channels=1)
     assert grey.uint8_tensor().shape == (4, 1, 12, 12)
+    # eval.py --predict reads files one by one: each resized exactly as the training folder's images were
+    files = FileDataset(ds.paths, [-1] * 4, [], 3, image_size=12)
+    assert all(np.array_equal(np.asarray(files.get_image(i)), x[i].permute(1, 2, 0).numpy()) for i in range(4))
 
 
 def test_normalisation_and_crop_from_the_images(tmp_path, env_file):
