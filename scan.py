@@ -17,7 +17,7 @@ import torch
 from data import clustering_data, get_dataset, same_data
 from data.loaders import eval_loader, neighbor_batches
 from models import get_clustering_model
-from stages.run import prepare, run_cli, save_checkpoint, start_run, training_model
+from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model
 from utils.checkpoint import atomic_save, load_weights, read_model_file, restore
 from utils.common import seed_all
 from utils.config import base_parser, parse_args
@@ -150,6 +150,7 @@ def run(args):
     model = get_clustering_model(cfg, pretext.state if cfg.heads_on == 'projection' else None).to(device)
     load_pretext_trunk(model, pretext)
     method = method_class(cfg)
+    cap_epochs(cfg, len(train_set))
     state = start_run(cfg.scan_dir, cfg, 'clustering', cfg.scan_checkpoint, args.resume)
     if k_report is not None:
         save_num_clusters_plot(k_report, cfg.num_classes, os.path.join(cfg.scan_dir, 'num_clusters.png'))

@@ -19,7 +19,7 @@ from data import clustering_data, get_dataset, same_data
 from data.loaders import eval_loader, weak_strong_batches
 from losses.scan import head_losses
 from models import get_clustering_model
-from stages.run import prepare, run_cli, save_checkpoint, start_run, training_model
+from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model
 from utils.checkpoint import atomic_save, load_weights, read_model_file, restore
 from utils.common import seed_all
 from utils.config import base_parser, parse_args
@@ -102,6 +102,7 @@ def run(args):
     method = method_class(cfg, train_set)
     by_val_loss = cfg.model_selection == 'val_loss'
     val_lists = load_neighbors(cfg.topk_neighbors_val_path, len(val_set), None, 'val') if by_val_loss else None
+    cap_epochs(cfg, len(train_set))
     state = start_run(cfg.selflabel_dir, cfg, 'selflabel', cfg.selflabel_checkpoint, args.resume)
 
     optimizer = get_optimizer(cfg, model.parameters())

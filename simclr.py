@@ -16,7 +16,7 @@ from data import complete_transforms, get_dataset, same_data
 from data.loaders import eval_loader, view_batches
 from data.transforms import val_transform
 from models import get_contrastive_model
-from stages.run import prepare, run_cli, save_checkpoint, start_run, training_model
+from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model
 from utils.checkpoint import atomic_save, atomic_save_npy, load_pretext_model, restore
 from utils.common import seed_all
 from utils.config import base_parser, parse_args, save_config
@@ -111,6 +111,7 @@ def run(args):
         method = method_class(cfg, train_set, device)  # e.g. the memory bank (after the model: same random draws)
         # on the device path every image is decoded here: a bad file stops the run before its folder is claimed
         batches = view_batches(train_set, cfg, device, method.views)
+        cap_epochs(cfg, len(train_set))
         state = start_run(cfg.pretext_dir, cfg, 'pretext', cfg.pretext_checkpoint, args.resume)
         print(f'pretext: {len(train_set)} train images, {cfg.backbone}, {cfg.epochs} epochs, device {device}')
         train(cfg, model, method, batches, train_eval, val_set, device, state)

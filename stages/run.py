@@ -125,6 +125,17 @@ def lock_run_folder(folder):
             os.remove(os.path.join(folder, name))
 
 
+def cap_epochs(cfg, num_images):
+    """`max_steps`: a run takes at most about that many optimiser steps, whole epochs (ceil), so that a template's
+    epochs, sized for a small folder, do not make a large one take hours. Call before start_run: config.yml, the
+    schedule and --resume all see the epochs kept."""
+    steps = max(1, num_images // cfg.batch_size)  # batch_size is the global batch (all processes together)
+    if cfg.get('max_steps') and steps * cfg.epochs > cfg.max_steps:
+        epochs = -(-cfg.max_steps // steps)
+        print(f'max_steps {cfg.max_steps}: {epochs} epochs of {steps} steps instead of {cfg.epochs}')
+        cfg.epochs = epochs
+
+
 def start_run(folder, cfg, stage, checkpoint_path, resume):
     """Prepare a run folder. Returns the checkpoint to continue from, or None for a fresh start.
 

@@ -34,10 +34,13 @@ COMMON = {
     'num_classes': Key(None, (int, str)),  # clusters: a number or 'auto' (estimated without labels; k_range)
     'backbone': Key(REQUIRED, str, BACKBONES),
     'backbone_kwargs': {},
+    # a pretrained backbone's weights file (any layout of models/pretrained.py); read by the pretext stage
+    'backbone_weights': Key(None, str),
     # evaluation transform {crop_size, normalize: {mean, std}}; left out: the images' size and the train split's
     # statistics (augmentation_kwargs without normalize or crop size take these)
     'transformation_kwargs': Key({}, dict),
     'epochs': Key(REQUIRED, int, minimum=1),
+    'max_steps': Key(None, int, minimum=1),  # fewer epochs when epochs x (images // batch_size) steps exceed it
     'batch_size': Key(REQUIRED, int, minimum=1),
     'num_workers': Key(2, int, minimum=0),
     'optimizer': Key('sgd', str, ('sgd', 'adam', 'adamw')),

@@ -7,6 +7,7 @@ import tempfile
 import numpy as np
 import pytest
 import torch
+from easydict import EasyDict
 
 from utils.checkpoint import atomic_save, atomic_save_npy, atomic_write_text, load_file
 from utils.errors import UserError
@@ -150,3 +151,16 @@ def test_a_new_run_removes_the_temporary_files_a_killed_save_left(tmp_path):
     (tmp_path / 'model.pth.tar').write_bytes(b'kept')
     lock_run_folder(str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ['.run.lock', 'model.pth.tar']
+
+
+def test_max_steps_caps_whole_epochs(capsys):
+    from stages.run import cap_epochs
+    cfg = EasyDict(epochs=10, batch_size=10, max_steps=40)
+    cap_epochs(cfg, 95)  # 9 steps an epoch: 90 steps > 40, so ceil(40 / 9) = 5 epochs
+    assert cfg.epochs == 5 and 'max_steps 40: 5 epochs of 9 steps instead of 10' in capsys.readouterr().out
+    cap_epochs(cfg, 95)  # idempotent: a resumed run caps to the same epochs
+    assert cfg.epochs == 5
+    for images, max_steps, epochs in [(95, 90, 10), (95, None, 10), (5, 3, 3)]:  # under the cap; none; tiny data
+        cfg = EasyDict(epochs=10, batch_size=10, max_steps=max_steps)
+        cap_epochs(cfg, images)
+        assert cfg.epochs == epochs
