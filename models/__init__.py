@@ -2,28 +2,41 @@
 import inspect
 
 from models.models import ClusteringModel, ContrastiveModel, projection_head
+from models.pretrained import LIBRARIES, library_backbone, load_backbone_weights
 from models.resnet50 import resnet50
 from models.resnet_cifar import resnet18_cifar, resnet18_stl
 from models.small_cnn import small_cnn
 from utils.errors import UserError
 
-BACKBONES = {
+
+
+class BackboneNames(tuple):
+    """The built-in names; `timm/<model>` and `torchvision/<model>` are valid too (checked when built)."""
+
+    def __contains__(self, name):
+        return tuple.__contains__(self, name) or (isinstance(name, str) and name.startswith(LIBRARIES))
+
+
+BUILT_IN = {
     'resnet18': None,  # SCAN's name: the STL variant for stl-10, the CIFAR variant otherwise
     'resnet18_cifar': resnet18_cifar,
     'resnet18_stl': resnet18_stl,
     'resnet50': resnet50,
     'small_cnn': small_cnn,
 }
+BACKBONES = BackboneNames([*BUILT_IN, 'timm/<model name>', 'torchvision/<model name>'])
 
 
 def get_backbone(cfg):
     name = cfg.backbone
-    if name not in BACKBONES:
+    kwargs = dict(cfg.get('backbone_kwargs') or {})
+    if isinstance(name, str) and name.startswith(LIBRARIES):
+        return library_backbone(name, cfg.channels or 3, **kwargs)  # the library checks its own kwargs
+    if name not in BUILT_IN:
         raise UserError(f"unknown backbone '{name}'; valid: {', '.join(BACKBONES)}")
     if name == 'resnet18':
         name = 'resnet18_stl' if cfg.train_db_name == 'stl-10' else 'resnet18_cifar'
-    fn = BACKBONES[name]
-    kwargs = dict(cfg.get('backbone_kwargs') or {})
+    fn = BUILT_IN[name]
     accepted = set(inspect.signature(fn).parameters) - {'in_channels'}
     if set(kwargs) - accepted:
         raise UserError(f"backbone_kwargs {sorted(set(kwargs) - accepted)} not understood by '{name}'; "
@@ -32,7 +45,11 @@ def get_backbone(cfg):
 
 
 def get_contrastive_model(cfg):
-    return ContrastiveModel(get_backbone(cfg), **(cfg.get('model_kwargs') or {}))
+    """The pretext model; its backbone starts from `backbone_weights` when the config names a file."""
+    backbone = get_backbone(cfg)
+    if cfg.get('backbone_weights'):
+        load_backbone_weights(backbone['backbone'], cfg.backbone_weights, cfg.backbone)
+    return ContrastiveModel(backbone, **(cfg.get('model_kwargs') or {}))
 
 
 def projection_kwargs(state):

@@ -1,0 +1,93 @@
+"""Backbones from timm and torchvision, and weight files in the layouts users bring (models/pretrained.py)."""
+import pytest
+import torch
+from easydict import EasyDict
+
+from models import get_backbone, get_contrastive_model
+from models.pretrained import load_backbone_weights
+from utils.errors import UserError
+
+TINY_VIT = {'img_size': 16, 'patch_size': 8, 'embed_dim': 24, 'depth': 2, 'num_heads': 2}
+
+
+def build(name, **kwargs):
+    torch.manual_seed(1)  # every model starts from other random weights than the saved one
+    return get_backbone(EasyDict(backbone=name, backbone_kwargs=kwargs, channels=3))['backbone'].eval()
+
+
+@pytest.fixture(scope='module')
+def source():
+    torch.manual_seed(0)
+    model = get_backbone(EasyDict(backbone='timm/vit_small_patch16_224', backbone_kwargs=TINY_VIT, channels=3))
+    return model['backbone'].eval()
+
+
+def layouts(state):
+    """The file layouts of SPEC section 7 around one backbone state dict."""
+    return {
+        'plain': state,
+        'ddp': {f'module.{k}': v for k, v in state.items()},
+        'dino': {'student': {f'module.backbone.{k}': v + 1 for k, v in state.items()},  # the teacher is read
+                 'teacher': {**{f'backbone.{k}': v for k, v in state.items()},
+                             'head.last_layer.weight': torch.zeros(3, 24)}, 'epoch': 100},
+        'moco_v2': {'state_dict': {**{f'module.encoder_q.{k}': v for k, v in state.items()},
+                                   **{f'module.encoder_k.{k}': v + 1 for k, v in state.items()}}},
+        'solo_learn': {'state_dict': {**{f'backbone.{k}': v for k, v in state.items()},
+                                      'projector.0.weight': torch.zeros(4, 24)}},
+    }
+
+
+@pytest.mark.parametrize('layout', ['plain', 'ddp', 'dino', 'moco_v2', 'solo_learn'])
+def test_every_layout_loads_to_identical_features(tmp_path, source, layout):
+    path = tmp_path / 'weights.pth'
+    torch.save(layouts(source.state_dict())[layout], path)
+    model = build('timm/vit_small_patch16_224', **TINY_VIT)
+    x = torch.randn(2, 3, 16, 16)
+    assert not torch.allclose(model(x), source(x))
+    load_backbone_weights(model, str(path))
+    assert torch.equal(model(x), source(x))
+
+
+def test_a_file_that_does_not_fit_loads_nothing(tmp_path, source):
+    state = source.state_dict()
+    torch.save({k: v for k, v in state.items() if not k.startswith('blocks.1.')}, tmp_path / 'short.pth')
+    model = build('timm/vit_small_patch16_224', **TINY_VIT)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UserError, match=r'missing: blocks\.1\.norm1\.weight') as e:
+        load_backbone_weights(model, str(tmp_path / 'short.pth'))
+    assert '\n' not in str(e.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing half-loaded
+    torch.save({**state, 'pos_embed': torch.zeros(1, 9, 24)}, tmp_path / 'wide.pth')
+    with pytest.raises(UserError, match=r'shapes differ: pos_embed'):
+        load_backbone_weights(model, str(tmp_path / 'wide.pth'))
+    torch.save({'conv.weight': torch.zeros(3)}, tmp_path / 'other.pth')
+    with pytest.raises(UserError, match='no key of the file matches the model'):
+        load_backbone_weights(model, str(tmp_path / 'other.pth'))
+    torch.save({'model': EasyDict(a=1)}, tmp_path / 'pickled.pth')
+    with pytest.raises(UserError, match='cannot be read as plain tensors'):
+        load_backbone_weights(model, str(tmp_path / 'pickled.pth'))
+
+
+def test_torchvision_backbone_takes_its_own_state_dict(tmp_path):
+    from utils.tv import torchvision
+    torch.manual_seed(0)
+    full = torchvision.models.resnet18(weights=None).eval()
+    torch.save(full.state_dict(), tmp_path / 'resnet18.pth')  # with fc: left out, named in the note
+    model = build('torchvision/resnet18')
+    load_backbone_weights(model, str(tmp_path / 'resnet18.pth'))
+    x = torch.randn(2, 3, 32, 32)
+    full.fc = torch.nn.Identity()
+    assert torch.equal(model(x), full(x))
+
+
+def test_pretext_model_starts_from_the_weights_file(tmp_path, source):
+    torch.save(source.state_dict(), tmp_path / 'w.pth')
+    cfg = EasyDict(backbone='timm/vit_small_patch16_224', backbone_kwargs=TINY_VIT, channels=3,
+                   backbone_weights=str(tmp_path / 'w.pth'), model_kwargs={'head': 'mlp', 'features_dim': 8})
+    model = get_contrastive_model(cfg).eval()
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(model(x, forward_pass='backbone'), source(x))
+    with pytest.raises(UserError, match="timm has no model 'no_such_net'"):
+        build('timm/no_such_net')
+    with pytest.raises(UserError, match='names no model'):
+        build('timm/')
