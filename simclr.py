@@ -21,6 +21,7 @@ from utils.checkpoint import atomic_save, atomic_save_npy, load_pretext_model, r
 from utils.common import seed_all
 from utils.config import base_parser, parse_args, save_config
 from utils.distributed import gather
+from utils.errors import UserError
 from utils.features import knn_accuracy, pretext_features
 from utils.logger import RunLog, progress, write_json
 from utils.neighbors import mine_neighbors, neighbor_accuracy
@@ -107,6 +108,13 @@ def run(args):
         load_pretext_model(model, cfg.pretext_model)
         print(f'mine-only: loaded {cfg.pretext_model}; no training, mining neighbours')
         save_config(cfg, os.path.join(cfg.pretext_dir, 'config.yml'))
+    elif not method_class.trains:
+        if not cfg.get('backbone_weights'):
+            raise UserError('setup: pretrained needs backbone_weights: PATH (the weights file of the backbone)')
+        cfg.mining_features = 'backbone'  # the projection head is untrained
+        start_run(cfg.pretext_dir, cfg, 'pretext', cfg.pretext_checkpoint, args.resume)
+        atomic_save(model.state_dict(), cfg.pretext_model)
+        print(f'pretrained: {cfg.backbone} from {cfg.backbone_weights}, no training; mining on its features')
     else:
         method = method_class(cfg, train_set, device)  # e.g. the memory bank (after the model: same random draws)
         # on the device path every image is decoded here: a bad file stops the run before its folder is claimed

@@ -49,6 +49,7 @@ class PretextMethod(Method):
     batch (gathered under torchrun), index [b] their dataset indices; step_loss(z, index) -> {'total', ...}."""
     views = 2            # augmented views of each image in a training batch
     supervised = False   # trained with labels: an upper bound, not a clustering result
+    trains = True        # False: the backbone is used as loaded (setup: pretrained)
 
     def __init__(self, cfg, train_set, device):
         super().__init__(cfg)

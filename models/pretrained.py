@@ -32,6 +32,9 @@ def timm_backbone(name, in_channels=3, **kwargs):
             raise
         raise UserError(f"timm has no model '{name}'; list them with "
                         "python -c \"import timm; print(timm.list_models('*resnet*'))\"") from None
+    except TypeError as e:
+        raise UserError(f'backbone_kwargs not understood by timm/{name}: {e} (the override backbone_kwargs={{}} '
+                        'clears those of the config file)') from None
     return {'backbone': model, 'dim': model.num_features}
 
 
@@ -39,11 +42,14 @@ def torchvision_backbone(name, in_channels=3, **kwargs):
     from utils.tv import torchvision
     if in_channels != 3:
         raise UserError(f"torchvision/{name} takes 3-channel images; set channels: 3 (grey images are converted)")
+    if name not in torchvision.models.list_models(torchvision.models):
+        raise UserError(f"torchvision has no model '{name}'; valid: "
+                        f"{', '.join(torchvision.models.list_models(torchvision.models))}")
     try:
         model = torchvision.models.get_model(name, weights=None, **kwargs)
-    except ValueError:
-        raise UserError(f"torchvision has no model '{name}'; valid: "
-                        f"{', '.join(torchvision.models.list_models(torchvision.models))}") from None
+    except TypeError as e:
+        raise UserError(f'backbone_kwargs not understood by torchvision/{name}: {e} (the override '
+                        'backbone_kwargs={} clears those of the config file)') from None
     for attr in CLASSIFIERS:
         last = getattr(model, attr, None)
         if isinstance(last, nn.Sequential):  # e.g. EfficientNet, ViT: (dropout, linear)

@@ -70,6 +70,9 @@ def inherit_pretext_settings(cfg):
     leaves them out; a value that contradicts it is a UserError naming both."""
     path = os.path.join(cfg.pretext_dir, 'config.yml')
     saved = read_yaml(path, 'pretext run config') if os.path.isfile(path) else {}
+    if saved.get('setup') == 'pretrained' and cfg.get('heads_on') == 'projection':
+        raise UserError(f'the pretext run ({path}) is a pretrained backbone whose projection head was never trained; '
+                        'set heads_on: backbone')
     for key, spec in AFTER_PRETEXT.items():
         mine, theirs = to_plain(cfg[key]), saved.get(key)
         if mine == spec.default and theirs is not None:

@@ -91,3 +91,40 @@ def test_pretext_model_starts_from_the_weights_file(tmp_path, source):
         build('timm/no_such_net')
     with pytest.raises(UserError, match='names no model'):
         build('timm/')
+    with pytest.raises(UserError, match="backbone_kwargs not understood by timm/resnet18: .*'widths'"):
+        build('timm/resnet18', widths=[8, 16])
+    with pytest.raises(UserError, match="torchvision has no model 'resnet7'"):
+        build('torchvision/resnet7')
+
+
+def test_setup_pretrained_mines_on_the_loaded_backbone(tmp_path, env_file, source, capsys):
+    """simclr.py with setup: pretrained trains nothing: the model file holds the weights file's backbone, the
+    neighbours are mined on its features, and the clustering stage trains heads on it."""
+    import numpy as np
+    import scan
+    import simclr
+    from benchmarks.digits_folder import write_digits
+    from test_image_folder_template import TEMPLATE
+    from utils.checkpoint import read_model_file
+    folder = tmp_path / 'digits'
+    write_digits(str(folder), size=16, classes=[0, 1, 7], limit=60)
+    torch.save({'teacher': {f'backbone.{k}': v for k, v in source.state_dict().items()}}, tmp_path / 'dino.pth')
+    args = ['--config_env', env_file, '--config_exp', TEMPLATE, f'db_kwargs.path={folder}', 'db_kwargs.image_size=16',
+            'backbone=timm/vit_small_patch16_224', 'backbone_kwargs={}', f'backbone_kwargs={TINY_VIT}',
+            'num_classes=3', 'clustering.epochs=1']
+    fails(simclr, args + ['pretext.setup=pretrained'], capsys, 'setup: pretrained needs backbone_weights')
+    simclr.main(args + ['pretext.setup=pretrained', f'backbone_weights={tmp_path / "dino.pth"}'])
+    out = tmp_path / 'results' / 'digits'
+    saved = read_model_file(str(out / 'pretext' / 'model.pth.tar'), 'pretext model', 'pretext').state
+    assert all(torch.equal(saved[f'backbone.{k}'], v) for k, v in source.state_dict().items())
+    assert not (out / 'pretext' / 'checkpoint.pth.tar').exists()  # nothing trained
+    neighbours = np.load(out / 'pretext' / 'topk-train-neighbors.npy')
+    assert neighbours.shape[0] == 60 and (neighbours[:, 0] == np.arange(60)).all()
+    fails(scan, args, capsys, 'set heads_on: backbone')  # the template's heads sit on the untrained projection
+    assert scan.main(args + ['clustering.heads_on=backbone'])['num_classes'] == 3
+
+
+def fails(stage, args, capsys, message):
+    with pytest.raises(SystemExit) as e:
+        stage.main(args)
+    assert e.value.code == 2 and message in capsys.readouterr().err
