@@ -4,7 +4,8 @@ loader of the weight files users bring (`backbone_weights: PATH`).
 The loader reads the file with weights_only=True and finds the backbone's tensors in it, whatever the layout
 (SPEC section 7): a plain state dict (torchvision, timm, released DINO/DINOv2 backbones), a training checkpoint that
 nests it (`teacher` / `student` (DINO), `state_dict` (MoCo, solo-learn, Lightning), `model`), and key prefixes
-(`module.` from DDP, `backbone.`, `encoder_q.` / `base_encoder.` (MoCo v2/v3), `encoder.`). The prefix kept is the
+(`module.` from DDP, `backbone.`, `encoder_q.` / `base_encoder.` (MoCo v2/v3), `encoder.`), and lukemelas'
+EfficientNet names for timm's EfficientNet (lukemelas_layout). The prefix kept is the
 one under which the most of the model's keys are found (the first one in the file on a tie: MoCo's query encoder
 before its momentum copy). Every tensor of the model must be found with its shape, or nothing is loaded and one
 line names the first missing keys and the file's unmatched ones; the file's other tensors (classifier and
@@ -100,9 +101,27 @@ def prefixes(key):
     return ['.'.join(parts[:i]) + ('.' if i else '') for i in range(len(parts))]
 
 
+def lukemelas_layout(model_state, weights):
+    """lukemelas EfficientNet keys (`_conv_stem`, `_bn0`, `_blocks.N.*`, `_conv_head`, `_bn1`, `_fc`) onto timm's
+    EfficientNet: the same tensors in the same forward order under other names, so they are paired in order, each
+    pair checked to end in the same name (weight, bias, running_mean, ...) and to have the same shape. None when the
+    file is not in that layout or does not pair up with the model."""
+    if '_conv_stem.weight' not in weights:
+        return None
+    source = [k for k in weights if not k.startswith('_fc.')]
+    target = list(model_state)
+    if len(source) != len(target) or any(a.rsplit('.', 1)[-1] != b.rsplit('.', 1)[-1]
+                                         or weights[a].shape != model_state[b].shape for a, b in zip(source, target)):
+        return None
+    return {b: weights[a] for a, b in zip(source, target)}
+
+
 def match_weights(model_state, weights):
     """The file's tensors renamed to the model's keys: (state, prefix, unmatched file keys). Raises a UserError
     naming the first missing keys unless every model tensor is found with its shape."""
+    paired = lukemelas_layout(model_state, weights)
+    if paired is not None:
+        return paired, '', [k for k in weights if k.startswith('_fc.')]
     counts, first = {}, {}
     for i, key in enumerate(weights):
         for prefix in prefixes(key):

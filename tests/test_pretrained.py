@@ -128,3 +128,24 @@ def fails(stage, args, capsys, message):
     with pytest.raises(SystemExit) as e:
         stage.main(args)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_lukemelas_efficientnet_names_pair_with_timm_in_order(tmp_path):
+    """lukemelas' EfficientNet holds timm's tensors in the same order under its own names (`_conv_stem`,
+    `_blocks.N._expand_conv`, ..., `_fc`): loaded in order, each pair checked by leaf name and shape."""
+    torch.manual_seed(0)
+    source = build('timm/tf_efficientnet_lite0')
+    state = source.state_dict()
+    names = ['_conv_stem.weight'] + [f'_blocks.{i}._layer.{k.rsplit(".", 1)[-1]}' for i, k in enumerate(list(state)[1:])]
+    lukemelas = {new: v for new, v in zip(names, state.values())}
+    torch.save({**lukemelas, '_fc.weight': torch.zeros(1000, 1280), '_fc.bias': torch.zeros(1000)}, tmp_path / 'e.pth')
+    model = build('timm/tf_efficientnet_lite0')
+    load_backbone_weights(model, str(tmp_path / 'e.pth'))
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(model(x), source.eval()(x))
+    swapped = dict(lukemelas)
+    a, b = names[1], names[6]  # the stem BN's weight and the first depthwise conv: shapes differ
+    swapped[a], swapped[b] = lukemelas[b], lukemelas[a]
+    torch.save(swapped, tmp_path / 'bad.pth')
+    with pytest.raises(UserError, match='no key of the file matches the model'):
+        load_backbone_weights(model, str(tmp_path / 'bad.pth'))
