@@ -110,14 +110,15 @@ def kmeans_heads(model, cfg, train_eval, device):
 
 def choose_num_clusters(cfg):
     """num_classes: auto -> the number of communities of the train split's shared-neighbour graph, small ones
-    merged, within k_range (utils/num_clusters.py). Returns the estimate's report, or None when num_classes is
+    merged and large ones split, within k_range (utils/num_clusters.py). Returns the estimate's report, or None when num_classes is
     given."""
     if cfg.num_classes != 'auto':
         return None
     chosen, report = estimate_num_clusters(np.load(cfg.topk_neighbors_train_path), cfg.k_range)
     cfg.num_classes = chosen
     print(f"num_classes: auto -> {chosen} clusters ({len(report['community_sizes'])} communities in the neighbour "
-          f"graph, those under {report['min_size']:g} images merged; k_range {list(cfg.k_range)})")
+          f"graph, those under {report['min_size']:g} images merged, clusters over {report['max_size']:g} split; "
+          f"k_range {list(cfg.k_range)})")
     return report
 
 

@@ -3,10 +3,11 @@ import networkx as nx
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from sklearn.metrics import adjusted_rand_score
 
 from utils.errors import UserError
 from utils.num_clusters import (RESOLUTION, estimate_num_clusters, knn_graph, merge_small, modularity_path,
-                                shared_neighbour_graph)
+                                shared_neighbour_graph, split_large)
 
 
 def planted_neighbours(groups, size, k, noise, seed=0):
@@ -47,13 +48,16 @@ def test_shared_neighbour_weights_are_jaccard_overlaps():
             assert graph[i, j] == pytest.approx(expected)
 
 
+def cliques(sizes):
+    """Labels and a dense 0/1 graph in which each community is a clique (self-links are removed by the caller)."""
+    labels = np.repeat(np.arange(len(sizes)), sizes)
+    graph = (labels[:, None] == labels[None, :]).astype(np.float64)
+    return labels, graph
+
+
 def test_a_small_community_joins_the_one_it_is_linked_to():
     # communities 0, 1, 2 of 10 nodes, 3 of 3 nodes tied to community 1 by most of its cross edges
-    labels = np.repeat([0, 1, 2, 3], [10, 10, 10, 3])
-    graph = np.zeros((33, 33))
-    for c in range(4):
-        members = np.flatnonzero(labels == c)
-        graph[np.ix_(members, members)] = 1
+    labels, graph = cliques([10, 10, 10, 3])
     graph[30:33, 10:13] = graph[10:13, 30:33] = 1  # 9 links to community 1
     graph[30, 0] = graph[0, 30] = 1  # 1 link to community 0
     np.fill_diagonal(graph, 0)
@@ -61,6 +65,29 @@ def test_a_small_community_joins_the_one_it_is_linked_to():
     assert merged.tolist() == [0] * 10 + [1] * 10 + [2] * 10 + [1] * 3 and bound == 5.0
     assert merge_small(sp.csr_matrix(graph), labels, 0.2, 2)[0].tolist() == labels.tolist()  # 3 >= 0.2 * 10
     assert merge_small(sp.csr_matrix(graph), labels, 0.5, 4)[0].tolist() == labels.tolist()  # k_min reached
+
+
+def test_a_small_community_is_not_pulled_into_the_largest_by_its_size():
+    # community 0 (20 nodes, dense) gets 4 of the small community's links, community 1 (10 nodes) 3: a larger share
+    # of community 1's links (3 / 93 against 4 / 384), so the small one joins community 1
+    labels, graph = cliques([20, 10, 10, 3])
+    graph[40, 0:4] = graph[0:4, 40] = 1
+    graph[41, 20:23] = graph[20:23, 41] = 1
+    np.fill_diagonal(graph, 0)
+    merged, _ = merge_small(sp.csr_matrix(graph), labels, 0.5, 2)
+    assert merged.tolist() == [0] * 20 + [1] * 10 + [2] * 10 + [1] * 3
+
+
+def test_two_groups_in_one_cluster_are_split_apart():
+    indices = planted_neighbours(5, 30, 8, noise=0.05, seed=2)
+    graph = shared_neighbour_graph(indices)
+    truth = np.arange(150) // 30
+    joined = np.minimum(truth, 3)  # groups 3 and 4 as one cluster of 60: over the median (30) / 0.6
+    labels, bound = split_large(graph, joined, 0.6, 20)
+    assert labels.max() == 4 and bound == pytest.approx(50.0)
+    assert adjusted_rand_score(truth, labels) > 0.95
+    assert (split_large(graph, joined, 0.6, 4)[0] == joined).all()  # k_max reached: nothing split
+    assert (split_large(graph, joined, 0.5, 20)[0] == joined).all()  # 60 <= 30 / 0.5
 
 
 def test_modularity_along_the_merge_path_matches_networkx():

@@ -66,15 +66,17 @@ def save_bar_chart(rows, metrics, path, title='', dpi=100):
 
 
 def save_num_clusters_plot(report, chosen, path, dpi=100):
-    """The communities of the neighbour graph by size, and the clusters left after merging the small ones
-    (utils/num_clusters.estimate_num_clusters's report)."""
+    """The communities of the neighbour graph by size, and the clusters left after merging the small ones and
+    splitting the large ones (utils/num_clusters.estimate_num_clusters's report)."""
     plt = pyplot()
     fig, (found, kept) = plt.subplots(1, 2, figsize=(7, 3), dpi=dpi, sharey=True)
     for ax, key, color, label in ((found, 'community_sizes', 'tab:gray', 'communities found'),
-                                  (kept, 'cluster_sizes', 'tab:blue', 'clusters after merging')):
+                                  (kept, 'cluster_sizes', 'tab:blue', 'clusters after merging and splitting')):
         sizes = report[key]
         ax.bar(range(1, len(sizes) + 1), sizes, color=color)
         ax.axhline(report['min_size'], color='tab:red', linestyle='--', linewidth=1, label='merged below')
+        if 'max_size' in report:
+            ax.axhline(report['max_size'], color='tab:orange', linestyle=':', linewidth=1, label='split above')
         ax.set_xlabel(f'{label}, largest first', fontsize=8)
         ax.grid(axis='y', alpha=0.3)
     found.set_ylabel('images')
