@@ -47,7 +47,7 @@ def train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, 
         x = torch.cat(views).to(device, non_blocking=True)  # [views * b, C, H, W]
         with autocast(cfg, device):
             out = net(x, forward_pass='return_all')
-        context = method.step_context(model, batch, out['features'][:b], device)
+        context = method.step_context(model, batch, out['features'].split(b), device)
         index = gather(batch['index'].to(device))
         total, parts = 0.0, {}
         for h, logits in enumerate(out['output']):

@@ -4,7 +4,7 @@ Adding a method: write methods/<name>.py with a subclass of PretextMethod, Clust
 SelfLabelMethod (methods/base.py says what each declares), then add its line below. The stage's
 `setup:` choices, the check of its criterion_kwargs and the training loop all come from here.
 """
-from methods import and_, instdisc, nnm, pretrained, scan, selflabel, selflabel_per_cluster, simclr, snca
+from methods import and_, instdisc, nnm, pretrained, scan, selflabel, selflabel_per_cluster, simclr, snca, temi
 from utils.errors import UserError
 
 PRETEXT = {
@@ -17,6 +17,7 @@ PRETEXT = {
 CLUSTERING = {
     'scan': scan.SCAN,
     'nnm': nnm.NNM,
+    'temi': temi.TEMI,
 }
 SELFLABEL = {
     'selflabel': selflabel.SelfLabel,

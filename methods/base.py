@@ -85,7 +85,8 @@ class ClusteringMethod(Method):
         return False
 
     def step_context(self, model, batch, features, device):
-        """Per-step values every head's inputs share; features: backbone features of the anchors [b, D]."""
+        """Per-step values every head's inputs share; features: what the heads see of each view of the batch
+        (anchors, neighbours[, second views]), each [b, D]."""
         return None
 
     def inputs(self, logits, head, index, context):

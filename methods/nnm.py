@@ -47,6 +47,7 @@ class NNM(ClusteringMethod):
         return self.cfg.local_neighbor_view == 'weak'
 
     def step_context(self, model, batch, features, device):
+        features = features[0]  # the anchors'
         if 'weak' in batch:
             features = weak_features(model, batch['weak'].to(device, non_blocking=True),
                                      self.cfg.update_cluster_head_only)

@@ -100,3 +100,21 @@ def test_losses_train_a_head_towards_agreement():
         out['total'].backward()
         opt.step()
     assert out['consistency'].item() < 0.2 and out['entropy'].item() > 0.9
+
+
+def test_temi_loss_against_its_formula():
+    """L = -mean_i w_i (pmi(s(a_i), t(n_i)) + pmi(s(n_i), t(a_i))) / 2, pmi(s, t) = log sum_k (s_k t_k)^beta / prior_k,
+    computed here in float64 from the definition, one sample at a time."""
+    from losses.temi import TEMILoss
+    torch.manual_seed(0)
+    a, n = torch.randn(5, 4), torch.randn(5, 4)
+    ta, tn = torch.randn(5, 4).softmax(1), torch.randn(5, 4).softmax(1)
+    prior, weight = torch.tensor([0.1, 0.2, 0.3, 0.4]), torch.rand(5)
+    got = TEMILoss(beta=0.6, student_temperature=0.5)(a, n, ta, tn, prior, weight)
+    expected = 0.0
+    for i in range(5):
+        sa, sn = (a[i].double() / 0.5).softmax(0), (n[i].double() / 0.5).softmax(0)
+        pmi_an = math.log(sum((sa[k] * tn[i, k].double()) ** 0.6 / prior[k].double() for k in range(4)))
+        pmi_na = math.log(sum((sn[k] * ta[i, k].double()) ** 0.6 / prior[k].double() for k in range(4)))
+        expected -= float(weight[i]) * (pmi_an + pmi_na) / 2 / 5
+    assert float(got['total']) == pytest.approx(expected, rel=1e-5)

@@ -210,3 +210,22 @@ def test_a_bad_neighbours_file_is_one_line_and_nothing_is_written(env_file, run_
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and '\n' not in err and expected in err and 'Traceback' not in err
     assert not (run_root / 'scan').exists()
+
+
+def test_temi_resumes_its_teacher_and_priors(env_file, run_root, tmp_path, monkeypatch):
+    """TEMI's teacher (a moving average of the heads) and cluster priors are in the checkpoint: a run stopped and
+    resumed ends where an uninterrupted one does."""
+    args = ['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'scan', 'temi_digits.yml'),
+            *TINY, 'epochs=3']
+    shutil.copytree(run_root / 'pretext', tmp_path / 'full' / 'digits' / 'pretext')
+    result = scan.main(args + [f'root_dir={tmp_path}/full'])
+    assert 0 < result['acc'] <= 1
+    reference = torch.load(tmp_path / 'full' / 'digits' / 'scan' / 'checkpoint.pth.tar', weights_only=True)
+    interrupted_then_resumed(monkeypatch, scan, args)
+    resumed = torch.load(run_root / 'scan' / 'checkpoint.pth.tar', weights_only=True)
+    for part in ('model', 'teacher'):
+        assert reference[part].keys() == resumed[part].keys()
+        assert all(torch.equal(reference[part][k], resumed[part][k]) for k in reference[part])
+    assert torch.equal(reference['prior'], resumed['prior'])
+    heads = {k: v for k, v in reference['model'].items() if k.startswith('cluster_head.')}
+    assert not all(torch.equal(heads[f'cluster_head.{k}'], v) for k, v in reference['teacher'].items())  # it lags
