@@ -17,6 +17,7 @@ import torch
 from data import clustering_data, get_dataset, same_data
 from data.loaders import eval_loader, neighbor_batches
 from models import get_clustering_model
+from stages.feature_cache import FeaturePairs, HeadsOnFeatures, cached, check_cache
 from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model
 from utils.checkpoint import atomic_save, load_weights, read_model_file, restore
 from utils.common import seed_all
@@ -151,6 +152,7 @@ def run(args):
     model = get_clustering_model(cfg, pretext.state if cfg.heads_on == 'projection' else None).to(device)
     load_pretext_trunk(model, pretext)
     method = method_class(cfg)
+    check_cache(cfg, method)
     cap_epochs(cfg, len(train_set))
     state = start_run(cfg.scan_dir, cfg, 'clustering', cfg.scan_checkpoint, args.resume)
     if k_report is not None:
@@ -168,23 +170,34 @@ def run(args):
         print(f'resuming {cfg.scan_checkpoint} at epoch {start_epoch + 1}/{cfg.epochs}')
     print(f'{cfg.setup}: {len(train_set)} train images, {cfg.num_heads} heads, {cfg.epochs} epochs, device {device}')
     train_eval = val_set if same_data(cfg) else get_dataset(cfg, 'train', evaluation)
+    heads = model  # what predicts, trains and evaluates: the model, or its heads on cached features
+    if cfg.cache_features:
+        t0 = time.time()
+        val_set = cached(model, val_set, cfg, device)
+        train_eval = val_set if same_data(cfg) else cached(model, train_eval, cfg, device)
+        heads = HeadsOnFeatures(model)
+        print(f'cached features: {len(train_eval)} train and {len(val_set)} val images through the frozen trunk in '
+              f'{time.time() - t0:.1f} s; the heads train on them')
     log = RunLog(cfg.scan_dir)
     if cfg.head_init == 'kmeans' and state is None:  # the k-means heads are the first candidates (epoch 0)
         print(f'heads from k-means on the {cfg.heads_on} features, mean squared distance per head:',
-              [round(s, 4) for s in kmeans_heads(model, cfg, train_eval, device)])
-        record, best = keep_best({'epoch': 0}, evaluate(model, method, cfg, device, val_set, val_lists)[0], best,
+              [round(s, 4) for s in kmeans_heads(heads, cfg, train_eval, device)])
+        record, best = keep_best({'epoch': 0}, evaluate(heads, method, cfg, device, val_set, val_lists)[0], best,
                                  model, cfg)
         log.log(record)
-    batches = neighbor_batches(train_set, train_lists, cfg, device, second=method.second_view,
-                               weak_transform=evaluation if method.weak_view() else None)
-    net = training_model(model, cfg, device)
+    if cfg.cache_features:
+        batches = FeaturePairs(train_eval.features, train_lists, cfg.batch_size, device, method.second_view)
+    else:
+        batches = neighbor_batches(train_set, train_lists, cfg, device, second=method.second_view,
+                                   weak_transform=evaluation if method.weak_view() else None)
+    net = training_model(heads, cfg, device)
     for epoch in range(start_epoch, cfg.epochs):
         seed_all(cfg.seed, epoch)
         t0 = time.time()
         record = {'epoch': epoch + 1,
                   **train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, scaler)}
-        report, val_pred = evaluate(model, method, cfg, device, val_set, val_lists)
-        method.end_epoch(lambda: val_pred if train_eval is val_set else predict(model, eval_loader(train_eval, cfg),
+        report, val_pred = evaluate(heads, method, cfg, device, val_set, val_lists)
+        method.end_epoch(lambda: val_pred if train_eval is val_set else predict(heads, eval_loader(train_eval, cfg),
                                                                                device))
         record, best = keep_best(record, report, best, model, cfg)
         record['seconds'] = round(time.time() - t0, 2)

@@ -97,6 +97,8 @@ CLUSTERING = {
     'overclustering': False,              # allow num_classes above the dataset's class count
     'num_heads': Key(1, int, minimum=1),
     'update_cluster_head_only': False,    # freeze the backbone (eval mode, no gradients)
+    # with the trunk frozen: compute what the heads see of each image once, and train the heads on those vectors
+    'cache_features': False,
     'head_init': Key('random', str, ('random', 'kmeans')),  # kmeans: heads start as k-means on the features
     # the heads' input: the backbone features (SCAN, NNM) or the pretext's L2-normalised projection, trained on
     'heads_on': Key('backbone', str, ('backbone', 'projection')),

@@ -229,3 +229,25 @@ def test_temi_resumes_its_teacher_and_priors(env_file, run_root, tmp_path, monke
     assert torch.equal(reference['prior'], resumed['prior'])
     heads = {k: v for k, v in reference['model'].items() if k.startswith('cluster_head.')}
     assert not all(torch.equal(heads[f'cluster_head.{k}'], v) for k, v in reference['teacher'].items())  # it lags
+
+
+@pytest.mark.parametrize('setup', ['scan', 'temi'])
+def test_heads_on_cached_features_match_heads_on_images(env_file, run_root, tmp_path, setup):
+    """A frozen trunk on unaugmented images gives the heads the same vectors every step: training them on the cached
+    vectors (cache_features) reaches the same heads as through the trunk."""
+    config = os.path.join(ROOT, 'configs', 'scan', f'{setup}_digits.yml')
+    args = ['--config_env', env_file, '--config_exp', config, *TINY, 'update_cluster_head_only=true',
+            'augmentation_kwargs={}', 'augmentation_kwargs.horizontal_flip=false', 'augment_on_device=true']
+    shutil.copytree(run_root / 'pretext', tmp_path / 'images' / 'digits' / 'pretext')
+    on_images = scan.main(args + [f'root_dir={tmp_path}/images'])
+    on_cache = scan.main(args + ['cache_features=true'])
+    assert on_cache['head'] == on_images['head'] and on_cache['acc'] == pytest.approx(on_images['acc'], abs=0.02)
+    a = torch.load(tmp_path / 'images' / 'digits' / 'scan' / 'model.pth.tar', weights_only=True)['model']
+    b = torch.load(run_root / 'scan' / 'model.pth.tar', weights_only=True)['model']
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+
+
+def test_cache_features_needs_a_frozen_trunk(env_file, run_root, capsys):
+    expect_error(capsys, scan_args(env_file, 'scan', 'cache_features=true'), 'set update_cluster_head_only: true')
+    expect_error(capsys, scan_args(env_file, 'nnm', 'cache_features=true', 'update_cluster_head_only=true',
+                                   'local_neighbor_view=weak'), 'needs images')
