@@ -111,8 +111,8 @@ def kmeans_heads(model, cfg, train_eval, device):
 
 def choose_num_clusters(cfg):
     """num_classes: auto -> the number of communities of the train split's shared-neighbour graph, small ones
-    merged and large ones split, within k_range (utils/num_clusters.py). Returns the estimate's report, or None when num_classes is
-    given."""
+    merged and large ones split, within k_range (utils/num_clusters.py). Returns the estimate's report, or None
+    when num_classes is given."""
     if cfg.num_classes != 'auto':
         return None
     chosen, report = estimate_num_clusters(np.load(cfg.topk_neighbors_train_path), cfg.k_range)
