@@ -112,7 +112,12 @@ def test_graph_is_symmetric_without_self_loops():
     assert graph[3].tolist() == [1, 1, 0, 0] and graph[2].tolist() == [1, 1, 0, 0]
 
 
-@pytest.mark.parametrize('k_range', [[1, 5], [5, 3], (2,), [2, 'x'], [2, 300]])
+@pytest.mark.parametrize('k_range', [[1, 5], [5, 3], (2,), [2, 'x'], [100, 300]])
 def test_bad_k_range(k_range):
     with pytest.raises(UserError, match='k_range'):
         estimate_num_clusters(planted_neighbours(3, 60, 5, 0.0), k_range)
+
+
+def test_a_range_wider_than_the_images_allow_is_narrowed(capsys):
+    assert estimate_num_clusters(planted_neighbours(3, 10, 5, 0.0), [2, 20])[0] == 3  # 30 images: max 15
+    assert 'k_range max lowered from 20 to 15' in capsys.readouterr().out

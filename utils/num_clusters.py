@@ -162,10 +162,16 @@ def estimate_num_clusters(indices, k_range, resolution=RESOLUTION, min_share=MIN
 
 
 def check_k_range(k_range, n):
+    """(k_min, k_max); a max above n / 2 (clusters of one image) is lowered to n // 2 with a note, so that the
+    template's range suits a folder of a few dozen images."""
     if (not isinstance(k_range, (list, tuple)) or len(k_range) != 2
             or not all(isinstance(k, int) and not isinstance(k, bool) for k in k_range)
             or not 2 <= k_range[0] <= k_range[1]):
         raise UserError(f'k_range must be [min, max] with 2 <= min <= max, got {k_range!r}')
+    if k_range[0] * 2 > n:
+        raise UserError(f'k_range {list(k_range)} asks for at least {k_range[0]} clusters of {n} images; '
+                        f'lower its min to at most {max(n // 2, 1)} (or give num_classes)')
     if k_range[1] * 2 > n:
-        raise UserError(f'k_range {list(k_range)} allows more clusters than {n} images can show; lower its max')
-    return k_range
+        print(f'note: k_range max lowered from {k_range[1]} to {n // 2}: {n} images cannot show more clusters')
+        return k_range[0], n // 2
+    return tuple(k_range)
