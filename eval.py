@@ -27,6 +27,7 @@ from utils.checkpoint import atomic_write_text, load_weights, read_model_file
 from utils.config import base_parser, parse_args, read_layers
 from utils.errors import UserError, one_line
 from utils.features import knn_accuracy, predict, pretext_features
+from utils.html_report import STAGES as STAGE_FOLDERS, write_report
 from utils.metrics import cluster_metrics, contingency, hungarian_mapping
 from utils.neighbors import mine_neighbors, neighbor_accuracy
 from utils.plots import save_confusion_matrix, save_prototype_grid
@@ -67,8 +68,8 @@ def evaluate_pretext(cfg, model, device, out_dir):
     return result
 
 
-def prototypes(pred, probs, val_set, k):
-    """Per cluster: among its most confident samples, the k nearest to their mean backbone feature."""
+def prototype_indices(pred, probs, k):
+    """Per cluster: among its most confident samples, the k nearest to their mean backbone feature (indices)."""
     confidence, assigned = probs.max(1)
     rows = []
     for c in range(probs.shape[1]):
@@ -78,9 +79,36 @@ def prototypes(pred, probs, val_set, k):
             continue
         confident = members[confidence[members].argsort(descending=True)[:max(k, len(members) // 10)]]
         feats = pred['features'][confident]
-        order = (feats - feats.mean(0)).norm(dim=1).argsort()[:k]
-        rows.append([val_set.get_image(int(i)) for i in confident[order]])
+        rows.append(confident[(feats - feats.mean(0)).norm(dim=1).argsort()[:k]].tolist())
     return rows
+
+
+def cluster_gallery(pred, probs, val_set, names, mapping, k=8, seed=0):
+    """report.html's galleries: per non-empty cluster its prototypes, a random sample and its least confident
+    members, each image with its confidence, true class (when labelled) and whether that class is the cluster's."""
+    confidence, assigned = probs.max(1)
+    labelled = val_set.has_labels and bool(val_set.classes)
+    rng = np.random.default_rng(seed)
+    typical = prototype_indices(pred, probs, k)
+
+    def item(i, c):
+        truth = int(pred['targets'][i]) if labelled else None
+        return {'image': val_set.get_image(int(i)), 'confidence': float(confidence[i]),
+                'truth': val_set.classes[truth] if labelled else '',
+                'wrong': labelled and mapping is not None and mapping[c] >= 0 and mapping[c] != truth}
+
+    out = []
+    for c in range(probs.shape[1]):
+        members = torch.nonzero(assigned == c).flatten().numpy()
+        if len(members) == 0:
+            continue
+        sample = np.sort(rng.choice(members, min(k, len(members)), replace=False))
+        least = members[np.argsort(confidence[members].numpy(), kind='stable')[:k]]
+        out.append({'id': c, 'name': names[c], 'size': len(members), 'confidence': float(confidence[members].mean()),
+                    'strips': [(title, [item(i, c) for i in indices]) for title, indices in (
+                        ('prototypes: the most typical members', typical[c]), ('a random sample', sample),
+                        ('the least confident members', least))]})
+    return out
 
 
 def evaluate_clustering(cfg, model, device, out_dir, args):
@@ -90,7 +118,7 @@ def evaluate_clustering(cfg, model, device, out_dir, args):
         if not args.predict_paths:
             raise
         print(f'note: no val split ({one_line(e)}); predicting only, with cluster ids (naming clusters by class '
-              'needs the labelled val split)')
+              'needs the labelled val split)' + ('; no report without its images' if args.report else ''))
         return {'predictions': predict_files(cfg, model, device, args.predict_paths, None, [], out_dir)}
     if val_set.has_labels and val_set.classes and cfg.num_classes != len(val_set.classes):
         print(f'note: the model has {cfg.num_classes} clusters for {len(val_set.classes)} classes: ACC counts the '
@@ -112,12 +140,31 @@ def evaluate_clustering(cfg, model, device, out_dir, args):
     else:
         print('the val split has no labels: metrics need labels; writing cluster sizes (and prototypes)')
     if args.visualize_prototypes:
-        save_prototype_grid(prototypes(pred, probs, val_set, args.prototypes), names,
-                            os.path.join(out_dir, 'prototypes.png'))
+        rows = [[val_set.get_image(i) for i in row] for row in prototype_indices(pred, probs, args.prototypes)]
+        save_prototype_grid(rows, names, os.path.join(out_dir, 'prototypes.png'))
     if args.predict_paths:
         result['predictions'] = predict_files(cfg, model, device, args.predict_paths, mapping, val_set.classes,
                                               out_dir)
+    if args.report:
+        result['report'] = report(cfg, args, out_dir, result, cluster_gallery(pred, probs, val_set, names, mapping))
     return result
+
+
+def report(cfg, args, out_dir, result, clusters):
+    """report.html next to the outputs; the run's stage folders are the model's folder's siblings."""
+    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(args.model)))
+    plots = [('confusion matrix', os.path.join(out_dir, 'confusion_matrix.png')),
+             ('number of clusters (scan.py)', os.path.join(run_dir, 'scan', 'num_clusters.png'))]
+    plots += [(f'{stage} training', os.path.join(run_dir, stage, 'training_curve.png')) for stage in STAGE_FOLDERS]
+    data = cfg.val_db_name + (f" ({cfg.db_kwargs['path']})" if (cfg.db_kwargs or {}).get('path') else '')
+    config = [('model', os.path.abspath(args.model)), ('data', data), ('split', cfg.val_split or 'all images'),
+              ('backbone', cfg.backbone), ('clusters', cfg.num_classes)]
+    metrics = [(k, v) for k, v in result.items() if isinstance(v, float)]
+    predictions = os.path.basename(result['predictions']) if result.get('predictions') else None
+    path = write_report(out_dir, run_dir, f'Clusters of {os.path.basename(run_dir)}',
+                        f'{len(clusters)} non-empty clusters of {sum(result["cluster_sizes"])} images.', config,
+                        metrics, result['cluster_sizes'], clusters, plots, predictions)
+    return path
 
 
 def prediction_paths(target):
@@ -159,6 +206,8 @@ def main(argv=None):
     parser.add_argument('--prototypes', type=int, default=5, help='prototype images per cluster')
     parser.add_argument('--predict', default=None, help='an image or a folder of images to assign to clusters')
     parser.add_argument('--output', default=None, help='folder for the outputs (default: the model\'s folder)')
+    parser.add_argument('--report', action='store_true', help='write report.html: metrics, plots and a gallery '
+                        'of every cluster (clustering models)')
     args = parse_args(parser, argv)
     return run_cli(lambda: run(args))
 
@@ -174,6 +223,8 @@ def run(args):
         model = contrastive_model_for(cfg, found.state)
         load_weights(model, found.state, f'pretext model {args.model}')
         result = evaluate_pretext(cfg, model.to(device), device, out_dir)
+        if args.report:
+            print('note: --report shows clusters: give a clustering or self-label model')
     else:
         if found.head is None and len(found.heads) > 1:
             print(f'note: {args.model} names no selected head; evaluating head 0 of {len(found.heads)}')
@@ -185,6 +236,8 @@ def run(args):
               'split': cfg.val_split, **result}
     atomic_write_text(os.path.join(out_dir, 'eval.json'), json.dumps(result, indent=2) + '\n')
     print_table(result)
+    if result.get('report'):
+        print(f"report: {result['report']} (open it in a browser)")
     return result
 
 

@@ -1,6 +1,7 @@
 """configs/image_folder.yml as a user runs it: one file, the folder's path, nothing else but small epochs."""
 import json
 import os
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def test_template_runs_every_stage(tmp_path, env_file, flat):
     assert pretext_cfg['transformation_kwargs']['crop_size'] == 16  # the images' size after resizing
     assert len(pretext_cfg['transformation_kwargs']['normalize']['mean']) == 3
     result = evaluate.main(['--config_env', env_file, '--config_exp', TEMPLATE, f'db_kwargs.path={folder}', *SMALL,
-                            '--model', str(out / 'selflabel' / 'model.pth.tar'), '--predict', str(folder)])
+                            '--model', str(out / 'selflabel' / 'model.pth.tar'), '--predict', str(folder), '--report'])
     assert len(result['cluster_sizes']) == k and sum(result['cluster_sizes']) == 300  # K from the checkpoint
     if flat:
         assert labelled['acc'] is None and 'acc' not in result
@@ -60,9 +61,39 @@ def test_template_runs_every_stage(tmp_path, env_file, flat):
         assert 'nmi' in json.load(open(out / 'selflabel' / 'eval.json'))
     rows = open(out / 'selflabel' / 'predictions.csv').read().splitlines()
     assert len(rows) == 301
+    page = ReportPage(out / 'selflabel' / 'report.html')
+    assert page.clusters == sum(size > 0 for size in result['cluster_sizes'])  # one section per non-empty cluster
+    assert page.images and all((out / 'selflabel' / src).is_file() for src in page.images)
+    assert 'predictions.csv' in page.links
+    eval_json = json.load(open(out / 'selflabel' / 'eval.json'))
+    assert page.metrics == {k: f'{v:.4f}' for k, v in eval_json.items() if isinstance(v, float)}
+    assert bool(page.metrics) == (not flat)  # unlabelled: no metrics, and no error
     feature_extract.main(stage_args(env_file, folder, '--pretext_model', str(out / 'pretext' / 'model.pth.tar'),
                                     '--db', str(folder), '--save_feature_name', str(tmp_path / 'feats')))
     assert np.load(tmp_path / 'feats.npy').shape == (300, 16)  # the backbone's, as the pretext stage mined on
+
+
+class ReportPage(HTMLParser):
+    """What report.html shows: its cluster sections, image sources, links and metric cells."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.clusters, self.images, self.links, self.metrics, self.cell = 0, [], [], {}, None
+        self.feed(open(path).read())
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.clusters += tag == 'details' and attrs.get('class') == 'cluster'
+        if tag == 'img':
+            self.images.append(attrs['src'])
+        if tag == 'a':
+            self.links.append(attrs['href'])
+        self.cell = attrs.get('data-metric')
+
+    def handle_data(self, data):
+        if self.cell:
+            self.metrics[self.cell] = data.strip()
+            self.cell = None
 
 
 def test_images_of_any_size_become_one_tensor(tmp_path):

@@ -1,0 +1,63 @@
+"""report.html, the page a person looks at (eval.py --report): the run's settings, every stage's metrics side by
+side, the plots, and a gallery per cluster (prototypes, a random sample, the least confident members, each image
+with its confidence and, when known, its true class). Self-contained: the page and a report_files/ folder beside
+it, nothing loaded from the network; clusters are collapsible sections with a table of contents."""
+import json
+import os
+import shutil
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from utils.checkpoint import atomic_write_text
+
+STAGES = ('pretext', 'scan', 'selflabel')
+OPEN_CLUSTERS = 20  # the first clusters are shown unfolded; with up to 100 the page stays readable
+
+
+def stage_metrics(run_dir):
+    """[(stage, {key: text})] of every stage's metrics.json under run_dir, and the keys they share with a value."""
+    rows = []
+    for stage in STAGES:
+        path = os.path.join(run_dir, stage, 'metrics.json')
+        if os.path.isfile(path):
+            metrics = json.load(open(path))
+            rows.append((stage, {k: f'{v:.4f}' if isinstance(v, float) and k != 'seconds' else str(v)
+                                 for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}))
+    keys = [k for k in ('acc', 'nmi', 'ari', 'top20_neighbor_acc', 'knn_acc', 'num_classes', 'head', 'seconds')
+            if any(k in values for _, values in rows)]
+    return rows, keys
+
+
+def write_report(out_dir, run_dir, title, summary, config, metrics, sizes, clusters, plots, predictions=None):
+    """Write out_dir/report.html and out_dir/report_files/ (stage metrics from run_dir/<stage>/). clusters: [{'id', 'name', 'size', 'confidence',
+    'strips': [(title, [{'image': PIL, 'confidence', 'truth', 'wrong'}])]}]; plots: [(caption, png path)];
+    metrics: [(name, value)]. Returns the page's path."""
+    files = os.path.join(out_dir, 'report_files')
+    shutil.rmtree(files, ignore_errors=True)
+    os.makedirs(files)
+    shown = []
+    for c in clusters:
+        strips = []
+        for s, (strip_title, images) in enumerate(c['strips']):
+            entries = []
+            for i, item in enumerate(images):
+                name = f"cluster{c['id']}_{s}_{i}.png"
+                item['image'].convert('RGB').save(os.path.join(files, name))
+                entries.append({**{k: v for k, v in item.items() if k != 'image'}, 'src': f'report_files/{name}'})
+            strips.append((strip_title, entries))
+        shown.append({**c, 'strips': strips})
+    copied = []
+    for caption, path in plots:
+        if os.path.isfile(path):
+            name = f'plot{len(copied)}_{os.path.basename(path)}'
+            shutil.copyfile(path, os.path.join(files, name))
+            copied.append((caption, f'report_files/{name}'))
+    stages, stage_keys = stage_metrics(run_dir)
+    env = Environment(loader=FileSystemLoader(os.path.join(os.path.dirname(__file__), 'templates')),
+                      autoescape=select_autoescape(['html']))
+    page = env.get_template('report.html').render(
+        title=title, summary=summary, config=config, stages=stages, stage_keys=stage_keys, metrics=metrics,
+        sizes=sizes, predictions=predictions, plots=copied, clusters=shown, open_clusters=OPEN_CLUSTERS)
+    path = os.path.join(out_dir, 'report.html')
+    atomic_write_text(path, page)
+    return path
