@@ -19,6 +19,7 @@ from data import clustering_data, get_dataset, same_data
 from data.loaders import eval_loader, weak_strong_batches
 from losses.scan import head_losses
 from models import get_clustering_model
+from stages.feature_cache import FeatureViews, HeadsOnFeatures, cached
 from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model
 from utils.checkpoint import atomic_save, load_weights, read_model_file, restore
 from utils.common import seed_all
@@ -105,7 +106,10 @@ def run(args):
     cap_epochs(cfg, len(train_set))
     state = start_run(cfg.selflabel_dir, cfg, 'selflabel', cfg.selflabel_checkpoint, args.resume)
 
-    optimizer = get_optimizer(cfg, model.parameters())
+    if cfg.cache_features:
+        for module in model.trunk():
+            module.requires_grad_(False)
+    optimizer = get_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     scaler = grad_scaler(cfg, device)
     ema = EMA(model, cfg.ema_alpha) if cfg.use_ema else None
     start_epoch, best = 0, None  # best: the saved model's {'epoch', 'report'} (epoch 0: the clustering model)
@@ -116,27 +120,37 @@ def run(args):
         print(f'resuming {cfg.selflabel_checkpoint} at epoch {start_epoch + 1}/{cfg.epochs}')
     print(f'selflabel: head {head} of {cfg.scan_model}, {len(train_set)} train images, {cfg.epochs} epochs, '
           f'threshold {cfg.confidence_threshold}, device {device}')
-    batches = weak_strong_batches(train_set, cfg, device, evaluation)
-    net = training_model(model, cfg, device)
-    final = ema.shadow if ema is not None else model
+    final = ema.shadow if ema is not None else model  # the model saved
+    scorer = final  # what predicts: the model, or its head on cached features
 
     @functools.cache
     def train_eval():  # read only by methods that predict the train split
         return val_set if same_data(cfg) else get_dataset(cfg, 'train', evaluation)
 
+    if cfg.cache_features:
+        val_set = cached(model, val_set, cfg, device)
+        train_features = train_eval() if same_data(cfg) else cached(model, train_eval(), cfg, device)
+        train_eval = lambda: train_features  # noqa: E731
+        batches = FeatureViews(train_features.features, cfg.batch_size, device)
+        net, scorer = training_model(HeadsOnFeatures(model), cfg, device), HeadsOnFeatures(final)
+        print(f'cached features: {len(train_features)} train and {len(val_set)} val images; the head trains on them')
+    else:
+        batches = weak_strong_batches(train_set, cfg, device, evaluation)
+        net = training_model(model, cfg, device)
+
     log = RunLog(cfg.selflabel_dir)
     if by_val_loss and best is None:  # the clustering model itself is the one to beat
-        best = {'epoch': 0, 'report': evaluate(final, cfg, device, val_set, val_lists)}
+        best = {'epoch': 0, 'report': evaluate(scorer, cfg, device, val_set, val_lists)}
         atomic_save(final.state_dict(), cfg.selflabel_model)
         log.log({'epoch': 0, **best['report']})
-    report = evaluate(final, cfg, device, val_set, val_lists) if start_epoch == cfg.epochs else {}
+    report = evaluate(scorer, cfg, device, val_set, val_lists) if start_epoch == cfg.epochs else {}
     for epoch in range(start_epoch, cfg.epochs):
         seed_all(cfg.seed, epoch)
         t0 = time.time()
         record = {'epoch': epoch + 1,
-                  **method.start_epoch(lambda: predict(final, eval_loader(train_eval(), cfg), device)),
+                  **method.start_epoch(lambda: predict(scorer, eval_loader(train_eval(), cfg), device)),
                   **train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, ema, scaler)}
-        report = evaluate(final, cfg, device, val_set, val_lists)
+        report = evaluate(scorer, cfg, device, val_set, val_lists)
         record.update(report, seconds=round(time.time() - t0, 2))
         if not by_val_loss or report['val_loss'] < best['report']['val_loss']:
             best = {'epoch': epoch + 1, 'report': report}

@@ -1,4 +1,5 @@
-"""Clustering heads trained on cached features (`cache_features: true`, with `update_cluster_head_only: true`).
+"""Clustering heads trained on cached features (`cache_features: true`; in the clustering stage with
+`update_cluster_head_only: true`, in the self-label stage the trunk is then frozen).
 
 With the trunk frozen, what the heads see of an image (its evaluation view, through the backbone and, with
 `heads_on: projection`, the projection head) never changes, so the clustering stage computes it once for the train
@@ -71,11 +72,29 @@ class FeaturePairs:
             yield out
 
 
+class FeatureViews:
+    """Self-labelling batches of cached features: {'image', 'image_augmented' (the same vectors: no augmentation
+    on features), 'index'} (this process's share)."""
+
+    def __init__(self, features, batch_size, device):
+        self.features = features.to(device)
+        self.batch_size = min(batch_size, len(features))
+
+    def __len__(self):
+        return len(self.features) // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(len(self.features))
+        for step in range(len(self)):
+            index = local(order[step * self.batch_size:(step + 1) * self.batch_size])
+            yield {'image': self.features[index], 'image_augmented': self.features[index], 'index': index}
+
+
 def check_cache(cfg, method):
-    if cfg.get('cache_features') and not cfg.update_cluster_head_only:
+    if cfg.get('cache_features') and not cfg.get('update_cluster_head_only', True):
         raise UserError('cache_features needs a frozen trunk: set update_cluster_head_only: true (or '
                         'cache_features: false to train the backbone too)')
-    if cfg.get('cache_features') and method.weak_view():
+    if cfg.get('cache_features') and getattr(method, 'weak_view', lambda: False)():
         raise UserError(f"cache_features holds one view per image; setup '{cfg.setup}' with its weak view needs "
                         'images: set local_neighbor_view: strong or cache_features: false')
 

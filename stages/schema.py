@@ -127,6 +127,8 @@ SELFLABEL = {
     # the model written: the last epoch's, or the epoch (0 = the clustering model itself) with the lowest
     # label-free loss on the val split's mined neighbours (SCAN's criterion), so self-labelling never worsens it
     'model_selection': Key('last', str, ('last', 'val_loss')),
+    # freeze the trunk and train the head alone on what it sees of each image, computed once (no augmentation)
+    'cache_features': False,
     'use_ema': False,
     'ema_alpha': 0.999,
     'scan_folder': 'scan',                # where the clustering model is read from

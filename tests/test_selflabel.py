@@ -189,3 +189,21 @@ def test_selected_loss_entropy_term_is_scans():
     mean = strong.softmax(1).mean(0)
     expected = SelectedCE(False)(strong, target, use)['total'] + 2.0 * float((mean * mean.log()).sum())
     assert SelectedCE(False, entropy_weight=2.0)(strong, target, use)['total'].item() == pytest.approx(expected)
+
+
+def test_selflabel_on_cached_features_trains_the_head_alone(env_file, run_root, tmp_path):
+    """cache_features: the trunk stays the clustering model's, the head learns, and the evaluation on cached
+    vectors gives the clustering model (epoch 0) the same label-free loss and ACC as the evaluation on images."""
+    args = ['model_selection=val_loss', 'confidence_threshold=0.0', 'epochs=2']
+    shutil.copytree(run_root, tmp_path / 'images' / 'digits')
+    selflabel.main(selflabel_args(env_file, *args, f'root_dir={tmp_path}/images'))
+    selflabel.main(selflabel_args(env_file, *args, 'cache_features=true'))
+    on_images = json.loads(open(tmp_path / 'images' / 'digits' / 'selflabel' / 'log.jsonl').readline())
+    log = [json.loads(line) for line in open(run_root / 'selflabel' / 'log.jsonl')]
+    assert log[0]['epoch'] == 0 and log[0]['acc'] == pytest.approx(on_images['acc'])
+    assert log[0]['val_loss'] == pytest.approx(on_images['val_loss'], abs=1e-4) and len(log) == 3
+    clustering = torch.load(run_root / 'scan' / 'model.pth.tar', weights_only=True)
+    start = clustering['model']
+    state = torch.load(run_root / 'selflabel' / 'checkpoint.pth.tar', weights_only=True)['model']
+    assert all(torch.equal(v, state[k]) for k, v in start.items() if not k.startswith('cluster_head.'))
+    assert not torch.equal(state['cluster_head.0.weight'], start[f"cluster_head.{clustering['head']}.weight"])
