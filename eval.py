@@ -27,10 +27,11 @@ from utils.checkpoint import atomic_write_text, load_weights, read_model_file
 from utils.config import base_parser, parse_args, read_layers
 from utils.errors import UserError, one_line
 from utils.features import knn_accuracy, predict, pretext_features
-from utils.html_report import STAGES as STAGE_FOLDERS, write_report
+from utils.html_report import write_report
 from utils.metrics import cluster_metrics, contingency, hungarian_mapping
 from utils.neighbors import mine_neighbors, neighbor_accuracy
 from utils.plots import save_confusion_matrix, save_prototype_grid
+from utils.report import STAGES as STAGE_FOLDERS
 
 def config_stage(paths, kind):
     """The stage whose schema reads the experiment config: the one its setup belongs to; a file whose setups sit
@@ -161,10 +162,9 @@ def report(cfg, args, out_dir, result, clusters):
               ('backbone', cfg.backbone), ('clusters', cfg.num_classes)]
     metrics = [(k, v) for k, v in result.items() if isinstance(v, float)]
     predictions = os.path.basename(result['predictions']) if result.get('predictions') else None
-    path = write_report(out_dir, run_dir, f'Clusters of {os.path.basename(run_dir)}',
+    return write_report(out_dir, run_dir, f'Clusters of {os.path.basename(run_dir)}',
                         f'{len(clusters)} non-empty clusters of {sum(result["cluster_sizes"])} images.', config,
                         metrics, result['cluster_sizes'], clusters, plots, predictions)
-    return path
 
 
 def prediction_paths(target):

@@ -124,16 +124,17 @@ def run(args):
     scorer = final  # what predicts: the model, or its head on cached features
 
     @functools.cache
-    def train_eval():  # read only by methods that predict the train split
-        return val_set if same_data(cfg) else get_dataset(cfg, 'train', evaluation)
+    def train_eval():  # the train split as `scorer` reads it (images, or their cached features)
+        if same_data(cfg):
+            return val_set
+        train = get_dataset(cfg, 'train', evaluation)
+        return cached(model, train, cfg, device) if cfg.cache_features else train
 
     if cfg.cache_features:
         val_set = cached(model, val_set, cfg, device)
-        train_features = train_eval() if same_data(cfg) else cached(model, train_eval(), cfg, device)
-        train_eval = lambda: train_features  # noqa: E731
-        batches = FeatureViews(train_features.features, cfg.batch_size, device)
+        batches = FeatureViews(train_eval().features, cfg.batch_size, device)
         net, scorer = training_model(HeadsOnFeatures(model), cfg, device), HeadsOnFeatures(final)
-        print(f'cached features: {len(train_features)} train and {len(val_set)} val images; the head trains on them')
+        print(f'cached features: {len(train_eval())} train and {len(val_set)} val images; the head trains on them')
     else:
         batches = weak_strong_batches(train_set, cfg, device, evaluation)
         net = training_model(model, cfg, device)

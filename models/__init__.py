@@ -9,7 +9,6 @@ from models.small_cnn import small_cnn
 from utils.errors import UserError
 
 
-
 class BackboneNames(tuple):
     """The built-in names; `timm/<model>` and `torchvision/<model>` are valid too (checked when built)."""
 

@@ -23,6 +23,11 @@ NESTED = ('teacher', 'state_dict', 'model', 'student', 'module')  # checkpoint k
 CLASSIFIERS = ('fc', 'classifier', 'head', 'heads')  # torchvision's last layer, replaced by the identity
 
 
+def kwargs_error(backbone, e):
+    return UserError(f'backbone_kwargs not understood by {backbone}: {e} (the override backbone_kwargs={{}} clears '
+                     'those of the config file)')
+
+
 def timm_backbone(name, in_channels=3, **kwargs):
     from utils.tv import torchvision  # noqa: F401  timm imports torchvision: the CPU workaround comes first
     import timm
@@ -34,8 +39,7 @@ def timm_backbone(name, in_channels=3, **kwargs):
         raise UserError(f"timm has no model '{name}'; list them with "
                         "python -c \"import timm; print(timm.list_models('*resnet*'))\"") from None
     except TypeError as e:
-        raise UserError(f'backbone_kwargs not understood by timm/{name}: {e} (the override backbone_kwargs={{}} '
-                        'clears those of the config file)') from None
+        raise kwargs_error(f'timm/{name}', e) from None
     return {'backbone': model, 'dim': model.num_features}
 
 
@@ -49,8 +53,7 @@ def torchvision_backbone(name, in_channels=3, **kwargs):
     try:
         model = torchvision.models.get_model(name, weights=None, **kwargs)
     except TypeError as e:
-        raise UserError(f'backbone_kwargs not understood by torchvision/{name}: {e} (the override '
-                        'backbone_kwargs={} clears those of the config file)') from None
+        raise kwargs_error(f'torchvision/{name}', e) from None
     for attr in CLASSIFIERS:
         last = getattr(model, attr, None)
         if isinstance(last, nn.Sequential):  # e.g. EfficientNet, ViT: (dropout, linear)
@@ -136,13 +139,12 @@ def match_weights(model_state, weights):
     missing = [k for k in model_state if k not in state and not k.endswith('num_batches_tracked')]
     wrong = [f'{k} {tuple(state[k].shape)} vs {tuple(v.shape)}' for k, v in model_state.items()
              if k in state and state[k].shape != v.shape]
+    unmatched = [k for k in weights if not (k.startswith(prefix) and k[len(prefix):] in model_state)]
     if missing or wrong:
-        unmatched = [k for k in weights if not (k.startswith(prefix) and k[len(prefix):] in model_state)]
         raise UserError(f'the file does not fit the model: ' + (f'shapes differ: {_first(wrong)}; ' if wrong else '')
                         + (f'missing: {_first(missing)}; ' if missing else '')
                         + f"unmatched in the file{' (after ' + repr(prefix) + ')' if prefix else ''}: "
                         f'{_first(unmatched)}')
-    unmatched = [k for k in weights if not k.startswith(prefix) or k[len(prefix):] not in model_state]
     return state, prefix, unmatched
 
 

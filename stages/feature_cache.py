@@ -47,34 +47,9 @@ class FeatureSet(ImageDataset):
         return {'image': self.features[i], 'index': i, 'target': int(self.targets[i])}
 
 
-class FeaturePairs:
-    """Clustering batches of cached features: {'anchor', 'neighbor', ['second'], 'index'} (this process's share)."""
-
-    def __init__(self, features, neighbors, batch_size, device, second=False):
-        self.features = features.to(device)
-        self.neighbors = torch.as_tensor(np.asarray(neighbors))
-        self.batch_size = min(batch_size, len(features))
-        self.second = second
-
-    def __len__(self):
-        return len(self.features) // self.batch_size
-
-    def __iter__(self):
-        order = torch.randperm(len(self.features))
-        for step in range(len(self)):
-            index = order[step * self.batch_size:(step + 1) * self.batch_size]
-            pick = torch.randint(self.neighbors.shape[1], (len(index),))
-            anchors = local(index)
-            out = {'anchor': self.features[anchors], 'neighbor': self.features[local(self.neighbors[index, pick])],
-                   'index': anchors}
-            if self.second:
-                out['second'] = out['anchor']
-            yield out
-
-
-class FeatureViews:
-    """Self-labelling batches of cached features: {'image', 'image_augmented' (the same vectors: no augmentation
-    on features), 'index'} (this process's share)."""
+class FeatureBatches:
+    """Cached features in shuffled batches of this process's share, as data/loaders.DeviceBatches for images;
+    subclasses turn a batch of indices into the stage's batch dict (batch(index))."""
 
     def __init__(self, features, batch_size, device):
         self.features = features.to(device)
@@ -86,15 +61,42 @@ class FeatureViews:
     def __iter__(self):
         order = torch.randperm(len(self.features))
         for step in range(len(self)):
-            index = local(order[step * self.batch_size:(step + 1) * self.batch_size])
-            yield {'image': self.features[index], 'image_augmented': self.features[index], 'index': index}
+            yield self.batch(order[step * self.batch_size:(step + 1) * self.batch_size])
+
+
+class FeaturePairs(FeatureBatches):
+    """Clustering batches: {'anchor', 'neighbor' (one of its mined neighbours, uniformly), ['second'], 'index'}."""
+
+    def __init__(self, features, neighbors, batch_size, device, second=False):
+        super().__init__(features, batch_size, device)
+        self.neighbors = torch.as_tensor(np.asarray(neighbors))
+        self.second = second
+
+    def batch(self, index):
+        pick = torch.randint(self.neighbors.shape[1], (len(index),))
+        anchors = local(index)
+        out = {'anchor': self.features[anchors], 'neighbor': self.features[local(self.neighbors[index, pick])],
+               'index': anchors}
+        if self.second:
+            out['second'] = out['anchor']
+        return out
+
+
+class FeatureViews(FeatureBatches):
+    """Self-labelling batches: {'image', 'image_augmented' (the same vectors: no augmentation on features),
+    'index'}."""
+
+    def batch(self, index):
+        index = local(index)
+        return {'image': self.features[index], 'image_augmented': self.features[index], 'index': index}
 
 
 def check_cache(cfg, method):
-    if cfg.get('cache_features') and not cfg.get('update_cluster_head_only', True):
+    """The clustering stage's cache_features: only under a frozen trunk, and for methods that need no image view."""
+    if cfg.cache_features and not cfg.update_cluster_head_only:
         raise UserError('cache_features needs a frozen trunk: set update_cluster_head_only: true (or '
                         'cache_features: false to train the backbone too)')
-    if cfg.get('cache_features') and getattr(method, 'weak_view', lambda: False)():
+    if cfg.cache_features and method.weak_view():
         raise UserError(f"cache_features holds one view per image; setup '{cfg.setup}' with its weak view needs "
                         'images: set local_neighbor_view: strong or cache_features: false')
 

@@ -2,36 +2,30 @@
 side, the plots, and a gallery per cluster (prototypes, a random sample, the least confident members, each image
 with its confidence and, when known, its true class). Self-contained: the page and a report_files/ folder beside
 it, nothing loaded from the network; clusters are collapsible sections with a table of contents."""
-import json
 import os
 import shutil
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from utils.checkpoint import atomic_write_text
+from utils.report import stage_metrics
 
-STAGES = ('pretext', 'scan', 'selflabel')
 OPEN_CLUSTERS = 20  # the first clusters are shown unfolded; with up to 100 the page stays readable
+SHOWN = ('acc', 'nmi', 'ari', 'top20_neighbor_acc', 'knn_acc', 'num_classes', 'head', 'seconds')
 
 
-def stage_metrics(run_dir):
-    """[(stage, {key: text})] of every stage's metrics.json under run_dir, and the keys they share with a value."""
-    rows = []
-    for stage in STAGES:
-        path = os.path.join(run_dir, stage, 'metrics.json')
-        if os.path.isfile(path):
-            metrics = json.load(open(path))
-            rows.append((stage, {k: f'{v:.4f}' if isinstance(v, float) and k != 'seconds' else str(v)
-                                 for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}))
-    keys = [k for k in ('acc', 'nmi', 'ari', 'top20_neighbor_acc', 'knn_acc', 'num_classes', 'head', 'seconds')
-            if any(k in values for _, values in rows)]
-    return rows, keys
+def stage_rows(run_dir):
+    """[(stage, {key: text})] of every stage's numbers under run_dir, and the keys of SHOWN that any of them has."""
+    rows = [(stage, {k: f'{v:.4f}' if isinstance(v, float) and k != 'seconds' else str(v) for k, v in metrics.items()
+                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            for stage, metrics in stage_metrics(run_dir)]
+    return rows, [k for k in SHOWN if any(k in values for _, values in rows)]
 
 
 def write_report(out_dir, run_dir, title, summary, config, metrics, sizes, clusters, plots, predictions=None):
-    """Write out_dir/report.html and out_dir/report_files/ (stage metrics from run_dir/<stage>/). clusters: [{'id', 'name', 'size', 'confidence',
-    'strips': [(title, [{'image': PIL, 'confidence', 'truth', 'wrong'}])]}]; plots: [(caption, png path)];
-    metrics: [(name, value)]. Returns the page's path."""
+    """Write out_dir/report.html and out_dir/report_files/ (stage metrics from run_dir/<stage>/). clusters:
+    [{'id', 'name', 'size', 'confidence', 'strips': [(title, [{'image': PIL, 'confidence', 'truth', 'wrong'}])]}];
+    plots: [(caption, png path)]; metrics: [(name, value)]. Returns the page's path."""
     files = os.path.join(out_dir, 'report_files')
     shutil.rmtree(files, ignore_errors=True)
     os.makedirs(files)
@@ -52,7 +46,7 @@ def write_report(out_dir, run_dir, title, summary, config, metrics, sizes, clust
             name = f'plot{len(copied)}_{os.path.basename(path)}'
             shutil.copyfile(path, os.path.join(files, name))
             copied.append((caption, f'report_files/{name}'))
-    stages, stage_keys = stage_metrics(run_dir)
+    stages, stage_keys = stage_rows(run_dir)
     env = Environment(loader=FileSystemLoader(os.path.join(os.path.dirname(__file__), 'templates')),
                       autoescape=select_autoescape(['html']))
     page = env.get_template('report.html').render(

@@ -75,8 +75,7 @@ def save_num_clusters_plot(report, chosen, path, dpi=100):
         sizes = report[key]
         ax.bar(range(1, len(sizes) + 1), sizes, color=color)
         ax.axhline(report['min_size'], color='tab:red', linestyle='--', linewidth=1, label='merged below')
-        if 'max_size' in report:
-            ax.axhline(report['max_size'], color='tab:orange', linestyle=':', linewidth=1, label='split above')
+        ax.axhline(report['max_size'], color='tab:orange', linestyle=':', linewidth=1, label='split above')
         ax.set_xlabel(f'{label}, largest first', fontsize=8)
         ax.grid(axis='y', alpha=0.3)
     found.set_ylabel('images')

@@ -6,12 +6,18 @@ import sys
 STAGES = ('pretext', 'scan', 'selflabel')
 
 
-def table(run_dir):
+def stage_metrics(run_dir):
+    """[(stage, its metrics.json)] for every stage of the run that wrote one, in stage order."""
     rows = []
     for stage in STAGES:
         path = os.path.join(run_dir, stage, 'metrics.json')
         if os.path.isfile(path):
             rows.append((stage, json.load(open(path))))
+    return rows
+
+
+def table(run_dir):
+    rows = stage_metrics(run_dir)
     if not rows:
         return f'no metrics.json under {run_dir}/{{{",".join(STAGES)}}}'
     keys = sorted({k for _, m in rows for k in m})
