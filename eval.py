@@ -84,9 +84,10 @@ def prototype_indices(pred, probs, k):
     return rows
 
 
-def cluster_gallery(pred, probs, val_set, names, mapping, k=8, seed=0):
-    """report.html's galleries: per non-empty cluster its prototypes, a random sample and its least confident
-    members, each image with its confidence, true class (when labelled) and whether that class is the cluster's."""
+def cluster_gallery(pred, probs, val_set, mapping, k=8, seed=0):
+    """report.html's galleries: per non-empty cluster its matched class (when labelled), prototypes, a random
+    sample and its least confident members, each image with its confidence, true class (when labelled) and whether
+    that class is the cluster's."""
     confidence, assigned = probs.max(1)
     labelled = val_set.has_labels and bool(val_set.classes)
     rng = np.random.default_rng(seed)
@@ -105,7 +106,8 @@ def cluster_gallery(pred, probs, val_set, names, mapping, k=8, seed=0):
             continue
         sample = np.sort(rng.choice(members, min(k, len(members)), replace=False))
         least = members[np.argsort(confidence[members].numpy(), kind='stable')[:k]]
-        out.append({'id': c, 'name': names[c], 'size': len(members), 'confidence': float(confidence[members].mean()),
+        match = '' if mapping is None else val_set.classes[mapping[c]] if mapping[c] >= 0 else 'unmatched'
+        out.append({'id': c, 'match': match, 'size': len(members), 'confidence': float(confidence[members].mean()),
                     'strips': [(title, [item(i, c) for i in indices]) for title, indices in (
                         ('prototypes: the most typical members', typical[c]), ('a random sample', sample),
                         ('the least confident members', least))]})
@@ -147,7 +149,7 @@ def evaluate_clustering(cfg, model, device, out_dir, args):
         result['predictions'] = predict_files(cfg, model, device, args.predict_paths, mapping, val_set.classes,
                                               out_dir)
     if args.report:
-        result['report'] = report(cfg, args, out_dir, result, cluster_gallery(pred, probs, val_set, names, mapping))
+        result['report'] = report(cfg, args, out_dir, result, cluster_gallery(pred, probs, val_set, mapping))
     return result
 
 

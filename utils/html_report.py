@@ -24,8 +24,9 @@ def stage_rows(run_dir):
 
 def write_report(out_dir, run_dir, title, summary, config, metrics, sizes, clusters, plots, predictions=None):
     """Write out_dir/report.html and out_dir/report_files/ (stage metrics from run_dir/<stage>/). clusters:
-    [{'id', 'name', 'size', 'confidence', 'strips': [(title, [{'image': PIL, 'confidence', 'truth', 'wrong'}])]}];
-    plots: [(caption, png path)]; metrics: [(name, value)]. Returns the page's path."""
+    [{'id', 'match' (its class, or ''), 'size', 'confidence',
+      'strips': [(title, [{'image': PIL, 'confidence', 'truth', 'wrong'}])]}]; plots: [(caption, png path)];
+    metrics: [(name, value)]. Returns the page's path."""
     files = os.path.join(out_dir, 'report_files')
     shutil.rmtree(files, ignore_errors=True)
     os.makedirs(files)
