@@ -12,10 +12,13 @@ model), or with --mine_only, it loads the model and only mines.
 import os
 import time
 
+import torch.nn.functional as F
+
 from data import complete_transforms, get_dataset, same_data
 from data.loaders import eval_loader, view_batches
 from data.transforms import val_transform
 from models import get_contrastive_model
+from stages.feature_cache import trunk_features
 from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model
 from utils.checkpoint import atomic_save, atomic_save_npy, load_pretext_model, restore
 from utils.common import seed_all
@@ -48,13 +51,21 @@ def train_one_epoch(net, batches, method, optimizer, cfg, epoch, device, scaler=
     return total / max(steps, 1)
 
 
-def evaluate(model, cfg, device, train_eval, val_set):
+def mining_features(model, dataset, cfg, device, cache=False):
+    """The features the stage mines on ([N, D], L2-normalised) and the targets. With `cache` (a frozen backbone:
+    setup pretrained) the backbone's go through the feature cache that the later stages read."""
+    if cache:
+        return F.normalize(trunk_features(model, [model.backbone], dataset, cfg, device), dim=1), dataset.targets
+    return pretext_features(model, eval_loader(dataset, cfg), cfg, device)
+
+
+def evaluate(model, cfg, device, train_eval, val_set, cache=False):
     """Features of both splits (for mining), plus the weighted-kNN accuracy on val."""
-    train_feats, train_targets = pretext_features(model, eval_loader(train_eval, cfg), cfg, device)
+    train_feats, train_targets = mining_features(model, train_eval, cfg, device, cache)
     if val_set is train_eval:
         val_feats, val_targets = train_feats, train_targets
     else:
-        val_feats, val_targets = pretext_features(model, eval_loader(val_set, cfg), cfg, device)
+        val_feats, val_targets = mining_features(model, val_set, cfg, device, cache)
     acc = knn_accuracy(train_feats, train_targets, val_feats, val_targets, cfg.knn_k, cfg.knn_temperature,
                        exclude_self=val_set is train_eval)
     return (train_feats, train_targets), (val_feats, val_targets), acc
@@ -124,8 +135,8 @@ def run(args):
         print(f'pretext: {len(train_set)} train images, {cfg.backbone}, {cfg.epochs} epochs, device {device}')
         train(cfg, model, method, batches, train_eval, val_set, device, state)
 
-    (train_feats, train_targets), (val_feats, val_targets), knn_acc = evaluate(model, cfg, device, train_eval,
-                                                                               val_set)
+    (train_feats, train_targets), (val_feats, val_targets), knn_acc = evaluate(
+        model, cfg, device, train_eval, val_set, cache=not method_class.trains)
     metrics = {}
     for split, feats, targets, k in (('train', train_feats, train_targets, cfg.num_neighbors),
                                      ('val', val_feats, val_targets, cfg.num_val_neighbors)):

@@ -84,8 +84,8 @@ def complete_transforms(cfg, train_set):
         tk['crop_size'] = min(width, height)
     crop = tk['crop_size']
     crop = crop if isinstance(crop, int) else min(crop)
-    in_memory = getattr(train_set, 'data', None) is not None  # then every image has the first one's size
-    if crop > min(width, height) and not in_memory:
+    one_size = train_set.one_size  # then every image has the first one's size
+    if crop > min(width, height) and not one_size:
         print(f'warning: transformation_kwargs.crop_size {crop} is larger than the first image ({width}x{height})')
     elif crop > min(width, height):
         raise UserError(f'transformation_kwargs.crop_size {tk["crop_size"]} is larger than the images '

@@ -1,4 +1,6 @@
 """What every dataset shares: items are {'image', 'index', 'target'} (target -1 when unlabelled)."""
+import os
+
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -55,6 +57,11 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.targets)
 
     @property
+    def one_size(self):
+        """True when every image has the same size (held in memory, or resized on loading)."""
+        return False
+
+    @property
     def has_labels(self):
         return len(self.targets) > 0 and bool((self.targets >= 0).all())
 
@@ -76,6 +83,10 @@ class ImageDataset(torch.utils.data.Dataset):
             img = self.transform(img)
         return {'image': img, 'index': i, 'target': int(self.targets[i])}
 
+    def fingerprint(self, h):
+        """Feed what identifies the images (not the transform) into the hashlib object h: here their pixels."""
+        h.update(self.uint8_tensor().numpy().tobytes())
+
     def uint8_tensor(self):
         """All images as one uint8 tensor [N, C, H, W] (for augmentation on the training device)."""
         arrays = [np.asarray(self.get_image(i)) for i in range(len(self))]
@@ -91,6 +102,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
 class ArrayDataset(ImageDataset):
     """Images held in memory as uint8 [N, H, W, C]."""
+    one_size = True
 
     def __init__(self, data, targets, classes, channels=None, transform=None):
         super().__init__(channels, transform)
@@ -101,6 +113,9 @@ class ArrayDataset(ImageDataset):
     def load(self, i):
         img = np.asarray(self.data[i])
         return Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+
+    def fingerprint(self, h):
+        h.update(np.ascontiguousarray(self.data).tobytes())
 
     def uint8_tensor(self):
         data = convert_array(np.asarray(self.data), self.channels)
@@ -116,6 +131,17 @@ class FileDataset(ImageDataset):
         self.targets = np.asarray(targets, dtype=np.int64)
         self.classes = list(classes)
         self.image_size = image_size
+
+    @property
+    def one_size(self):
+        return self.image_size is not None
+
+    def fingerprint(self, h):
+        """The files' paths, sizes and modification times, and the resize: no image is read."""
+        h.update(f'image_size={self.image_size}\n'.encode())
+        for path in self.paths:
+            st = os.stat(path)
+            h.update(f'{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
 
     def load(self, i):
         img = open_image(self.paths[i])
@@ -135,6 +161,14 @@ class SubsetDataset(ImageDataset):
         self.classes = base.classes
         if hasattr(base, 'paths'):
             self.paths = [base.paths[i] for i in self.indices]
+
+    @property
+    def one_size(self):
+        return self.base.one_size
+
+    def fingerprint(self, h):
+        self.base.fingerprint(h)
+        h.update(self.indices.tobytes())
 
     def load(self, i):
         return self.base.load(int(self.indices[i]))

@@ -44,8 +44,8 @@ class ImageFolder(FileDataset):
 
     A folder holding images directly (no class sub-folders), or `labels: false`, gives an
     unlabelled dataset (targets -1): training works, metrics are skipped. With `image_size` every image is
-    decoded once, resized (shorter side, then the centre square) and kept in memory, so images of any size
-    make one uint8 tensor (the fast path).
+    decoded once, when first needed, resized (shorter side, then the centre square) and kept in memory, so images
+    of any size make one uint8 tensor (the fast path). A stage that reads cached features never decodes them.
     """
 
     def __init__(self, root, split='train', path='', labels=True, image_size=None, channels=None, transform=None,
@@ -72,15 +72,22 @@ class ImageFolder(FileDataset):
             raise UserError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) found in {folder}')
         if not labels or loose:
             targets, classes = [-1] * len(paths), []
-        super().__init__(paths, targets, classes, channels, transform)
         if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
             raise UserError(f'db_kwargs.image_size must be a positive whole number of pixels, got {image_size!r}')
-        self.data = None if image_size is None else read_resized(self.paths, image_size)
+        super().__init__(paths, targets, classes, channels, transform, image_size)
+        self._data = None
+
+    @property
+    def data(self):
+        """With image_size: all images resized, uint8 [N, size, size, C], decoded on first use; else None."""
+        if self._data is None and self.image_size is not None:
+            self._data = read_resized(self.paths, self.image_size)
+        return self._data
 
     def load(self, i):
-        if self.data is None:
+        if self._data is None:  # not decoded (yet): this one file, resized the same way
             return super().load(i)
-        img = self.data[i]
+        img = self._data[i]
         return Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
 
     def uint8_tensor(self):

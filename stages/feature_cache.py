@@ -6,15 +6,26 @@ With the trunk frozen, what the heads see of an image (its evaluation view, thro
 and val splits and then trains, evaluates and initialises its heads on those vectors: no image forward per step.
 Pairs are drawn as on images (an anchor and one of its mined neighbours, uniformly); without augmentation the
 second view of NNM is the anchor's own vector.
+
+The vectors are kept in <pretext folder>/feature_cache/<key>.pt, the key a hash of the trunk's weights, the images
+(files' paths, sizes and times, or pixels) and the evaluation transform: every stage over the same frozen trunk
+(the pretext stage of `setup: pretrained`, each clustering setup, self-labelling) computes them once between them.
+Deleting the folder frees the space; a changed weight, image or transform never reads a stale file.
 """
+import hashlib
+import os
+
 import numpy as np
 import torch
 import torch.nn as nn
 
 from data.base import ImageDataset
 from data.loaders import eval_loader, local
+from utils.checkpoint import atomic_save
+from utils.distributed import is_main
 from utils.errors import UserError
-from utils.features import predict
+from utils.features import extract_features
+from utils.logger import progress
 
 
 class HeadsOnFeatures(nn.Module):
@@ -101,6 +112,35 @@ def check_cache(cfg, method):
                         'images: set local_neighbor_view: strong or cache_features: false')
 
 
+def cache_key(modules, dataset):
+    """A hash of the modules' weights, the dataset's images and labels, and its transform."""
+    h = hashlib.sha256()
+    for i, module in enumerate(modules):
+        for name, tensor in module.state_dict().items():
+            h.update(f'{i}.{name}\n'.encode())
+            h.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+    h.update(f'{type(dataset).__name__} {len(dataset)} channels={dataset.channels} {dataset.transform!r}\n'.encode())
+    h.update(np.asarray(dataset.targets).tobytes())
+    dataset.fingerprint(h)
+    return h.hexdigest()[:24]
+
+
+def trunk_features(model, modules, dataset, cfg, device):
+    """model(x, 'backbone') over `dataset` in order, unnormalised [N, D]: computed by the frozen `modules` (the
+    trunk that produces them) once, then read from pretext_dir/feature_cache (module docstring)."""
+    path = os.path.join(cfg.pretext_dir, 'feature_cache', cache_key(modules, dataset) + '.pt')
+    if os.path.isfile(path):
+        return torch.load(path, weights_only=True)
+    if cfg.get('channels_last'):  # as training_model does: about 1.8x the throughput of NCHW on this CPU
+        model.to(memory_format=torch.channels_last)
+    loader = eval_loader(dataset, cfg)
+    features, _ = extract_features(model, progress(loader, len(loader), f'features of {len(dataset)} images'), device,
+                                   'backbone', normalize=False)
+    if is_main():
+        atomic_save(features, path)
+    return features
+
+
 def cached(model, dataset, cfg, device):
-    """One in-order pass of `dataset` (under the evaluation transform) through the frozen trunk: a FeatureSet."""
-    return FeatureSet(predict(model, eval_loader(dataset, cfg), device)['features'], dataset)
+    """The features the heads see of `dataset` (evaluation transform, frozen trunk): a FeatureSet."""
+    return FeatureSet(trunk_features(model, model.trunk(), dataset, cfg, device), dataset)

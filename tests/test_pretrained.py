@@ -1,4 +1,6 @@
 """Backbones from timm and torchvision, and weight files in the layouts users bring (models/pretrained.py)."""
+import os
+
 import pytest
 import torch
 from easydict import EasyDict
@@ -122,6 +124,11 @@ def test_setup_pretrained_mines_on_the_loaded_backbone(tmp_path, env_file, sourc
     assert neighbours.shape[0] == 60 and (neighbours[:, 0] == np.arange(60)).all()
     fails(scan, args, capsys, 'set heads_on: backbone')  # the template's heads sit on the untrained projection
     assert scan.main(args + ['clustering.heads_on=backbone'])['num_classes'] == 3
+    cache = out / 'pretext' / 'feature_cache'
+    assert len(os.listdir(cache)) == 1  # the folder's features (train = val), written by the pretext stage
+    frozen = ['clustering.heads_on=backbone', 'clustering.update_cluster_head_only=true', 'clustering.cache_features=true',
+              'clustering.scan_folder=cached']
+    assert scan.main(args + frozen)['num_classes'] == 3 and len(os.listdir(cache)) == 1  # read, not computed again
 
 
 def fails(stage, args, capsys, message):

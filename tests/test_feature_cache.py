@@ -1,0 +1,69 @@
+"""The feature cache the stages over a frozen trunk share (stages/feature_cache.py): computed once, keyed on the
+trunk's weights, the images and the evaluation transform; image folders decoded only when an image is needed."""
+import os
+
+import numpy as np
+import torch
+from easydict import EasyDict
+
+import stages.feature_cache as feature_cache
+from benchmarks.digits_folder import write_digits
+from data import build_dataset
+from data.transforms import val_transform
+from models import get_contrastive_model
+from stages.feature_cache import cache_key, trunk_features
+
+
+def folder_set(root, **transform):
+    kwargs = {'crop_size': 16, 'normalize': {'mean': [0.5] * 3, 'std': [0.25] * 3}, **transform}
+    return build_dataset('image_folder', str(root), '', {'path': 'digits', 'image_size': 16}, channels=3,
+                         transform=val_transform(kwargs))
+
+
+def small_model():
+    torch.manual_seed(0)
+    cfg = EasyDict(backbone='small_cnn', backbone_kwargs={'widths': [4, 8, 8, 8]}, channels=3, head='mlp',
+                   features_dim=8)
+    return get_contrastive_model(cfg).eval()
+
+
+def test_the_key_follows_weights_images_and_transform(tmp_path):
+    write_digits(str(tmp_path / 'digits'), size=16, classes=[0, 1], limit=12)
+    model = small_model()
+    key = cache_key([model.backbone], folder_set(tmp_path))
+    assert cache_key([model.backbone], folder_set(tmp_path)) == key  # a fresh dataset object of the same files
+    assert folder_set(tmp_path)._data is None  # the key reads no image
+    assert cache_key([model.backbone], folder_set(tmp_path, crop_size=14)) != key
+    assert cache_key([model.backbone, model.contrastive_head], folder_set(tmp_path)) != key
+    with torch.no_grad():
+        next(model.backbone.parameters()).view(-1)[0] += 1e-3
+    assert cache_key([model.backbone], folder_set(tmp_path)) != key
+    model = small_model()
+    first = sorted((tmp_path / 'digits' / '0').iterdir())[0]
+    os.utime(first, ns=(0, 0))  # the same bytes, another modification time: treated as another image
+    assert cache_key([model.backbone], folder_set(tmp_path)) != key
+
+
+def test_trunk_features_are_computed_once_then_read(tmp_path, monkeypatch):
+    write_digits(str(tmp_path / 'digits'), size=16, classes=[0, 1], limit=12)
+    model, dataset = small_model(), folder_set(tmp_path)
+    cfg = EasyDict(pretext_dir=str(tmp_path / 'pretext'), batch_size=5, num_workers=0)
+    calls = []
+    real = feature_cache.extract_features
+    monkeypatch.setattr(feature_cache, 'extract_features', lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    first = trunk_features(model, [model.backbone], dataset, cfg, 'cpu')
+    again = trunk_features(model, [model.backbone], folder_set(tmp_path), cfg, 'cpu')
+    assert len(calls) == 1 and torch.equal(first, again)
+    images = torch.stack([dataset[i]['image'] for i in range(len(dataset))])
+    with torch.no_grad():
+        assert torch.allclose(first, model.backbone(images), atol=1e-5)  # unnormalised, in order
+    assert len(os.listdir(tmp_path / 'pretext' / 'feature_cache')) == 1
+
+
+def test_an_image_folder_decodes_on_first_use(tmp_path):
+    write_digits(str(tmp_path / 'digits'), size=20, classes=[0, 1], limit=6)
+    dataset = folder_set(tmp_path)
+    one = np.asarray(dataset.get_image(3))  # a single file, resized as the whole folder is
+    assert dataset._data is None
+    assert dataset.uint8_tensor().shape == (6, 3, 16, 16) and dataset._data is not None
+    assert (np.asarray(dataset.get_image(3)) == one).all()
