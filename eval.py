@@ -33,6 +33,7 @@ from utils.neighbors import mine_neighbors, neighbor_accuracy
 from utils.plots import save_confusion_matrix, save_prototype_grid
 from utils.report import STAGES as STAGE_FOLDERS
 
+
 def config_stage(paths, kind):
     """The stage whose schema reads the experiment config: the one its setup belongs to; a file whose setups sit
     in stage sections (configs/image_folder.yml) is read as the model's stage."""
@@ -216,7 +217,11 @@ def main(argv=None):
 
 def run(args):
     found = read_model_file(args.model)
-    cfg, _, device = prepare(args, config_stage(args.config_exp, found.kind))
+    stage = config_stage(args.config_exp, found.kind)
+    if stage == 'clustering' and found.kind != 'pretext':  # where the heads sit is the file's, not the config's
+        on_projection = any(k.startswith('contrastive_head.') for k in found.state)
+        args.overrides = [*args.overrides, f"heads_on={'projection' if on_projection else 'backbone'}"]
+    cfg, _, device = prepare(args, stage)
     complete_from_train(cfg)
     args.predict_paths = prediction_paths(args.predict) if args.predict else None  # checked before writing
     out_dir = args.output or os.path.dirname(os.path.abspath(args.model))
