@@ -130,14 +130,21 @@ def trunk_features(model, modules, dataset, cfg, device):
     trunk that produces them) once, then read from pretext_dir/feature_cache (module docstring)."""
     path = os.path.join(cfg.pretext_dir, 'feature_cache', cache_key(modules, dataset) + '.pt')
     if os.path.isfile(path):
-        return torch.load(path, weights_only=True)
+        try:
+            return torch.load(path, weights_only=True)
+        except (RuntimeError, EOFError, OSError) as e:  # damaged on disk: computed again and rewritten
+            print(f'warning: feature cache {path} is unreadable ({str(e).splitlines()[0]}); computing the features '
+                  'again')
     if cfg.get('channels_last'):  # as training_model does: about 1.8x the throughput of NCHW on this CPU
         model.to(memory_format=torch.channels_last)
     loader = eval_loader(dataset, cfg)
     features, _ = extract_features(model, progress(loader, len(loader), f'features of {len(dataset)} images'), device,
                                    'backbone', normalize=False)
     if is_main():
-        atomic_save(features, path)
+        try:
+            atomic_save(features, path)
+        except UserError as e:  # a read-only or full pretext folder: this run goes on without the cache
+            print(f'warning: the features are not cached ({e})')
     return features
 
 

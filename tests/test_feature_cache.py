@@ -12,6 +12,7 @@ from data import build_dataset
 from data.transforms import val_transform
 from models import get_contrastive_model
 from stages.feature_cache import cache_key, trunk_features
+from utils.errors import UserError
 
 
 def folder_set(root, **transform):
@@ -67,3 +68,22 @@ def test_an_image_folder_decodes_on_first_use(tmp_path):
     assert dataset._data is None
     assert dataset.uint8_tensor().shape == (6, 3, 16, 16) and dataset._data is not None
     assert (np.asarray(dataset.get_image(3)) == one).all()
+
+
+def test_a_damaged_or_unwritable_cache_never_stops_the_stage(tmp_path, monkeypatch, capsys):
+    write_digits(str(tmp_path / 'digits'), size=16, classes=[0, 1], limit=12)
+    model, dataset = small_model(), folder_set(tmp_path)
+    cfg = EasyDict(pretext_dir=str(tmp_path / 'pretext'), batch_size=5, num_workers=0)
+    first = trunk_features(model, [model.backbone], dataset, cfg, 'cpu')
+    [path] = (tmp_path / 'pretext' / 'feature_cache').iterdir()
+    path.write_bytes(path.read_bytes()[:100])  # truncated
+    assert torch.equal(trunk_features(model, [model.backbone], dataset, cfg, 'cpu'), first)
+    assert 'unreadable' in capsys.readouterr().out
+    assert torch.equal(torch.load(path, weights_only=True), first)  # rewritten whole
+
+    def full_disk(obj, target):
+        raise UserError(f'cannot write {target}: No space left on device')
+    monkeypatch.setattr(feature_cache, 'atomic_save', full_disk)
+    path.unlink()
+    assert torch.equal(trunk_features(model, [model.backbone], dataset, cfg, 'cpu'), first)
+    assert 'not cached (cannot write' in capsys.readouterr().out and not path.exists()

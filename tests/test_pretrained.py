@@ -126,8 +126,8 @@ def test_setup_pretrained_mines_on_the_loaded_backbone(tmp_path, env_file, sourc
     assert scan.main(args + ['clustering.heads_on=backbone'])['num_classes'] == 3
     cache = out / 'pretext' / 'feature_cache'
     assert len(os.listdir(cache)) == 1  # the folder's features (train = val), written by the pretext stage
-    frozen = ['clustering.heads_on=backbone', 'clustering.update_cluster_head_only=true', 'clustering.cache_features=true',
-              'clustering.scan_folder=cached']
+    frozen = ['clustering.heads_on=backbone', 'clustering.update_cluster_head_only=true',
+              'clustering.cache_features=true', 'clustering.scan_folder=cached']
     assert scan.main(args + frozen)['num_classes'] == 3 and len(os.listdir(cache)) == 1  # read, not computed again
     import eval as evaluate  # the model file says where its heads sit: the template's heads_on: projection is moot
     assert 'acc' in evaluate.main(args + ['--model', str(out / 'cached' / 'model.pth.tar'), '--output', str(tmp_path)])
