@@ -87,9 +87,10 @@ class ImageDataset(torch.utils.data.Dataset):
         """Feed what identifies the images (not the transform) into the hashlib object h: here their pixels."""
         h.update(self.uint8_tensor().numpy().tobytes())
 
-    def uint8_tensor(self):
-        """All images as one uint8 tensor [N, C, H, W] (for augmentation on the training device)."""
-        arrays = [np.asarray(self.get_image(i)) for i in range(len(self))]
+    def uint8_tensor(self, indices=None):
+        """All images (or those at `indices`) as one uint8 tensor [N, C, H, W] (for augmentation on the training
+        device)."""
+        arrays = [np.asarray(self.get_image(int(i))) for i in (range(len(self)) if indices is None else indices)]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             raise UserError(f'{type(self).__name__}: images differ in size ({sorted(shapes)[:3]}...); '
@@ -117,8 +118,8 @@ class ArrayDataset(ImageDataset):
     def fingerprint(self, h):
         h.update(np.ascontiguousarray(self.data).tobytes())
 
-    def uint8_tensor(self):
-        data = convert_array(np.asarray(self.data), self.channels)
+    def uint8_tensor(self, indices=None):
+        data = convert_array(np.asarray(self.data if indices is None else self.data[indices]), self.channels)
         return torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -173,7 +174,5 @@ class SubsetDataset(ImageDataset):
     def load(self, i):
         return self.base.load(int(self.indices[i]))
 
-    def uint8_tensor(self):
-        if getattr(self.base, 'data', None) is not None:  # held in memory: index the whole tensor
-            return self.base.uint8_tensor()[torch.from_numpy(self.indices)]
-        return super().uint8_tensor()
+    def uint8_tensor(self, indices=None):
+        return self.base.uint8_tensor(self.indices if indices is None else self.indices[np.asarray(indices)])

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data.base import GREY_MODES, IMAGE_EXTENSIONS, FileDataset, convert_array, open_image, square_resize
+from data.base import IMAGE_EXTENSIONS, FileDataset, convert_array
 from utils.errors import UserError
 
 SPLIT_NAMES = {'train', 'test', 'val', 'valid', 'validation'}
@@ -26,17 +26,6 @@ def _folder(root, path, split):
             return os.path.normpath(folder)
     raise UserError(f'image folder not found: {" or ".join(candidates)}; set db_kwargs.path (from the working '
                     'directory or data_root) and the split (train_split / val_split) so that they name it')
-
-
-def read_resized(paths, size):
-    """Every image decoded once and resized to size x size: uint8 [N, size, size, C] (C = 1 when all are grey,
-    else 3). An unreadable file is a UserError naming it."""
-    images = [open_image(p) for p in paths]
-    grey = all(img.mode in GREY_MODES for img in images)
-    mode = 'L' if grey else 'RGB'
-    arrays = [np.asarray(square_resize(img.convert(mode), size)) for img in images]
-    stack = np.stack(arrays)
-    return stack[..., None] if grey else stack
 
 
 class ImageFolder(FileDataset):
@@ -75,13 +64,24 @@ class ImageFolder(FileDataset):
         if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
             raise UserError(f'db_kwargs.image_size must be a positive whole number of pixels, got {image_size!r}')
         super().__init__(paths, targets, classes, channels, transform, image_size)
-        self._data = None
+        self._data, self._rows = None, {}  # the whole folder decoded; the images decoded before that
+
+    def _decoded(self, indices):
+        """The images at `indices` resized, uint8 [n, size, size, C] (C = 1 when all of them are grey, else 3, the
+        grey ones repeated): each file is decoded once, and kept for the calls after."""
+        for i in indices:
+            if i not in self._rows:
+                self._rows[i] = np.asarray(super().load(i))  # [size, size] when grey, else [size, size, 3]
+        rows = [self._rows[i] for i in indices]
+        if all(r.ndim == 2 for r in rows):
+            return np.stack(rows)[..., None]
+        return np.stack([np.repeat(r[..., None], 3, axis=2) if r.ndim == 2 else r for r in rows])
 
     @property
     def data(self):
         """With image_size: all images resized, uint8 [N, size, size, C], decoded on first use; else None."""
         if self._data is None and self.image_size is not None:
-            self._data = read_resized(self.paths, self.image_size)
+            self._data, self._rows = self._decoded(range(len(self))), {}
         return self._data
 
     def load(self, i):
@@ -90,10 +90,15 @@ class ImageFolder(FileDataset):
         img = self._data[i]
         return Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
 
-    def uint8_tensor(self):
-        if self.data is None:
-            return super().uint8_tensor()
-        data = np.ascontiguousarray(convert_array(self.data, self.channels))
+    def uint8_tensor(self, indices=None):
+        """With image_size, a subset (indices) of a folder not decoded yet decodes those images only."""
+        if self.image_size is None:
+            return super().uint8_tensor(indices)
+        if indices is None or self._data is not None:
+            data = self.data if indices is None else self.data[indices]
+        else:
+            data = self._decoded([int(i) for i in indices])
+        data = np.ascontiguousarray(convert_array(data, self.channels))
         return torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
 
 

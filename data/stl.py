@@ -52,6 +52,7 @@ class STL10(ImageDataset):
         part = int(np.searchsorted(self.offsets, i, side='right') - 1)
         return Image.fromarray(np.ascontiguousarray(self.parts[part][i - self.offsets[part]]))
 
-    def uint8_tensor(self):
+    def uint8_tensor(self, indices=None):
         data = np.concatenate([convert_array(np.asarray(p), self.channels) for p in self.parts])
+        data = data if indices is None else data[indices]
         return torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2).contiguous()

@@ -87,3 +87,24 @@ def test_a_damaged_or_unwritable_cache_never_stops_the_stage(tmp_path, monkeypat
     path.unlink()
     assert torch.equal(trunk_features(model, [model.backbone], dataset, cfg, 'cpu'), first)
     assert 'not cached (cannot write' in capsys.readouterr().out and not path.exists()
+
+
+def test_a_subset_decodes_its_own_images_once(tmp_path, monkeypatch):
+    """train_subset of a large folder: only its images are decoded, and the whole folder's decoding later reuses
+    them; a grey image among colour ones gets the same pixels either way."""
+    import data.base
+    from data.base import SubsetDataset
+    from PIL import Image
+    write_digits(str(tmp_path / 'digits'), size=20, classes=[0, 1], limit=8)
+    colour = sorted((tmp_path / 'digits' / '1').iterdir())[0]
+    Image.open(colour).convert('RGB').save(colour)  # one RGB file among grey ones
+    opened = []
+    real = data.base.open_image
+    monkeypatch.setattr(data.base, 'open_image', lambda path: opened.append(path) or real(path))
+    dataset = build_dataset('image_folder', str(tmp_path), '', {'path': 'digits', 'image_size': 16}, channels=3)
+    part = SubsetDataset(dataset, [0, 2, 5])
+    first = part.uint8_tensor()
+    assert len(opened) == 3 and dataset._data is None and first.shape == (3, 3, 16, 16)
+    whole = dataset.uint8_tensor()
+    assert len(opened) == len(dataset) and torch.equal(whole[[0, 2, 5]], first)
+    assert torch.equal(part.uint8_tensor(), first) and len(opened) == len(dataset)  # now indexed in memory
