@@ -23,7 +23,7 @@ from data.transforms import val_transform
 from methods import STAGES
 from models import contrastive_model_for, get_clustering_model
 from stages.run import prepare, run_cli
-from utils.checkpoint import atomic_write_text, load_weights, read_model_file
+from utils.checkpoint import atomic_write_text, holds_projection, load_weights, read_model_file
 from utils.config import base_parser, parse_args, read_layers
 from utils.errors import UserError, one_line
 from utils.features import knn_accuracy, predict, pretext_features
@@ -219,8 +219,7 @@ def run(args):
     found = read_model_file(args.model)
     stage = config_stage(args.config_exp, found.kind)
     if stage == 'clustering' and found.kind != 'pretext':  # where the heads sit is the file's, not the config's
-        on_projection = any(k.startswith('contrastive_head.') for k in found.state)
-        args.overrides = [*args.overrides, f"heads_on={'projection' if on_projection else 'backbone'}"]
+        args.overrides = [*args.overrides, f"heads_on={'projection' if holds_projection(found.state) else 'backbone'}"]
     cfg, _, device = prepare(args, stage)
     complete_from_train(cfg)
     args.predict_paths = prediction_paths(args.predict) if args.predict else None  # checked before writing

@@ -159,8 +159,7 @@ def run(args):
         save_num_clusters_plot(k_report, cfg.num_classes, os.path.join(cfg.scan_dir, 'num_clusters.png'))
 
     if cfg.update_cluster_head_only:
-        for module in model.trunk():
-            module.requires_grad_(False)
+        model.freeze_trunk()
     optimizer = get_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     scaler = grad_scaler(cfg, device)
     start_epoch, best = 0, {'loss': float('inf'), 'metrics': {}}

@@ -107,8 +107,7 @@ def run(args):
     state = start_run(cfg.selflabel_dir, cfg, 'selflabel', cfg.selflabel_checkpoint, args.resume)
 
     if cfg.cache_features:
-        for module in model.trunk():
-            module.requires_grad_(False)
+        model.freeze_trunk()
     optimizer = get_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     scaler = grad_scaler(cfg, device)
     ema = EMA(model, cfg.ema_alpha) if cfg.use_ema else None

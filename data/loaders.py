@@ -44,7 +44,24 @@ def train_loader(dataset, cfg):
                        persistent_workers=cfg.num_workers > 0)
 
 
-class DeviceBatches:
+class ShuffledBatches:
+    """`n` items in shuffled batches of `batch_size` (the last partial batch dropped), drawn from the global torch
+    generator that the stages seed per epoch; subclasses turn a batch of indices into the stage's batch dict
+    (batch(index))."""
+
+    def __init__(self, n, batch_size):
+        self.n, self.batch_size = n, min(batch_size, n)
+
+    def __len__(self):
+        return self.n // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(self.n)
+        for step in range(len(self)):
+            yield self.batch(order[step * self.batch_size:(step + 1) * self.batch_size])
+
+
+class DeviceBatches(ShuffledBatches):
     """The whole dataset as one uint8 tensor on the device, augmented batch by batch there.
 
     Shuffling and augmentation parameters use the global torch generator, which the stages seed per
@@ -58,20 +75,12 @@ class DeviceBatches:
             raise UserError(f"augmentation_strategy '{cfg.augmentation_strategy}' is not one of "
                             f"{', '.join(BATCH_STRATEGIES)}")
         self.images = dataset.uint8_tensor().to(device)
+        super().__init__(len(self.images), cfg.batch_size)
         self.augment = BATCH_STRATEGIES[cfg.augmentation_strategy](cfg.augmentation_kwargs)
-        self.batch_size = min(cfg.batch_size, len(self.images))
         kw = cfg.transformation_kwargs
         self.crop = kw['crop_size']
         self.mean = torch.tensor(kw['normalize']['mean'], device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(kw['normalize']['std'], device=device).view(1, -1, 1, 1)
-
-    def __len__(self):
-        return len(self.images) // self.batch_size
-
-    def __iter__(self):
-        order = torch.randperm(len(self.images))
-        for step in range(len(self)):
-            yield self.batch(order[step * self.batch_size:(step + 1) * self.batch_size])
 
     def view(self, index):
         """Augmented images of this process's share of the global batch `index`."""

@@ -6,6 +6,7 @@ from models.pretrained import LIBRARIES, library_backbone, load_backbone_weights
 from models.resnet50 import resnet50
 from models.resnet_cifar import resnet18_cifar, resnet18_stl
 from models.small_cnn import small_cnn
+from utils.checkpoint import holds_projection
 from utils.errors import UserError
 
 
@@ -68,7 +69,7 @@ def get_clustering_model(cfg, state=None):
     state_dict) holds one and cfg.heads_on is 'projection' (or, for a clustering file, whenever it holds one)."""
     backbone = get_backbone(cfg)
     projection = None
-    if state is not None and any(k.startswith('contrastive_head.') for k in state) and (
+    if state is not None and holds_projection(state) and (
             cfg.get('heads_on') == 'projection' or any(k.startswith('cluster_head.') for k in state)):
         projection = projection_head(backbone['dim'], **projection_kwargs(state))
     return ClusteringModel(backbone, cfg.num_classes, cfg.get('num_heads') or 1, projection)

@@ -53,6 +53,11 @@ class ClusteringModel(nn.Module):
         """The modules below the heads: the backbone, and the projection head when the heads sit on it."""
         return [self.backbone] + ([self.contrastive_head] if hasattr(self, 'contrastive_head') else [])
 
+    def freeze_trunk(self):
+        """No gradients below the heads (update_cluster_head_only, cache_features)."""
+        for module in self.trunk():
+            module.requires_grad_(False)
+
     def embed(self, x):
         """What the heads see: backbone features [b, D], or the normalised projection of them."""
         features = self.backbone(x)

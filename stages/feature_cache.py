@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from data.base import ImageDataset
-from data.loaders import eval_loader, local
+from data.loaders import ShuffledBatches, eval_loader, local
 from utils.checkpoint import atomic_save
 from utils.distributed import is_main
 from utils.errors import UserError
@@ -58,21 +58,12 @@ class FeatureSet(ImageDataset):
         return {'image': self.features[i], 'index': i, 'target': int(self.targets[i])}
 
 
-class FeatureBatches:
-    """Cached features in shuffled batches of this process's share, as data/loaders.DeviceBatches for images;
-    subclasses turn a batch of indices into the stage's batch dict (batch(index))."""
+class FeatureBatches(ShuffledBatches):
+    """Cached features in shuffled batches of this process's share, as data/loaders.DeviceBatches for images."""
 
     def __init__(self, features, batch_size, device):
+        super().__init__(len(features), batch_size)
         self.features = features.to(device)
-        self.batch_size = min(batch_size, len(features))
-
-    def __len__(self):
-        return len(self.features) // self.batch_size
-
-    def __iter__(self):
-        order = torch.randperm(len(self.features))
-        for step in range(len(self)):
-            yield self.batch(order[step * self.batch_size:(step + 1) * self.batch_size])
 
 
 class FeaturePairs(FeatureBatches):

@@ -237,7 +237,7 @@ def read_model_file(path, what='model', kind=None):
     state = strip_prefixes(state)
     if any(k.startswith('cluster_head.') for k in state):
         found = ModelFile(path, 'clustering', state, head)
-    elif any(k.startswith('contrastive_head.') for k in state):
+    elif holds_projection(state):
         found = ModelFile(path, 'pretext', state)
     else:
         raise UserError(f'{path} is neither a pretext model (contrastive_head.*) nor a clustering model '
@@ -262,3 +262,9 @@ def single_head_state(state, head):
     out = {k: v for k, v in state.items() if k.startswith(('backbone.', 'contrastive_head.'))}
     out.update({'cluster_head.0.' + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
     return out
+
+
+def holds_projection(state):
+    """Whether a state dict holds a projection head (contrastive_head.*): a pretext model's, or the one a clustering
+    model's heads sit on (heads_on: projection)."""
+    return any(k.startswith('contrastive_head.') for k in state)
