@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from data import complete_transforms, get_dataset, same_data
 from data.loaders import eval_loader, view_batches
 from data.transforms import val_transform
-from models import get_contrastive_model
+from models import get_backbone, get_contrastive_model
+from models.pretrained import check_input_size, names_weights
 from stages.feature_cache import trunk_features
 from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model
 from utils.checkpoint import atomic_save, atomic_save_npy, load_pretext_model, restore
@@ -106,12 +107,18 @@ def main(argv=None):
 def run(args):
     t_start = time.time()
     cfg, method_class, device = prepare(args, 'pretext')
+    if not method_class.trains and not (cfg.get('backbone_weights') or names_weights(cfg)):
+        raise UserError('setup: pretrained needs pretrained weights: backbone_kwargs: {pretrained: true} for '
+                        'timm/<name>, {weights: NAME} for torchvision/<name>, or backbone_weights: PATH')
+    # the weights (fetched or read from the cache) before anything is written; they bring their normalisation
+    backbone = get_backbone(cfg, load_weights=True)
     train_set = get_dataset(cfg, 'train')
-    complete_transforms(cfg, train_set)
+    complete_transforms(cfg, train_set, backbone['preprocessing'])
+    check_input_size(backbone['backbone'], cfg.backbone, cfg.transformation_kwargs['crop_size'])
     evaluation = val_transform(cfg.transformation_kwargs)
     train_eval = get_dataset(cfg, 'train', evaluation)
     val_set = train_eval if same_data(cfg) else get_dataset(cfg, 'val', evaluation)
-    model = get_contrastive_model(cfg).to(device)
+    model = get_contrastive_model(cfg, backbone).to(device)
 
     has_checkpoint = os.path.isfile(cfg.pretext_checkpoint)
     mine_only = args.mine_only or (os.path.isfile(cfg.pretext_model) and not has_checkpoint)
@@ -120,12 +127,11 @@ def run(args):
         print(f'mine-only: loaded {cfg.pretext_model}; no training, mining neighbours')
         save_config(cfg, os.path.join(cfg.pretext_dir, 'config.yml'))
     elif not method_class.trains:
-        if not cfg.get('backbone_weights'):
-            raise UserError('setup: pretrained needs backbone_weights: PATH (the weights file of the backbone)')
         cfg.mining_features = 'backbone'  # the projection head is untrained
         start_run(cfg.pretext_dir, cfg, 'pretext', cfg.pretext_checkpoint, args.resume)
         atomic_save(model.state_dict(), cfg.pretext_model)
-        print(f'pretrained: {cfg.backbone} from {cfg.backbone_weights}, no training; mining on its features')
+        print(f"pretrained: {cfg.backbone} with {cfg.get('backbone_weights') or 'its named weights'}, no training; "
+              'mining on its features')
     else:
         method = method_class(cfg, train_set, device)  # e.g. the memory bank (after the model: same random draws)
         # on the device path every image is decoded here: a bad file stops the run before its folder is claimed

@@ -73,11 +73,12 @@ def image_statistics(dataset):
             'std': [round(max(v, 1e-3), 4) for v in x.std(1).tolist()]}
 
 
-def complete_transforms(cfg, train_set):
+def complete_transforms(cfg, train_set, preprocessing=None):
     """Fill what the config leaves to the images: transformation_kwargs.crop_size (the images' size) and
-    .normalize (the train split's statistics), and augmentation_kwargs' normalize and crop size (the evaluation
-    transform's). A crop larger than the images is refused (warned about when the images may differ in size); one
-    under half their size is warned about."""
+    .normalize (what the pretrained weights expect, `preprocessing` from models.get_backbone; else the train
+    split's statistics), and augmentation_kwargs' normalize and crop size (the evaluation transform's). A crop
+    larger than the images is refused (warned about when the images may differ in size); one under half their
+    size is warned about."""
     tk = dict(cfg.transformation_kwargs or {})
     width, height = train_set.get_image(0).size
     if tk.get('crop_size') is None:
@@ -93,9 +94,16 @@ def complete_transforms(cfg, train_set):
     if crop < min(width, height) / 2:
         print(f'warning: transformation_kwargs.crop_size {crop} keeps only the centre of the {width}x{height} '
               'images (it crops, it does not resize); for image folders set db_kwargs.image_size instead')
-    if tk.get('normalize') in (None, 'auto'):
+    if tk.get('normalize') in (None, 'auto') and preprocessing:
+        tk['normalize'] = {'mean': preprocessing['mean'], 'std': preprocessing['std']}
+        print(f"normalisation of the weights ({preprocessing['source']}): mean {tk['normalize']['mean']}, "
+              f"std {tk['normalize']['std']}")
+    elif tk.get('normalize') in (None, 'auto'):
         tk['normalize'] = image_statistics(train_set)
         print(f"normalisation from the train images: mean {tk['normalize']['mean']}, std {tk['normalize']['std']}")
+    if preprocessing and preprocessing.get('input_size') and preprocessing['input_size'] != crop:
+        print(f"note: the weights were trained on {preprocessing['input_size']}-pixel images, these are {crop} "
+              '(db_kwargs.image_size sets it; larger is slower and gains nothing on small images)')
     cfg.transformation_kwargs = tk
     if cfg.get('augmentation_kwargs') is not None:
         aug = dict(cfg.augmentation_kwargs)

@@ -1,4 +1,4 @@
-"""SCAN's strong augmentation ('ours', SPEC section 3): flip, random crop, 4 of 14 RandAugment-style
+"""SCAN's strong augmentation ('ours'): flip, random crop, 4 of 14 RandAugment-style
 operations with uniformly random magnitudes, normalise, Cutout with one square hole."""
 import random
 

@@ -1,4 +1,4 @@
-"""Augmentations on PIL images with torchvision: the reference path (SPEC section 1).
+"""Augmentations on PIL images with torchvision: the reference path.
 
 `augmentation_kwargs` keys (SCAN's, plus four optional ones for tiny images):
   random_resized_crop: {size, scale}        horizontal_flip: true|false

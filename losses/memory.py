@@ -1,4 +1,4 @@
-"""Losses over a memory bank (SPEC section 5): instance discrimination, AND and SNCA.
+"""Losses over a memory bank: instance discrimination, AND and SNCA.
 
 Each takes the batch's L2-normalised features f [b, d], the memory V [N, d] and the batch's dataset
 indices [b]; logits are f V^T / temperature, [b, N] (the batch against every sample, never N x N).

@@ -1,4 +1,4 @@
-"""SCAN's and NNM's clustering losses (SPEC section 2). Inputs are logits of one head."""
+"""SCAN's and NNM's clustering losses. Inputs are logits of one head."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

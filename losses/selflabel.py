@@ -1,4 +1,4 @@
-"""Self-labelling losses: cross-entropy on confident pseudo-labels (SCAN, SPEC section 3), or on pseudo-labels
+"""Self-labelling losses: cross-entropy on confident pseudo-labels (SCAN), or on pseudo-labels
 chosen beforehand (per-cluster selection)."""
 import torch
 import torch.nn as nn

@@ -2,7 +2,7 @@
 import inspect
 
 from models.models import ClusteringModel, ContrastiveModel, projection_head
-from models.pretrained import LIBRARIES, library_backbone, load_backbone_weights
+from models.pretrained import LIBRARIES, library_backbone, load_backbone_weights, names_weights
 from models.resnet50 import resnet50
 from models.resnet_cifar import resnet18_cifar, resnet18_stl
 from models.small_cnn import small_cnn
@@ -27,11 +27,32 @@ BUILT_IN = {
 BACKBONES = BackboneNames([*BUILT_IN, 'timm/<model name>', 'torchvision/<model name>'])
 
 
-def get_backbone(cfg):
+def get_backbone(cfg, load_weights=False):
+    """{'backbone': nn.Module, 'dim': D, 'preprocessing': ...}. Without `load_weights` the architecture alone (the
+    stages after the pretext load its model file into it). With it (the pretext stage) the pretrained weights the
+    config names: `backbone_weights: PATH`, else the library's own (backbone_kwargs `pretrained: true` for timm,
+    `weights: NAME` for torchvision); 'preprocessing' is then what those weights expect ({mean, std, input_size,
+    source}: timm's pretrained_cfg for the model's name and tag, torchvision's weights.transforms()), and None
+    for built-in backbones and for untrained ones."""
     name = cfg.backbone
     kwargs = dict(cfg.get('backbone_kwargs') or {})
+    path = cfg.get('backbone_weights') if load_weights else None
+    named = load_weights and names_weights(cfg)
     if isinstance(name, str) and name.startswith(LIBRARIES):
-        return library_backbone(name, cfg.channels or 3, **kwargs)  # the library checks its own kwargs
+        # the library checks its own kwargs; a file given as well replaces the named weights (offline use)
+        backbone = library_backbone(name, cfg.channels or 3, load_weights=named and not path, **kwargs)
+    else:
+        backbone = {**built_in_backbone(cfg, name, kwargs), 'preprocessing': None}
+    if path:
+        if named:
+            print(f'backbone_weights given: {path} is loaded instead of the weights backbone_kwargs name')
+        load_backbone_weights(backbone['backbone'], path, name)
+    if not (path or named):
+        backbone['preprocessing'] = None  # trained from scratch: nothing to follow
+    return backbone
+
+
+def built_in_backbone(cfg, name, kwargs):
     if name not in BUILT_IN:
         raise UserError(f"unknown backbone '{name}'; valid: {', '.join(BACKBONES)}")
     if name == 'resnet18':
@@ -44,12 +65,9 @@ def get_backbone(cfg):
     return fn(in_channels=cfg.channels or 3, **kwargs)
 
 
-def get_contrastive_model(cfg):
-    """The pretext model; its backbone starts from `backbone_weights` when the config names a file."""
-    backbone = get_backbone(cfg)
-    if cfg.get('backbone_weights'):
-        load_backbone_weights(backbone['backbone'], cfg.backbone_weights, cfg.backbone)
-    return ContrastiveModel(backbone, **(cfg.get('model_kwargs') or {}))
+def get_contrastive_model(cfg, backbone=None):
+    """The pretext model on `backbone` (get_backbone's dict; by default the architecture of the config's)."""
+    return ContrastiveModel(backbone or get_backbone(cfg), **(cfg.get('model_kwargs') or {}))
 
 
 def projection_kwargs(state):

@@ -1,8 +1,11 @@
-"""Backbones from timm and torchvision by name (`backbone: timm/<model>`, `backbone: torchvision/<model>`), and the
-loader of the weight files users bring (`backbone_weights: PATH`).
+"""Backbones from timm and torchvision by name (`backbone: timm/<model>`, `backbone: torchvision/<model>`), their
+pretrained weights by name (`backbone_kwargs: {pretrained: true}` for timm, `{weights: IMAGENET1K_V1}` for
+torchvision: fetched by the library, or read from its cache offline), the preprocessing those weights were trained
+with (timm's `pretrained_cfg`, torchvision's `weights.transforms()`), and the loader of the weight files users bring
+(`backbone_weights: PATH`).
 
-The loader reads the file with weights_only=True and finds the backbone's tensors in it, whatever the layout
-(SPEC section 7): a plain state dict (torchvision, timm, released DINO/DINOv2 backbones), a training checkpoint that
+The loader reads the file (`.safetensors`, or torch.load with weights_only=True) and finds the backbone's tensors
+in it, whatever the layout: a plain state dict (torchvision, timm, released DINO/DINOv2 backbones), a training checkpoint that
 nests it (`teacher` / `student` (DINO), `state_dict` (MoCo, solo-learn, Lightning), `model`), and key prefixes
 (`module.` from DDP, `backbone.`, `encoder_q.` / `base_encoder.` (MoCo v2/v3), `encoder.`), and lukemelas'
 EfficientNet names for timm's EfficientNet (lukemelas_layout). The prefix kept is the
@@ -21,6 +24,8 @@ from utils.errors import UserError
 LIBRARIES = ('timm/', 'torchvision/')
 NESTED = ('teacher', 'state_dict', 'model', 'student', 'module')  # checkpoint keys that hold the weights, in order
 CLASSIFIERS = ('fc', 'classifier', 'head', 'heads')  # torchvision's last layer, replaced by the identity
+# the backbone_kwargs that choose a library's pretrained weights rather than the architecture
+WEIGHT_KWARGS = {'timm': 'pretrained', 'torchvision': 'weights'}
 
 
 def kwargs_error(backbone, e):
@@ -28,11 +33,28 @@ def kwargs_error(backbone, e):
                      'those of the config file)')
 
 
-def timm_backbone(name, in_channels=3, **kwargs):
+def weights_unavailable(backbone, what, cache, e):
+    """Weights neither cached nor downloadable: one line with the two ways out."""
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return UserError(f'the pretrained weights of {backbone} ({what}) are not in the cache ({cache}) and cannot be '
+                     f'downloaded ({reason[:160]}); connect to the network once to fill the cache, or give '
+                     'backbone_weights: PATH (a weights file)')
+
+
+def hub_cache():
+    import huggingface_hub.constants as hub
+    return hub.HF_HUB_CACHE + (' with HF_HUB_OFFLINE set' if hub.HF_HUB_OFFLINE else '')
+
+
+def timm_backbone(name, in_channels=3, pretrained=False, **kwargs):
+    """timm.create_model(name, pretrained=...) without its classifier. With `pretrained`, timm and
+    huggingface_hub fetch the weights of the name's tag (`resnet50.a1_in1k`; the default tag without one), from
+    the hub cache ($HF_HOME/hub) when they are there, which is all they do with HF_HUB_OFFLINE=1."""
     from utils.tv import torchvision  # noqa: F401  timm imports torchvision: the CPU workaround comes first
     import timm
+    from huggingface_hub.errors import HfHubHTTPError
     try:
-        model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels, **kwargs)
+        model = timm.create_model(name, pretrained=bool(pretrained), num_classes=0, in_chans=in_channels, **kwargs)
     except RuntimeError as e:
         if 'Unknown model' not in str(e):
             raise
@@ -40,39 +62,109 @@ def timm_backbone(name, in_channels=3, **kwargs):
                         "python -c \"import timm; print(timm.list_models('*resnet*'))\"") from None
     except TypeError as e:
         raise kwargs_error(f'timm/{name}', e) from None
-    return {'backbone': model, 'dim': model.num_features}
+    except (OSError, HfHubHTTPError) as e:  # not cached, and offline or not reachable
+        raise weights_unavailable(f'timm/{name}', 'pretrained: true', hub_cache(), e) from None
+    return {'backbone': model, 'dim': model.num_features, 'preprocessing': timm_preprocessing(name, model)}
 
 
-def torchvision_backbone(name, in_channels=3, **kwargs):
+def timm_preprocessing(name, model):
+    """The mean, std and input size of the weights of timm's `pretrained_cfg` for this name (its tag)."""
+    import timm.data
+    config = timm.data.resolve_model_data_config(model)
+    return {'mean': [float(v) for v in config['mean']], 'std': [float(v) for v in config['std']],
+            'input_size': int(config['input_size'][-1]), 'source': f"timm's pretrained_cfg of {name}"}
+
+
+def torchvision_weights(name, weights):
+    """The torchvision weights enum member for `weights` ('IMAGENET1K_V1', 'DEFAULT', or 'ResNet18_Weights.X'),
+    or the default one when `weights` is None; None for a model without pretrained weights."""
+    from utils.tv import torchvision
+    try:
+        enum = torchvision.models.get_model_weights(name)
+    except (ValueError, KeyError):
+        return None
+    if weights is None or weights == 'DEFAULT':
+        return enum.DEFAULT
+    member = str(weights).rsplit('.', 1)[-1]
+    if member not in enum.__members__:
+        raise UserError(f"torchvision/{name} has no weights '{weights}'; valid: {', '.join(enum.__members__)}, DEFAULT")
+    return enum[member]
+
+
+def torchvision_preprocessing(name, weights):
+    transform = weights.transforms()
+    size = getattr(transform, 'crop_size', None)
+    return {'mean': [float(v) for v in transform.mean], 'std': [float(v) for v in transform.std],
+            'input_size': int(size[0]) if size else None,
+            'source': f"torchvision's {type(weights).__name__}.{weights.name}.transforms()"}
+
+
+def torchvision_backbone(name, in_channels=3, weights=None, **kwargs):
+    """torchvision.models.get_model(name, weights=...) with its classifier replaced by the identity. Named weights
+    are fetched by torch.hub into $TORCH_HOME/hub/checkpoints, or read from there when they are cached."""
     from utils.tv import torchvision
     if in_channels != 3:
         raise UserError(f"torchvision/{name} takes 3-channel images; set channels: 3 (grey images are converted)")
     if name not in torchvision.models.list_models(torchvision.models):
         raise UserError(f"torchvision has no model '{name}'; valid: "
                         f"{', '.join(torchvision.models.list_models(torchvision.models))}")
+    chosen = torchvision_weights(name, weights)
+    if weights is not None and chosen is None:
+        raise UserError(f'torchvision/{name} has no pretrained weights; drop backbone_kwargs.weights')
     try:
-        model = torchvision.models.get_model(name, weights=None, **kwargs)
+        model = torchvision.models.get_model(name, weights=chosen if weights is not None else None, **kwargs)
     except TypeError as e:
         raise kwargs_error(f'torchvision/{name}', e) from None
+    except OSError as e:
+        cache = os.path.join(torch.hub.get_dir(), 'checkpoints')
+        raise weights_unavailable(f'torchvision/{name}', f'weights: {weights}', cache, e) from None
+    # a file loaded into the model was trained as torchvision's own weights were: their transforms
+    preprocessing = torchvision_preprocessing(name, chosen) if chosen is not None else None
     for attr in CLASSIFIERS:
         last = getattr(model, attr, None)
         if isinstance(last, nn.Sequential):  # e.g. EfficientNet, ViT: (dropout, linear)
             linears = [m for m in last if isinstance(m, nn.Linear)]
             if linears:
                 setattr(model, attr, nn.Identity())
-                return {'backbone': model, 'dim': linears[0].in_features}
+                return {'backbone': model, 'dim': linears[0].in_features, 'preprocessing': preprocessing}
         if isinstance(last, nn.Linear):
             setattr(model, attr, nn.Identity())
-            return {'backbone': model, 'dim': last.in_features}
+            return {'backbone': model, 'dim': last.in_features, 'preprocessing': preprocessing}
     raise UserError(f'torchvision/{name}: no classifier layer ({", ".join(CLASSIFIERS)}) to take the features '
                     'before; use a timm model instead')
 
 
-def library_backbone(name, in_channels=3, **kwargs):
+def library_backbone(name, in_channels=3, load_weights=False, **kwargs):
+    """A timm or torchvision backbone: {'backbone', 'dim', 'preprocessing'}. With `load_weights`, the weights that
+    backbone_kwargs name (timm's `pretrained: true`, torchvision's `weights: NAME`) are loaded; without, those
+    kwargs are dropped and only the architecture is built (the later stages load the pretext model into it)."""
     library, _, model = name.partition('/')
     if not model:
         raise UserError(f"backbone '{name}' names no model: write {library}/<model name>")
+    if not load_weights:
+        kwargs.pop(WEIGHT_KWARGS.get(library), None)
     return (timm_backbone if library == 'timm' else torchvision_backbone)(model, in_channels, **kwargs)
+
+
+def check_input_size(backbone, name, crop):
+    """A ViT built for one input size (timm's patch embedding with a strict image size) takes only that size:
+    another stops the stage before anything is written, instead of failing in its first forward pass."""
+    embed = getattr(backbone, 'patch_embed', None)
+    if embed is None or not getattr(embed, 'strict_img_size', False) or getattr(backbone, 'dynamic_img_size', False):
+        return
+    size = tuple(embed.img_size)
+    crop = (crop, crop) if isinstance(crop, int) else tuple(crop)
+    if size != crop:
+        raise UserError(f'{name} takes {size[0]}x{size[1]} images and these are {crop[0]}x{crop[1]}: set '
+                        f'db_kwargs.image_size={size[0]}, or give the model their size (backbone_kwargs.img_size: '
+                        f'{crop[0]}; timm resizes the position embeddings of pretrained weights)')
+
+
+def names_weights(cfg):
+    """True when backbone_kwargs choose a library's pretrained weights (timm/...: pretrained, torchvision/...:
+    weights)."""
+    library = cfg.backbone.partition('/')[0] if isinstance(cfg.backbone, str) else ''
+    return bool(library in WEIGHT_KWARGS and (cfg.get('backbone_kwargs') or {}).get(WEIGHT_KWARGS[library]))
 
 
 def read_weights(path):
@@ -80,7 +172,11 @@ def read_weights(path):
     if not os.path.isfile(path):
         raise UserError(f'backbone_weights: no such file: {path}')
     try:
-        found = torch.load(path, map_location='cpu', weights_only=True)
+        if path.endswith('.safetensors'):
+            from safetensors.torch import load_file
+            found = load_file(path)
+        else:
+            found = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # an unpickling error names the first object that is not plain data
         raise UserError(f'backbone_weights {path} cannot be read as plain tensors ({str(e).splitlines()[0]}); '
                         'save the state dict alone (torch.save(model.state_dict(), PATH))') from None

@@ -67,14 +67,15 @@ def prepare(args, stage):
 
 def inherit_pretext_settings(cfg):
     """Backbone, backbone_kwargs and transformation_kwargs: the pretext run's (its config.yml) where the config
-    leaves them out; a value that contradicts it is a UserError naming both."""
+    leaves them out (or their entries unset or auto); a value that contradicts it is a UserError naming both. The
+    frozen-backbone settings follow the pretext's setup (follow_frozen_backbone)."""
     path = os.path.join(cfg.pretext_dir, 'config.yml')
     saved = read_yaml(path, 'pretext run config') if os.path.isfile(path) else {}
-    if saved.get('setup') == 'pretrained' and cfg.get('heads_on') == 'projection':
-        raise UserError(f'the pretext run ({path}) is a pretrained backbone whose projection head was never trained; '
-                        'set heads_on: backbone')
+    follow_frozen_backbone(cfg, saved.get('setup') == 'pretrained')
     for key, spec in AFTER_PRETEXT.items():
         mine, theirs = to_plain(cfg[key]), saved.get(key)
+        if isinstance(mine, dict) and isinstance(theirs, dict) and mine:  # what mine leaves open (auto) is theirs
+            mine = cfg[key] = {**theirs, **{k: v for k, v in mine.items() if v not in (None, 'auto')}}
         if mine == spec.default and theirs is not None:
             cfg[key] = theirs
         elif mine != spec.default and theirs is not None and mine != theirs:
@@ -83,6 +84,20 @@ def inherit_pretext_settings(cfg):
         elif cfg[key] is None:
             raise UserError(f"'{key}' is not set and there is no pretext run config ({path}) to take it from; "
                             f'set {key} in the config, or run simclr.py first')
+
+
+def follow_frozen_backbone(cfg, pretrained):
+    """After a pretext stage that trained nothing (setup: pretrained) the backbone holds the pretrained weights and
+    the projection head is random: the heads sit on the backbone, which stays frozen, and train on its cached
+    features. update_cluster_head_only and cache_features left unset follow from that (false after a trained
+    pretext); an explicit false fine-tunes the backbone."""
+    if pretrained and cfg.get('heads_on') == 'projection':
+        print('heads_on: backbone (the pretext run is a pretrained backbone: its projection head was never trained)')
+        cfg.heads_on = 'backbone'
+    if 'update_cluster_head_only' in cfg and cfg.update_cluster_head_only is None:
+        cfg.update_cluster_head_only = pretrained
+    if cfg.get('cache_features') is None:
+        cfg.cache_features = bool(cfg.get('update_cluster_head_only', pretrained))
 
 
 def training_model(model, cfg, device):

@@ -33,7 +33,8 @@ COMMON = {
     'channels': Key(3, int, (1, 3)),      # images are converted to this many channels
     'num_classes': Key(None, (int, str)),  # clusters: a number or 'auto' (estimated without labels; k_range)
     'backbone': Key(REQUIRED, str, BACKBONES),
-    'backbone_kwargs': {},
+    # the library's or built-in backbone's keyword arguments; a file that sets them replaces a base file's
+    'backbone_kwargs': Key({}, dict, replace=True),
     # a pretrained backbone's weights file (any layout of models/pretrained.py); read by the pretext stage
     'backbone_weights': Key(None, str),
     # evaluation transform {crop_size, normalize: {mean, std}}; left out: the images' size and the train split's
@@ -81,7 +82,7 @@ PRETEXT = {
 # their default and refuse a value that contradicts it.
 AFTER_PRETEXT = {
     'backbone': Key(None, str, BACKBONES),
-    'backbone_kwargs': Key({}, dict),
+    'backbone_kwargs': Key({}, dict, replace=True),
     'transformation_kwargs': Key(None, dict),
 }
 
@@ -96,11 +97,14 @@ CLUSTERING = {
     'k_range': [2, 20],
     'overclustering': False,              # allow num_classes above the dataset's class count
     'num_heads': Key(1, int, minimum=1),
-    'update_cluster_head_only': False,    # freeze the backbone (eval mode, no gradients)
-    # with the trunk frozen: compute what the heads see of each image once, and train the heads on those vectors
-    'cache_features': False,
+    # freeze the backbone (eval mode, no gradients); unset: true after a pretext with setup: pretrained
+    'update_cluster_head_only': Key(None, bool),
+    # with the trunk frozen: compute what the heads see of each image once, and train the heads on those vectors;
+    # unset: true when the trunk is frozen
+    'cache_features': Key(None, bool),
     'head_init': Key('random', str, ('random', 'kmeans')),  # kmeans: heads start as k-means on the features
     # the heads' input: the backbone features (SCAN, NNM) or the pretext's L2-normalised projection, trained on
+    # (after a pretext with setup: pretrained always the backbone: the projection head is untrained)
     'heads_on': Key('backbone', str, ('backbone', 'projection')),
     'num_neighbors': Key(20, int, minimum=1),  # the neighbour of each anchor is drawn from its first K mined ones
     # NNM's in-batch neighbours from the backbone features of: the strong anchor view (published) or its
@@ -127,8 +131,9 @@ SELFLABEL = {
     # the model written: the last epoch's, or the epoch (0 = the clustering model itself) with the lowest
     # label-free loss on the val split's mined neighbours (SCAN's criterion), so self-labelling never worsens it
     'model_selection': Key('last', str, ('last', 'val_loss')),
-    # freeze the trunk and train the head alone on what it sees of each image, computed once (no augmentation)
-    'cache_features': False,
+    # freeze the trunk and train the head alone on what it sees of each image, computed once (no augmentation);
+    # unset: true after a pretext with setup: pretrained
+    'cache_features': Key(None, bool),
     'use_ema': False,
     'ema_alpha': 0.999,
     'scan_folder': 'scan',                # where the clustering model is read from

@@ -146,6 +146,23 @@ def test_base_files_come_first_and_the_file_wins(env_file, tmp_path):
         cfg_from(['--config_env', env_file, '--config_exp', write(tmp_path, 'gone.yml', '_base_: absent.yml\n')])
 
 
+
+def test_a_files_backbone_kwargs_replace_the_base_files(env_file, tmp_path):
+    """backbone_kwargs belong to one backbone: a file that sets them (even to {}) replaces its base file's, as the
+    override backbone_kwargs={...} does; the other mappings still merge key by key."""
+    base = write(tmp_path, 'base.yml', yaml.safe_dump(flattened(DIGITS_CFG)))
+    pretrained = write(tmp_path, 'pretrained.yml', '_base_: base.yml\nbackbone: timm/resnet18\n'
+                                                   'backbone_kwargs: {pretrained: true}\noptimizer_kwargs: {lr: 0.2}\n')
+    cfg = cfg_from(['--config_env', env_file, '--config_exp', pretrained])
+    assert cfg.backbone_kwargs == {'pretrained': True}
+    assert (cfg.optimizer_kwargs.lr, cfg.optimizer_kwargs.momentum) == (0.2, 0.9)  # merged into the base's
+    empty = write(tmp_path, 'empty.yml', '_base_: base.yml\nbackbone: timm/resnet18\nbackbone_kwargs: {}\n')
+    assert cfg_from(['--config_env', env_file, '--config_exp', empty]).backbone_kwargs == {}
+    assert flattened(DIGITS_CFG)['backbone_kwargs']  # the base file did set some
+    override = cfg_from(['--config_env', env_file, '--config_exp', base, 'backbone_kwargs={pretrained: true}'])
+    assert override.backbone_kwargs == {'pretrained': True}
+
+
 def test_file_errors(env_file, tmp_path):
     base = flattened(DIGITS_CFG)
     missing_key = {k: v for k, v in base.items() if k != 'backbone'}

@@ -5,8 +5,10 @@ import glob
 import os
 
 import pytest
+from PIL import Image
 
 from conftest import ROOT
+from data import complete_transforms
 from data.transforms import train_transform, val_transform
 from models import get_backbone
 from methods import get_method
@@ -17,12 +19,27 @@ STAGES = {'pretext': 'pretext', 'scan': 'clustering', 'selflabel': 'selflabel'} 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', '*', '*.yml')))
 
 
+class OneImage:
+    """What complete_transforms reads of a train split: its first image, all images of one size."""
+    one_size = True
+
+    def __init__(self, size):
+        self.size = size
+
+    def get_image(self, index):
+        return Image.new('RGB', (self.size, self.size))
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
 def test_config_resolves(path, env_file):
     stage = os.path.basename(os.path.dirname(path))
     cfg = load_config(parse_args(base_parser('t'), ['--config_env', env_file, '--config_exp', path]),
                       ENV, SCHEMAS[STAGES[stage]])
     get_method(STAGES[stage], cfg.setup).resolve_kwargs(cfg.setup, cfg.criterion_kwargs)
+    tk = cfg.transformation_kwargs or {}
+    if tk.get('crop_size') is None or tk.get('normalize') in (None, 'auto'):  # left to the images or the weights
+        size = tk.get('crop_size') or (cfg.db_kwargs or {}).get('image_size') or 32
+        complete_transforms(cfg, OneImage(size), {'mean': [0.5] * 3, 'std': [0.5] * 3, 'source': 'the test'})
     train_transform(cfg.augmentation_strategy, cfg.augmentation_kwargs)
     val_transform(cfg.transformation_kwargs)
     if cfg.backbone != 'resnet50':  # building ResNet-50 takes a while; its names are tested in test_models

@@ -25,7 +25,7 @@ def source():
 
 
 def layouts(state):
-    """The file layouts of SPEC section 7 around one backbone state dict."""
+    """The weight-file layouts users bring (README) around one backbone state dict."""
     return {
         'plain': state,
         'ddp': {f'module.{k}': v for k, v in state.items()},
@@ -86,7 +86,7 @@ def test_pretext_model_starts_from_the_weights_file(tmp_path, source):
     torch.save(source.state_dict(), tmp_path / 'w.pth')
     cfg = EasyDict(backbone='timm/vit_small_patch16_224', backbone_kwargs=TINY_VIT, channels=3,
                    backbone_weights=str(tmp_path / 'w.pth'), model_kwargs={'head': 'mlp', 'features_dim': 8})
-    model = get_contrastive_model(cfg).eval()
+    model = get_contrastive_model(cfg, get_backbone(cfg, load_weights=True)).eval()
     x = torch.randn(2, 3, 16, 16)
     assert torch.equal(model(x, forward_pass='backbone'), source(x))
     with pytest.raises(UserError, match="timm has no model 'no_such_net'"):
@@ -114,7 +114,7 @@ def test_setup_pretrained_mines_on_the_loaded_backbone(tmp_path, env_file, sourc
     args = ['--config_env', env_file, '--config_exp', TEMPLATE, f'db_kwargs.path={folder}', 'db_kwargs.image_size=16',
             'backbone=timm/vit_small_patch16_224', 'backbone_kwargs={}', f'backbone_kwargs={TINY_VIT}',
             'num_classes=3', 'clustering.epochs=1']
-    fails(simclr, args + ['pretext.setup=pretrained'], capsys, 'setup: pretrained needs backbone_weights')
+    fails(simclr, args + ['pretext.setup=pretrained'], capsys, 'setup: pretrained needs pretrained weights')
     simclr.main(args + ['pretext.setup=pretrained', f'backbone_weights={tmp_path / "dino.pth"}'])
     out = tmp_path / 'results' / 'digits'
     saved = read_model_file(str(out / 'pretext' / 'model.pth.tar'), 'pretext model', 'pretext').state
@@ -122,13 +122,17 @@ def test_setup_pretrained_mines_on_the_loaded_backbone(tmp_path, env_file, sourc
     assert not (out / 'pretext' / 'checkpoint.pth.tar').exists()  # nothing trained
     neighbours = np.load(out / 'pretext' / 'topk-train-neighbors.npy')
     assert neighbours.shape[0] == 60 and (neighbours[:, 0] == np.arange(60)).all()
-    fails(scan, args, capsys, 'set heads_on: backbone')  # the template's heads sit on the untrained projection
-    assert scan.main(args + ['clustering.heads_on=backbone'])['num_classes'] == 3
     cache = out / 'pretext' / 'feature_cache'
     assert len(os.listdir(cache)) == 1  # the folder's features (train = val), written by the pretext stage
-    frozen = ['clustering.heads_on=backbone', 'clustering.update_cluster_head_only=true',
-              'clustering.cache_features=true', 'clustering.scan_folder=cached']
-    assert scan.main(args + frozen)['num_classes'] == 3 and len(os.listdir(cache)) == 1  # read, not computed again
+    # the template's heads_on: projection is moot (the projection head is untrained): heads on the frozen backbone,
+    # trained on the cached features, which are read, not computed again
+    assert scan.main(args + ['clustering.scan_folder=cached'])['num_classes'] == 3 and len(os.listdir(cache)) == 1
+    tuned = args + ['clustering.update_cluster_head_only=false', 'clustering.cache_features=false']
+    assert scan.main(tuned)['num_classes'] == 3  # an explicit false fine-tunes the backbone
+    trained = read_model_file(str(out / 'scan' / 'checkpoint.pth.tar'), 'checkpoint', 'clustering').state
+    assert not all(torch.equal(trained[f'backbone.{k}'], v) for k, v in source.state_dict().items())
+    cached_model = read_model_file(str(out / 'cached' / 'model.pth.tar'), 'clustering model', 'clustering').state
+    assert all(torch.equal(cached_model[f'backbone.{k}'], v) for k, v in source.state_dict().items())
     import eval as evaluate  # the model file says where its heads sit: the template's heads_on: projection is moot
     assert 'acc' in evaluate.main(args + ['--model', str(out / 'cached' / 'model.pth.tar'), '--output', str(tmp_path)])
 

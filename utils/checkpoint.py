@@ -223,7 +223,7 @@ class ModelFile:
 
 
 def read_model_file(path, what='model', kind=None):
-    """The one reader of model files, ours and SCAN's / NNM's (SPEC section 4): a bare state_dict (pretext;
+    """The one reader of model files, ours and SCAN's / NNM's: a bare state_dict (pretext;
     self-label with one head), {'model', 'head'} (clustering) and resume files {'model', 'optimizer', 'epoch',
     ...} with optional 'module.' prefixes and a head under 'head' or NNM's 'best_loss_head'. With `kind`, a
     file of another kind is a UserError."""

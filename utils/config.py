@@ -8,7 +8,7 @@ required key left unset, and an unreadable or malformed file are `UserError`s th
 name the key or file and the valid choices; nothing is written before the config is
 valid. Nested dicts (`optimizer_kwargs`, `augmentation_kwargs`, ...) are keyword
 arguments of whatever consumes them: their keys are merged, and checked by the
-consumer.
+consumer; a key marked `replace` (backbone_kwargs) is replaced whole by a later file.
 """
 import argparse
 import copy
@@ -33,6 +33,9 @@ class Key:
     type: Any = None  # a type or tuple of types; inferred from the default when None
     choices: Union[Sequence, Callable[[], Sequence], None] = None
     minimum: Any = None  # the smallest valid number
+    # a mapping set by a later file (or an override of the whole key) replaces the earlier one instead of being
+    # merged into it: backbone_kwargs, whose keys mean nothing to another backbone
+    replace: bool = False
 
     def types(self):
         if self.type is not None:
@@ -152,7 +155,7 @@ def _merge_into(cfg, schema, data, source):
             raise UserError(f"{source}: unknown key '{key}'; valid keys: {', '.join(sorted(schema))}")
         spec = schema[key]
         check_value(key, spec, value, source)
-        if isinstance(cfg.get(key), dict) and isinstance(value, dict):
+        if isinstance(cfg.get(key), dict) and isinstance(value, dict) and not spec.replace:
             cfg[key] = {**cfg[key], **copy.deepcopy(value)}
         else:
             cfg[key] = copy.deepcopy(value)

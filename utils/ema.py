@@ -1,4 +1,4 @@
-"""Exponential moving average of a model's weights (self-labelling, SPEC section 3)."""
+"""Exponential moving average of a model's weights (self-labelling)."""
 import copy
 
 import torch

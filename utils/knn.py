@@ -1,4 +1,4 @@
-"""Weighted k-nearest-neighbour classification on L2-normalised features (SPEC section 1)."""
+"""Weighted k-nearest-neighbour classification on L2-normalised features."""
 import torch
 
 
