@@ -72,6 +72,10 @@ def inherit_pretext_settings(cfg):
     path = os.path.join(cfg.pretext_dir, 'config.yml')
     saved = read_yaml(path, 'pretext run config') if os.path.isfile(path) else {}
     follow_frozen_backbone(cfg, saved.get('setup') == 'pretrained')
+    size, mine = (saved.get('db_kwargs') or {}).get('image_size'), (cfg.get('db_kwargs') or {}).get('image_size')
+    if size is not None and mine != size:  # the neighbours (and cached features) are those of images of that size
+        raise UserError(f'db_kwargs.image_size is {mine} here but {size} in the pretext run ({path}): its neighbours '
+                        f'and features are of {size}-pixel images; give db_kwargs.image_size={size}')
     for key, spec in AFTER_PRETEXT.items():
         mine, theirs = to_plain(cfg[key]), saved.get(key)
         if isinstance(mine, dict) and isinstance(theirs, dict) and mine:  # what mine leaves open (auto) is theirs

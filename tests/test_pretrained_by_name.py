@@ -167,3 +167,30 @@ def test_a_dinov2_vit_by_name_at_the_images_size(hub):
     check_input_size(backbone['backbone'], cfg.backbone, 28)
     with pytest.raises(UserError, match=r'takes 28x28 images and these are 32x32: set db_kwargs.image_size=28'):
         check_input_size(backbone['backbone'], cfg.backbone, 32)
+
+
+def test_the_photo_template_needs_the_path_alone(tmp_path, env_file, hub, capsys):
+    """configs/image_folder_pretrained.yml as the README gives it: the folder's path and nothing else (bar short
+    epochs); the weights come by name from the cache, the later stages read the backbone from the pretext run."""
+    import eval as evaluate
+    import selflabel
+    cache_timm_weights(hub, 'tf_efficientnet_lite2')
+    folder = tmp_path / 'photos'
+    write_digits(str(folder), size=16, classes=[0, 1, 7], limit=60)
+    args = ['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'image_folder_pretrained.yml'),
+            f'db_kwargs.path={folder}', 'db_kwargs.image_size=32', 'num_classes=3', 'clustering.epochs=2',
+            'selflabel.epochs=1']
+    simclr.main(args)
+    with pytest.raises(SystemExit) as e:  # the later stages decode the images themselves: at the pretext's size
+        scan.main(args + ['db_kwargs.image_size=64'])
+    assert e.value.code == 2 and 'give db_kwargs.image_size=32' in capsys.readouterr().err
+    assert scan.main(args)['num_classes'] == 3
+    selflabel.main(args)
+    out = tmp_path / 'results' / 'photos'
+    assert 'acc' in evaluate.main(args + ['--model', str(out / 'selflabel' / 'model.pth.tar')])
+    pretext = yaml.safe_load(open(out / 'pretext' / 'config.yml'))
+    assert mean_std(pretext['transformation_kwargs']['normalize']) == pytest.approx(TF_LITE)
+    for stage in ('scan', 'selflabel'):
+        saved = yaml.safe_load(open(out / stage / 'config.yml'))
+        assert (saved['backbone'], saved['backbone_kwargs'], saved['cache_features']) == (
+            'timm/tf_efficientnet_lite2', {'pretrained': True}, True)
