@@ -116,6 +116,9 @@ def cache_key(modules, dataset):
     return h.hexdigest()[:24]
 
 
+CPU_FEATURE_BATCH = 32
+
+
 def trunk_features(model, modules, dataset, cfg, device):
     """model(x, 'backbone') over `dataset` in order, unnormalised [N, D]: computed by the frozen `modules` (the
     trunk that produces them) once, then read from pretext_dir/feature_cache (module docstring)."""
@@ -128,7 +131,10 @@ def trunk_features(model, modules, dataset, cfg, device):
                   'again')
     if cfg.get('channels_last'):  # as training_model does: about 1.8x the throughput of NCHW on this CPU
         model.to(memory_format=torch.channels_last)
-    loader = eval_loader(dataset, cfg)
+    # on a CPU a small batch keeps a convolution's activations in cache: EfficientNet-Lite at 128 pixels extracts
+    # far more images per second in batches of 32 than of 256 (on a GPU the config's batch is used)
+    batch = min(cfg.batch_size, CPU_FEATURE_BATCH) if torch.device(device).type == 'cpu' else None
+    loader = eval_loader(dataset, cfg, batch)
     features, _ = extract_features(model, progress(loader, len(loader), f'features of {len(dataset)} images'), device,
                                    'backbone', normalize=False)
     if is_main():
