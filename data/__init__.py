@@ -94,13 +94,13 @@ def complete_transforms(cfg, train_set, preprocessing=None):
     if crop < min(width, height) / 2:
         print(f'warning: transformation_kwargs.crop_size {crop} keeps only the centre of the {width}x{height} '
               'images (it crops, it does not resize); for image folders set db_kwargs.image_size instead')
-    if tk.get('normalize') in (None, 'auto') and preprocessing:
-        tk['normalize'] = {'mean': preprocessing['mean'], 'std': preprocessing['std']}
-        print(f"normalisation of the weights ({preprocessing['source']}): mean {tk['normalize']['mean']}, "
-              f"std {tk['normalize']['std']}")
-    elif tk.get('normalize') in (None, 'auto'):
-        tk['normalize'] = image_statistics(train_set)
-        print(f"normalisation from the train images: mean {tk['normalize']['mean']}, std {tk['normalize']['std']}")
+    if tk.get('normalize') in (None, 'auto'):
+        if preprocessing:
+            tk['normalize'] = {'mean': preprocessing['mean'], 'std': preprocessing['std']}
+            where = f"of the weights ({preprocessing['source']})"
+        else:
+            tk['normalize'], where = image_statistics(train_set), 'from the train images'
+        print(f"normalisation {where}: mean {tk['normalize']['mean']}, std {tk['normalize']['std']}")
     if preprocessing and preprocessing.get('input_size') and preprocessing['input_size'] != crop:
         print(f"note: the weights were trained on {preprocessing['input_size']}-pixel images, these are {crop} "
               '(db_kwargs.image_size sets it; larger is slower and gains nothing on small images)')

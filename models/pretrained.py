@@ -91,7 +91,7 @@ def torchvision_weights(name, weights):
     return enum[member]
 
 
-def torchvision_preprocessing(name, weights):
+def torchvision_preprocessing(weights):
     transform = weights.transforms()
     size = getattr(transform, 'crop_size', None)
     return {'mean': [float(v) for v in transform.mean], 'std': [float(v) for v in transform.std],
@@ -119,7 +119,7 @@ def torchvision_backbone(name, in_channels=3, weights=None, **kwargs):
         cache = os.path.join(torch.hub.get_dir(), 'checkpoints')
         raise weights_unavailable(f'torchvision/{name}', f'weights: {weights}', cache, e) from None
     # a file loaded into the model was trained as torchvision's own weights were: their transforms
-    preprocessing = torchvision_preprocessing(name, chosen) if chosen is not None else None
+    preprocessing = torchvision_preprocessing(chosen) if chosen is not None else None
     for attr in CLASSIFIERS:
         last = getattr(model, attr, None)
         if isinstance(last, nn.Sequential):  # e.g. EfficientNet, ViT: (dropout, linear)
