@@ -117,7 +117,11 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(env_file, run_root, capsys
     assert (run_root / 'scan' / 'model.pth.tar').is_file()
 
 
-def test_kmeans_initialised_heads_reproduce_kmeans_at_step_zero():
+@pytest.mark.parametrize('sample', [None, 200])
+def test_kmeans_initialised_heads_reproduce_kmeans_at_step_zero(sample, monkeypatch):
+    """Each head is k-means' nearest-centroid rule; above KMEANS_SAMPLE images the centroids come from a seeded
+    sample of that many, and still label every image."""
+    import numpy as np
     from easydict import EasyDict
     from sklearn.cluster import KMeans
 
@@ -132,12 +136,17 @@ def test_kmeans_initialised_heads_reproduce_kmeans_at_step_zero():
     torch.manual_seed(0)
     model = get_clustering_model(cfg)
     data = get_dataset(cfg, 'train', val_transform({'crop_size': 8, 'normalize': {'mean': [0.33], 'std': [0.38]}}))
-    scan.kmeans_heads(model, cfg, data, torch.device('cpu'))
+    if sample:
+        monkeypatch.setattr(scan, 'KMEANS_SAMPLE', sample)
+    spread = scan.kmeans_heads(model, cfg, data, torch.device('cpu'))
     pred = predict(model, eval_loader(data, cfg), torch.device('cpu'))
     features = pred['features'].double().numpy()
     for h in range(2):
-        expected = KMeans(10, n_init=3, random_state=3 + h).fit(features).labels_
-        assert (pred['probs'][h].argmax(1).numpy() == expected).mean() == 1.0
+        rows = np.random.default_rng(3 + h).choice(300, sample, replace=False) if sample else slice(None)
+        km = KMeans(10, n_init=3, random_state=3 + h).fit(features[rows])
+        assert (pred['probs'][h].argmax(1).numpy() == km.predict(features)).mean() == 1.0
+        distances = ((features[:, None] - km.cluster_centers_[None]) ** 2).sum(2).min(1)
+        assert spread[h] == pytest.approx(distances.mean(), rel=1e-6)
     assert not torch.equal(pred['probs'][0], pred['probs'][1])  # the heads start from different k-means runs
 
 
