@@ -12,12 +12,13 @@ the model (--output to change).
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import torch
 
 from data import complete_from_train, get_dataset, outside_image_size, same_data
-from data.base import IMAGE_EXTENSIONS, FileDataset
+from data.base import IMAGE_EXTENSIONS, FileDataset, open_image
 from data.loaders import eval_loader
 from data.transforms import val_transform
 from methods import STAGES
@@ -85,6 +86,20 @@ def prototype_indices(pred, probs, k):
     return rows
 
 
+THUMBNAIL = 128  # pixels, the longer side of a gallery image
+
+
+def gallery_image(dataset, i):
+    """What report.html shows of image i: its file (transparency flattened as in training) shrunk to THUMBNAIL, not
+    the small training copy scaled up; the dataset's image when it has no file."""
+    paths = getattr(dataset, 'paths', None)
+    if paths is None or not os.path.isfile(paths[i]):
+        return dataset.get_image(i)
+    img = open_image(paths[i])
+    img.thumbnail((THUMBNAIL, THUMBNAIL))
+    return img
+
+
 def cluster_gallery(pred, probs, val_set, mapping, k=8, seed=0):
     """report.html's galleries: per non-empty cluster its matched class (when labelled), prototypes, a random
     sample and its least confident members, each image with its confidence, true class (when labelled) and whether
@@ -96,7 +111,7 @@ def cluster_gallery(pred, probs, val_set, mapping, k=8, seed=0):
 
     def item(i, c):
         truth = int(pred['targets'][i]) if labelled else None
-        return {'image': val_set.get_image(int(i)), 'confidence': float(confidence[i]),
+        return {'image': gallery_image(val_set, int(i)), 'confidence': float(confidence[i]),
                 'truth': val_set.classes[truth] if labelled else '',
                 'wrong': labelled and mapping is not None and mapping[c] >= 0 and mapping[c] != truth}
 
@@ -123,7 +138,7 @@ def evaluate_clustering(cfg, model, device, out_dir, args):
             raise
         print(f'note: no val split ({one_line(e)}); predicting only, with cluster ids (naming clusters by class '
               'needs the labelled val split)' + ('; no report without its images' if args.report else ''))
-        return {'predictions': predict_files(cfg, model, device, args.predict_paths, None, [], out_dir)}
+        return {'predictions': predict_files(cfg, model, device, args, None, [], out_dir)}
     if val_set.has_labels and val_set.classes and cfg.num_classes != len(val_set.classes):
         print(f'note: the model has {cfg.num_classes} clusters for {len(val_set.classes)} classes: ACC counts the '
               'samples of unmatched clusters (or classes) as wrong; majority_acc maps every cluster to a class')
@@ -140,15 +155,17 @@ def evaluate_clustering(cfg, model, device, out_dir, args):
         names = [f'{c}: {val_set.classes[m]}' if m >= 0 else f'{c}: (unmatched)' for c, m in enumerate(mapping)]
         matched = np.where(mapping[clusters] >= 0, mapping[clusters], num_classes)
         counts = contingency(pred['targets'], matched, num_classes, num_classes + 1)[:, :num_classes]
-        save_confusion_matrix(counts, val_set.classes, os.path.join(out_dir, 'confusion_matrix.png'))
-    else:
+    elif not predicting_only(args):
         print('the val split has no labels: metrics need labels; writing cluster sizes (and prototypes)')
+    if predicting_only(args):  # the val split named the clusters; the run's evaluation files stay as they are
+        return {**result, 'predictions': predict_files(cfg, model, device, args, mapping, val_set.classes, out_dir)}
+    if val_set.has_labels:
+        save_confusion_matrix(counts, val_set.classes, os.path.join(out_dir, 'confusion_matrix.png'))
     if args.visualize_prototypes:
         rows = [[val_set.get_image(i) for i in row] for row in prototype_indices(pred, probs, args.prototypes)]
         save_prototype_grid(rows, names, os.path.join(out_dir, 'prototypes.png'))
     if args.predict_paths:
-        result['predictions'] = predict_files(cfg, model, device, args.predict_paths, mapping, val_set.classes,
-                                              out_dir)
+        result['predictions'] = predict_files(cfg, model, device, args, mapping, val_set.classes, out_dir)
     if args.report:
         result['report'] = report(cfg, args, out_dir, result, cluster_gallery(pred, probs, val_set, mapping))
     return result
@@ -184,9 +201,43 @@ def prediction_paths(target):
     return paths
 
 
-def predict_files(cfg, model, device, paths, mapping, classes, out_dir):
-    """One CSV row per image: path, cluster, matched class (when the val split has labels), confidence. Each image
-    is resized as the training images were (data.outside_image_size)."""
+def predictions_file(out_dir, target):
+    """<out_dir>/predictions_<name of the --predict file or folder>.csv: predictions of other images never replace
+    these."""
+    name = os.path.splitext(os.path.basename(os.path.normpath(os.path.abspath(target))))[0]
+    return os.path.join(out_dir, f"predictions_{re.sub(r'[^A-Za-z0-9._-]', '_', name) or 'images'}.csv")
+
+
+def predicting_only(args):
+    """--predict without --report or --visualize_prototypes: only the predictions file is written."""
+    return bool(args.predict) and not (args.report or args.visualize_prototypes)
+
+
+def planned_outputs(args, out_dir, kind):
+    """The files this call writes (confusion_matrix.png only when the val split has labels)."""
+    if kind != 'pretext' and predicting_only(args):
+        return [predictions_file(out_dir, args.predict)]
+    names = ['eval.json']
+    if kind != 'pretext':
+        names += ['confusion_matrix.png'] + ['prototypes.png'] * args.visualize_prototypes
+        names += ['report.html'] * args.report
+    paths = [os.path.join(out_dir, n) for n in names]
+    return paths + ([predictions_file(out_dir, args.predict)] if args.predict and kind != 'pretext' else [])
+
+
+def refuse_overwrite(paths, force):
+    """Nothing an earlier call wrote is replaced without --force: checked before anything is computed."""
+    existing = [p for p in paths if os.path.exists(p)]
+    if existing and not force:
+        names = ', '.join(os.path.basename(p) for p in existing)
+        raise UserError(f'{os.path.dirname(existing[0])} already holds {names} from an earlier eval.py; give '
+                        '--output DIR to write elsewhere, or --force to replace them')
+
+
+def predict_files(cfg, model, device, args, mapping, classes, out_dir):
+    """One CSV row per --predict image: path, cluster, matched class (when the val split has labels), confidence,
+    into predictions_file. Each image is resized as the training images were (data.outside_image_size)."""
+    paths = args.predict_paths
     files = FileDataset(paths, [-1] * len(paths), [], cfg.channels, val_transform(cfg.transformation_kwargs),
                         outside_image_size(cfg))
     probs = predict(model, eval_loader(files, cfg), device)['probs'][0]
@@ -195,10 +246,11 @@ def predict_files(cfg, model, device, paths, mapping, classes, out_dir):
     for path, c, p in zip(paths, cluster.tolist(), confidence.tolist()):
         cls = classes[mapping[c]] if mapping is not None and mapping[c] >= 0 else ''
         lines.append([path, c, cls, f'{p:.4f}'])
-    out = os.path.join(out_dir, 'predictions.csv')
+    out = predictions_file(out_dir, args.predict)
     with open(out + '.tmp', 'w', newline='') as f:
         csv.writer(f).writerows(lines)
     os.replace(out + '.tmp', out)
+    print(f'predictions of {len(paths)} images: {out}')
     return out
 
 
@@ -209,6 +261,7 @@ def main(argv=None):
     parser.add_argument('--prototypes', type=int, default=5, help='prototype images per cluster')
     parser.add_argument('--predict', default=None, help='an image or a folder of images to assign to clusters')
     parser.add_argument('--output', default=None, help='folder for the outputs (default: the model\'s folder)')
+    parser.add_argument('--force', action='store_true', help='replace outputs an earlier eval.py wrote there')
     parser.add_argument('--report', action='store_true', help='write report.html: metrics, plots and a gallery '
                         'of every cluster (clustering models)')
     args = parse_args(parser, argv)
@@ -224,6 +277,7 @@ def run(args):
     complete_from_train(cfg)
     args.predict_paths = prediction_paths(args.predict) if args.predict else None  # checked before writing
     out_dir = args.output or os.path.dirname(os.path.abspath(args.model))
+    refuse_overwrite(planned_outputs(args, out_dir, found.kind), args.force)
     os.makedirs(out_dir, exist_ok=True)
     if found.kind == 'pretext':
         model = contrastive_model_for(cfg, found.state)
@@ -240,6 +294,8 @@ def run(args):
         result = {'head': found.head or 0, **evaluate_clustering(cfg, model.to(device), device, out_dir, args)}
     result = {'model': os.path.abspath(args.model), 'kind': found.kind, 'dataset': cfg.val_db_name,
               'split': cfg.val_split, **result}
+    if found.kind != 'pretext' and predicting_only(args):
+        return result
     atomic_write_text(os.path.join(out_dir, 'eval.json'), json.dumps(result, indent=2) + '\n')
     print_table(result)
     if result.get('report'):

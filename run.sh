@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The two commands of this project (see README.md):
-#   ./run.sh          set up .venv, run every stage that exists on the embedded digits dataset, print results
-#   ./run.sh test     set up .venv, run the test suite (extra arguments go to pytest)
+# The commands of this project (see README.md):
+#   ./run.sh                  set up .venv, run every stage on the embedded digits dataset, print results
+#   ./run.sh test             set up .venv, run the test suite (extra arguments go to pytest)
+#   ./run.sh SCRIPT.py ARGS   set up .venv, run a script of the project with its Python (e.g. ./run.sh scan.py ...)
+#   ./run.sh python ARGS      the same for any Python command (python -m ..., python -c ...)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -25,10 +27,17 @@ case "${1:-main}" in
     .venv/bin/python selflabel.py --config_env configs/env.yml --config_exp configs/selflabel/selflabel_digits.yml --resume
     .venv/bin/python -m utils.report results/digits
     .venv/bin/python eval.py --config_exp configs/selflabel/selflabel_digits.yml \
-      --model results/digits/selflabel/model.pth.tar --visualize_prototypes --report
+      --model results/digits/selflabel/model.pth.tar --visualize_prototypes --report --force
+    ;;
+  *.py)
+    exec .venv/bin/python "$@"
+    ;;
+  python)
+    shift
+    exec .venv/bin/python "$@"
     ;;
   *)
-    echo "usage: ./run.sh [main|test [pytest args]]" >&2
+    echo "usage: ./run.sh [main | test [pytest args] | SCRIPT.py [args] | python [args]]" >&2
     exit 2
     ;;
 esac

@@ -18,14 +18,14 @@ from data import clustering_data, get_dataset, same_data
 from data.loaders import eval_loader, neighbor_batches
 from models import get_clustering_model
 from stages.feature_cache import FeaturePairs, HeadsOnFeatures, cached, check_cache
-from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model
+from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model, write_metrics
 from utils.checkpoint import atomic_save, load_weights, read_model_file, restore
 from utils.common import seed_all
-from utils.config import base_parser, parse_args
+from utils.config import base_parser, parse_args, typed
 from utils.distributed import gather
 from utils.errors import UserError
 from utils.features import predict
-from utils.logger import RunLog, metric_words, progress, write_json
+from utils.logger import RunLog, metric_words, progress
 from utils.metrics import cluster_metrics
 from utils.neighbors import load_neighbors
 from utils.num_clusters import estimate_num_clusters
@@ -129,7 +129,7 @@ def choose_num_clusters(cfg):
     cfg.num_classes = chosen
     print(f"num_classes: auto -> {chosen} clusters ({len(report['community_sizes'])} communities in the neighbour "
           f"graph, those under {report['min_size']:g} images merged, clusters over {report['max_size']:g} split; "
-          f"k_range {list(cfg.k_range)})")
+          f"k_range {report['k_range']})")
     return report
 
 
@@ -155,7 +155,8 @@ def run(args):
     t_start = time.time()
     cfg, method_class, device = prepare(args, 'clustering')
     evaluation, train_set, val_set = clustering_data(cfg)
-    train_lists = load_neighbors(cfg.topk_neighbors_train_path, len(train_set), cfg.num_neighbors, 'train')
+    train_lists = load_neighbors(cfg.topk_neighbors_train_path, len(train_set), cfg.num_neighbors, 'train',
+                                 typed(cfg, 'num_neighbors'))
     val_lists = load_neighbors(cfg.topk_neighbors_val_path, len(val_set), None, 'val')
     k_report = choose_num_clusters(cfg)
     pretext = read_pretext_model(cfg.pretext_model)
@@ -215,11 +216,10 @@ def run(args):
                         **method.state_dict())
         log.log(record)
     log.plot(os.path.join(cfg.scan_dir, 'training_curve.png'), ['loss', 'val_loss', 'acc', 'entropy'])
-    result = {**best['metrics'], 'head': best.get('head'), 'num_classes': cfg.num_classes,
-              'seconds': round(time.time() - t_start, 1)}
+    result = {**best['metrics'], 'head': best.get('head'), 'num_classes': cfg.num_classes}
     if k_report is not None:
         result['k_estimate'] = k_report
-    write_json(os.path.join(cfg.scan_dir, 'metrics.json'), result)
+    result = write_metrics(cfg.scan_dir, result, t_start, rerun=start_epoch == cfg.epochs)
     print(f"selected head {result['head']} (epoch {best.get('epoch')}, val loss {best['loss']:.4f}): "
           + metric_words(best['metrics']) + f"; wrote {cfg.scan_dir}")
     return result

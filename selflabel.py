@@ -20,7 +20,7 @@ from data.loaders import eval_loader, weak_strong_batches
 from losses.scan import head_losses
 from models import get_clustering_model
 from stages.feature_cache import FeatureViews, HeadsOnFeatures, cached
-from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model
+from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model, write_metrics
 from utils.checkpoint import atomic_save, load_weights, read_model_file, restore
 from utils.common import seed_all
 from utils.config import base_parser, parse_args
@@ -28,7 +28,7 @@ from utils.distributed import gather, world
 from utils.ema import EMA
 from utils.errors import UserError
 from utils.features import predict
-from utils.logger import RunLog, metric_words, progress, write_json
+from utils.logger import RunLog, metric_words, progress
 from utils.metrics import cluster_metrics
 from utils.neighbors import load_neighbors
 from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
@@ -118,7 +118,7 @@ def run(args):
         best = state.get('best')
         print(f'resuming {cfg.selflabel_checkpoint} at epoch {start_epoch + 1}/{cfg.epochs}')
     print(f'selflabel: head {head} of {cfg.scan_model}, {len(train_set)} train images, {cfg.epochs} epochs, '
-          f'threshold {cfg.confidence_threshold}, device {device}')
+          f'teaching: {method.selection()}, device {device}')
     final = ema.shadow if ema is not None else model  # the model saved
     scorer = final  # what predicts: the model, or its head on cached features
 
@@ -163,9 +163,8 @@ def run(args):
     if best is not None:
         report = best['report']
         print(f"kept epoch {best['epoch']} ({cfg.model_selection})")
-    result = {**{k: report.get(k) for k in ('acc', 'nmi', 'ari')}, 'head': 0,
-              'seconds': round(time.time() - t_start, 1)}
-    write_json(os.path.join(cfg.selflabel_dir, 'metrics.json'), result)
+    result = write_metrics(cfg.selflabel_dir, {**{k: report.get(k) for k in ('acc', 'nmi', 'ari')}, 'head': 0},
+                           t_start, rerun=start_epoch == cfg.epochs)
     print(f'self-label: {metric_words(result)}; wrote {cfg.selflabel_dir}')
     return result
 

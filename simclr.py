@@ -20,14 +20,14 @@ from data.transforms import val_transform
 from models import get_backbone, get_contrastive_model
 from models.pretrained import check_input_size, names_weights
 from stages.feature_cache import trunk_features
-from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model
+from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model, write_metrics
 from utils.checkpoint import atomic_save, atomic_save_npy, load_pretext_model, restore
 from utils.common import seed_all
 from utils.config import base_parser, parse_args, save_config
 from utils.distributed import gather
 from utils.errors import UserError
 from utils.features import knn_accuracy, pretext_features
-from utils.logger import RunLog, progress, write_json
+from utils.logger import RunLog, progress
 from utils.neighbors import mine_neighbors, neighbor_accuracy
 from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
 
@@ -122,6 +122,7 @@ def run(args):
 
     has_checkpoint = os.path.isfile(cfg.pretext_checkpoint)
     mine_only = args.mine_only or (os.path.isfile(cfg.pretext_model) and not has_checkpoint)
+    rerun = mine_only  # nothing trained in this call: the run's own time is kept (write_metrics)
     if mine_only:
         load_pretext_model(model, cfg.pretext_model)
         print(f'mine-only: loaded {cfg.pretext_model}; no training, mining neighbours')
@@ -139,6 +140,7 @@ def run(args):
         cap_epochs(cfg, len(train_set))
         state = start_run(cfg.pretext_dir, cfg, 'pretext', cfg.pretext_checkpoint, args.resume)
         print(f'pretext: {len(train_set)} train images, {cfg.backbone}, {cfg.epochs} epochs, device {device}')
+        rerun = state is not None and state['epoch'] >= method.total_epochs()
         train(cfg, model, method, batches, train_eval, val_set, device, state)
 
     (train_feats, train_targets), (val_feats, val_targets), knn_acc = evaluate(
@@ -152,13 +154,12 @@ def run(args):
         metrics[split] = neighbor_accuracy(indices, targets)
         acc = 'n/a (no labels)' if metrics[split] is None else f'{metrics[split]:.4f}'
         print(f'accuracy of top-{k} neighbours on {split}: {acc}')
-    result = {'neighbor_acc': metrics['train'], 'knn_acc': knn_acc, 'search': metrics['train_search'],
-              'seconds': round(time.time() - t_start, 1)}
+    result = {'neighbor_acc': metrics['train'], 'knn_acc': knn_acc, 'search': metrics['train_search']}
     if method_class.supervised:
         result['supervised'] = True  # trained with labels: an upper bound, not a clustering result
-    write_json(os.path.join(cfg.pretext_dir, 'metrics.json'), result)
-    print(f'weighted kNN accuracy on val: {knn_acc if knn_acc is None else round(knn_acc, 4)}; '
-          f'wrote {cfg.pretext_dir}')
+    result = write_metrics(cfg.pretext_dir, result, t_start, rerun)
+    knn = 'n/a (no labels)' if knn_acc is None else f'{knn_acc:.4f}'
+    print(f'weighted kNN accuracy on val: {knn}; wrote {cfg.pretext_dir}')
     return result
 
 

@@ -323,7 +323,7 @@ def eval_pictures(name, profile, out, results_dir, extra):
         return ''
     target = os.path.join(results_dir, f'{name}_eval')
     evaluate.main(['--config_env', os.path.join(ROOT, 'configs', 'env.yml')] + _config_args(path, root, 1, extra)
-                  + ['--model', model, '--visualize_prototypes', '--output', target])
+                  + ['--model', model, '--visualize_prototypes', '--output', target, '--force'])  # regenerated
     rel = os.path.relpath(target, ROOT)
     return (f'{title}, seed 1, confusion matrix and prototypes (`eval.py --visualize_prototypes`):\n\n'
             f'![confusion matrix]({rel}/confusion_matrix.png) ![prototypes]({rel}/prototypes.png)')

@@ -3,7 +3,7 @@ import inspect
 
 import numpy as np
 
-from data.base import ImageDataset, SubsetDataset
+from data.base import ImageDataset, SizeMismatch, SubsetDataset
 from data.cifar import CIFAR10, CIFAR20
 from data.digits import Digits
 from data.folder import ImageFolder, ImageNetSubset
@@ -65,7 +65,7 @@ def image_statistics(dataset):
     sample = dataset if indices is None else SubsetDataset(dataset, indices)
     try:
         pixels = sample.uint8_tensor()
-    except UserError:  # its advice is about augmentation; here the statistics need equal sizes
+    except SizeMismatch:  # its advice is about augmentation; here the statistics need equal sizes
         raise UserError('the images differ in size: set db_kwargs.image_size (image_folder), or '
                         'transformation_kwargs.normalize: {mean: [...], std: [...]}') from None
     x = pixels.float().div(255).transpose(0, 1).flatten(1)

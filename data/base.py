@@ -11,14 +11,32 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.t
 GREY_MODES = ('L', 'LA', '1', 'I;16', 'I')
 
 
+class SizeMismatch(UserError):
+    """Images that cannot be stacked into one tensor (their advice depends on what needed the tensor)."""
+
+
 def open_image(path):
     """Decode an image file; an unreadable one is a UserError naming the file (not a worker traceback)."""
     try:
         with Image.open(path) as img:
             img.load()
-            return img.copy()
+            return flatten_transparency(img)
     except (OSError, UnidentifiedImageError, ValueError) as e:
         raise UserError(f'cannot read image {path}: {e}; remove or replace the file') from None
+
+
+BACKGROUND = 255  # transparent pixels become white, as on a page: an icon looks the same as PNG and as JPEG
+
+
+def flatten_transparency(img):
+    """An image with an alpha channel or a transparent colour, composited onto BACKGROUND (grey stays grey); any
+    other image unchanged (a copy). The model and the report both see the composite."""
+    if img.mode not in ('RGBA', 'LA', 'La', 'RGBa', 'PA') and 'transparency' not in img.info:
+        return img.copy()
+    grey = img.mode in GREY_MODES
+    rgba = img.convert('RGBA')
+    flat = Image.alpha_composite(Image.new('RGBA', rgba.size, (BACKGROUND,) * 3 + (255,)), rgba).convert('RGB')
+    return flat.convert('L') if grey else flat
 
 
 def square_resize(img, size):
@@ -93,8 +111,8 @@ class ImageDataset(torch.utils.data.Dataset):
         arrays = [np.asarray(self.get_image(int(i))) for i in (range(len(self)) if indices is None else indices)]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
-            raise UserError(f'{type(self).__name__}: images differ in size ({sorted(shapes)[:3]}...); '
-                            'set augment_on_device: false or resize the images')
+            raise SizeMismatch(f'{type(self).__name__}: images differ in size ({sorted(shapes)[:3]}...); '
+                               'set augment_on_device: false or resize the images')
         stack = np.stack(arrays)
         if stack.ndim == 3:
             stack = stack[..., None]

@@ -11,9 +11,25 @@ from utils.errors import UserError
 SPLIT_NAMES = {'train', 'test', 'val', 'valid', 'validation'}
 
 
-def _images_in(folder):
-    return sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                  if f.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(folder, f)))
+def _images_in(folder, skipped=None):
+    """The image files directly in folder, sorted; the names of its other files (dot files aside) are added to
+    the list `skipped`."""
+    files = [f for f in os.listdir(folder) if os.path.isfile(os.path.join(folder, f))]
+    if skipped is not None:
+        skipped += [os.path.join(folder, f) for f in files
+                    if not f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith('.')]
+    return sorted(os.path.join(folder, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
+
+
+_REPORTED = set()  # folders whose skipped files were reported: once per process, not per split or stage
+
+
+def _report_skipped(folder, skipped):
+    if skipped and folder not in _REPORTED:
+        _REPORTED.add(folder)
+        kinds = sorted({os.path.splitext(f)[1].lower() or '(no extension)' for f in skipped})
+        print(f'{folder}: skipped {len(skipped)} file(s) that are not images ({", ".join(kinds)}; e.g. '
+              f'{skipped[0]}); images are {", ".join(IMAGE_EXTENSIONS)}')
 
 
 def _folder(root, path, split):
@@ -47,12 +63,13 @@ class ImageFolder(FileDataset):
             first = 'train' if 'train' in classes else classes[0]
             raise UserError(f'{folder} holds split folders ({", ".join(classes)}), not classes; set '
                             f'train_split={first} and val_split=... to the folders to train on and to evaluate')
-        paths, targets = [], []
+        paths, targets, skipped = [], [], []
         for label, name in enumerate(classes):
-            files = _images_in(os.path.join(folder, name))
+            files = _images_in(os.path.join(folder, name), skipped)
             paths += files
             targets += [label if labels else -1] * len(files)
-        loose = _images_in(folder)
+        loose = _images_in(folder, skipped)
+        _report_skipped(folder, skipped)
         if loose and paths and labels:
             raise UserError(f'{folder} mixes class folders with loose images; move the images '
                             'into class folders or set db_kwargs.labels: false')

@@ -113,6 +113,10 @@ class SelfLabelMethod(Method):
     def __init__(self, cfg, train_set):
         super().__init__(cfg)
 
+    def selection(self):
+        """Which predictions teach, in words for the log."""
+        return 'every prediction'
+
     def start_epoch(self, train_predictions):
         """Called before each epoch; train_predictions() gives the in-order pass over the train split (features
         [N, D], probs [1, N, C]), computed only when asked for. Returns entries for the epoch's log record."""

@@ -10,3 +10,6 @@ class SelfLabel(SelfLabelMethod):
 
     def build_loss(self, cfg):
         return ConfidenceBasedCE(cfg.confidence_threshold, **cfg.criterion_kwargs)
+
+    def selection(self):
+        return f'confidence above {self.cfg.confidence_threshold}'

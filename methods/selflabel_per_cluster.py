@@ -50,6 +50,10 @@ class SelfLabelPerCluster(SelfLabelMethod):
         self.labels = torch.zeros(len(train_set), dtype=torch.long)
         self.use = torch.zeros(len(train_set), dtype=torch.bool)
 
+    def selection(self):
+        agree = f', agreeing with {self.min_agreement:.0%} of their neighbours' if self.min_agreement > 0 else ''
+        return f'the most confident {self.fraction:.0%} of each cluster{agree}'
+
     def build_loss(self, cfg):
         return SelectedCE(cfg.criterion_kwargs['apply_class_balancing'], cfg.criterion_kwargs['entropy_weight'])
 

@@ -1,7 +1,9 @@
 """What every stage script does around its training loop: errors, run folders, resume."""
+import json
 import os
 import socket
 import sys
+import time
 
 import torch
 
@@ -17,6 +19,7 @@ from utils.checkpoint import CANNOT_WRITE, atomic_save, cannot_write, load_file
 from utils.common import get_device, keep_freed_memory, seed_all
 from utils.config import load_config, read_yaml, save_config, to_plain
 from utils.errors import UserError, one_line
+from utils.logger import write_json
 from utils.optim import check_optimizer
 
 
@@ -47,7 +50,7 @@ def prepare(args, stage):
     pretext run where the config leaves them out), the method class, the device; seeds everything. Every
     mistake in the config is a UserError here, before anything is written."""
     schema = SCHEMAS[stage]
-    cfg = add_paths(load_config(args, ENV, schema, stage))
+    cfg = add_paths(load_config(args, ENV, schema, stage, {s: SCHEMAS[s] for s in SCHEMAS if s != stage}))
     if 'criterion' in schema:  # the loss is the setup's; SCAN's configs name it twice
         if cfg.criterion not in (None, cfg.setup):
             raise UserError(f"criterion '{cfg.criterion}' differs from setup '{cfg.setup}'; drop criterion or "
@@ -158,6 +161,24 @@ def cap_epochs(cfg, num_images):
         cfg.epochs = epochs
 
 
+def config_changes(old, new, prefix=''):
+    """[(dotted key, old value, new value)] of the leaves that differ between two config dicts (a key missing on one
+    side is None there)."""
+    changes = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, f'{prefix}{key}.')
+        elif a != b:
+            changes.append((f'{prefix}{key}', a, b))
+    return changes
+
+
+def short(value, width=40):
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + '...'
+
+
 def start_run(folder, cfg, stage, checkpoint_path, resume):
     """Prepare a run folder. Returns the checkpoint to continue from, or None for a fresh start.
 
@@ -169,17 +190,17 @@ def start_run(folder, cfg, stage, checkpoint_path, resume):
     state = None
     if os.path.isfile(checkpoint_path):
         if not resume:
-            raise UserError(f'{folder} already holds a run (checkpoint.pth.tar); pass --resume to continue it, '
-                            'or set another root_dir')
+            raise UserError(f'{folder} already holds a run (checkpoint.pth.tar); pass --resume to continue that '
+                            'run, or name=NEW to start another one in its own folder')
         state = load_file(checkpoint_path, 'checkpoint')
         saved = state.get('config', {})
         now = config_for_checkpoint(cfg, stage)
-        changed = [k for k in sorted(set(saved) | set(now))
-                   if k not in RESUME_MAY_DIFFER and saved.get(k) != now.get(k)]
+        changed = [c for c in config_changes(saved, now) if c[0].split('.')[0] not in RESUME_MAY_DIFFER]
         if changed:
-            diffs = ', '.join(f'{k} ({saved.get(k)!r} -> {now.get(k)!r})' for k in changed[:4])
-            raise UserError(f'cannot resume {checkpoint_path}: the config changed in {diffs}; '
-                            'restore those values or start a new root_dir')
+            diffs = ', '.join(f'{key} ({short(old)} -> {short(new)})' for key, old, new in changed[:4])
+            more = f' and {len(changed) - 4} more' if len(changed) > 4 else ''
+            raise UserError(f'cannot resume {checkpoint_path}: the config changed in {diffs}{more}; restore those '
+                            'values, or give name=NEW to start another run in its own folder')
     os.makedirs(folder, exist_ok=True)
     save_config(cfg, os.path.join(folder, 'config.yml'))  # rank 0 only, as every write
     return state
@@ -188,3 +209,21 @@ def start_run(folder, cfg, stage, checkpoint_path, resume):
 def save_checkpoint(path, cfg, stage, **state):
     atomic_save({**state, 'config': config_for_checkpoint(cfg, stage)}, path)
 
+
+
+def write_metrics(folder, result, t_start, rerun):
+    """<folder>/metrics.json: `result` and 'seconds', the stage's time since t_start. A call that trained nothing
+    (`rerun`: --resume of a finished run, or mine-only over a finished pretext run) keeps the run's own 'seconds'
+    and adds its own as 'rerun_seconds'. Returns what was written."""
+    path = os.path.join(folder, 'metrics.json')
+    seconds = round(time.time() - t_start, 1)
+    earlier = {}
+    if rerun and os.path.isfile(path):
+        with open(path) as f:
+            earlier = json.load(f)
+    if 'seconds' in earlier:
+        result = {**result, 'seconds': earlier['seconds'], 'rerun_seconds': seconds}
+    else:
+        result = {**result, 'seconds': seconds}
+    write_json(path, result)
+    return result

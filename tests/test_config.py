@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 import yaml
 
@@ -82,13 +83,44 @@ def test_stage_sections(env_file, tmp_path):
         load_config(parse_args(base_parser('t'), base + [str(bad)]), ENV, PRETEXT, 'pretext')
 
 
+def test_advice_names_a_stage_key_as_the_config_in_use_takes_it(env_file, tmp_path):
+    """With the one-file template, the clustering stage's num_neighbors is typed clustering.num_neighbors=...; with
+    a stage's own file it is num_neighbors=...: the advice of a neighbours file too short says which."""
+    from utils.config import typed
+    from utils.neighbors import neighbor_lists
+    template = ['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'image_folder.yml')]
+    own = ['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'scan', 'scan_digits.yml')]
+    for argv, expected in ((template, 'clustering.num_neighbors'), (own, 'num_neighbors')):
+        cfg = load_config(parse_args(base_parser('t'), argv), ENV, SCHEMAS['clustering'], 'clustering')
+        assert typed(cfg, 'num_neighbors') == expected
+        with pytest.raises(UserError, match=rf'; set {expected}=1 \('):
+            neighbor_lists(np.array([[0, 1], [1, 0]]), 3, typed(cfg, 'num_neighbors'))
+
+
+def test_a_key_of_another_stage_is_named_with_its_stage_and_works_so(env_file):
+    """num_neighbors is the clustering stage's: given to self-labelling it is refused with the override that works
+    for every stage's command, and that override then passes."""
+    base = ['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'image_folder.yml')]
+    others = {s: SCHEMAS[s] for s in SCHEMAS if s != 'selflabel'}
+    with pytest.raises(UserError, match=r"'num_neighbors' is a key of the clustering stage, not of this one; "
+                                        r"give it as clustering.num_neighbors=\.\.\."):
+        load_config(parse_args(base_parser('t'), base + ['num_neighbors=4']), ENV, SCHEMAS['selflabel'],
+                    'selflabel', others)
+    argv = base + ['clustering.num_neighbors=4']
+    assert 'num_neighbors' not in load_config(parse_args(base_parser('t'), argv), ENV, SCHEMAS['selflabel'],
+                                              'selflabel', others)
+    assert load_config(parse_args(base_parser('t'), argv), ENV, SCHEMAS['clustering'], 'clustering').num_neighbors == 4
+
+
 def test_defaults_fill_unset_keys(env_file):
     cfg = cfg_from(['--config_env', env_file, '--config_exp', DIGITS_CFG])
     assert cfg.device == 'auto' and cfg.num_val_neighbors == 5 and cfg.criterion_kwargs.temperature == 0.2
 
 
 @pytest.mark.parametrize('override, expected', [
-    ('epochz=3', "unknown key 'epochz'; valid keys: "),
+    ('epochz=3', "unknown key 'epochz'; did you mean 'epochs'?"),
+    ('qwerty=3', "unknown key 'qwerty'; the valid keys and their defaults are in stages/schema.py"),
+    ('k_range=[2, 5]', "'k_range' is a key of the clustering stage, not of this one; give it as clustering.k_range="),
     ('epochs=three', "'epochs' must be a int, got 'three'"),
     ('epochs=true', "'epochs' must be a int, got True"),
     ('device=tpu', "'device' is 'tpu'; valid choices: auto, cpu, cuda"),

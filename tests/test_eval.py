@@ -75,11 +75,11 @@ def test_downloaded_layouts_predict_like_the_source_model(tmp_path, env_file, so
                             '--predict', str(images), *TINY])
     assert result['kind'] == 'clustering' and result['head'] == (0 if layout == 'selflabel_model' else head)
     paths, clusters = expected_clusters(source, head, images)
-    rows = list(csv.DictReader(open(tmp_path / 'predictions.csv')))
+    rows = list(csv.DictReader(open(tmp_path / f'predictions_{images.name}.csv')))
     assert [r['path'] for r in rows] == paths and [int(r['cluster']) for r in rows] == clusters
     assert all(0 < float(r['confidence']) <= 1 for r in rows) and all(r['class'] for r in rows)
-    saved = json.load(open(tmp_path / 'eval.json'))
-    assert set(saved) >= {'acc', 'nmi', 'ari', 'top5', 'cluster_sizes'} and sum(saved['cluster_sizes']) == 120
+    assert set(result) >= {'acc', 'nmi', 'ari', 'top5', 'cluster_sizes'} and sum(result['cluster_sizes']) == 120
+    assert not (tmp_path / 'eval.json').exists()  # predicting only: the evaluation files are another call's
 
 
 def test_plots_are_valid_pngs_of_the_expected_size(tmp_path, env_file, source):
@@ -191,7 +191,7 @@ def test_pretext_knn_leaves_out_only_when_val_is_the_train_set(tmp_path, env_fil
 
 
 def test_predict_without_the_dataset_files(tmp_path, env_file, capsys):
-    """A SCAN-layout CIFAR-10 checkpoint and configs/scan/scan_cifar10.yml: --predict writes predictions.csv with
+    """A SCAN-layout CIFAR-10 checkpoint and configs/scan/scan_cifar10.yml: --predict writes predictions_photos.csv with
     no CIFAR-10 file on disk (cluster ids; naming them by class needs the labelled val split)."""
     cfg = EasyDict(backbone='resnet18', train_db_name='cifar-10', channels=3, num_classes=10, num_heads=1,
                    backbone_kwargs={})
@@ -215,5 +215,5 @@ def test_predict_without_the_dataset_files(tmp_path, env_file, capsys):
     x = torch.stack([transform(Image.open(photos / f'{i}.png')) for i in range(6)])
     with torch.no_grad():
         expected = model(x)[0].argmax(1).tolist()
-    rows = list(csv.DictReader(open(tmp_path / 'predictions.csv')))
+    rows = list(csv.DictReader(open(tmp_path / 'predictions_photos.csv')))
     assert [int(r['cluster']) for r in rows] == expected and all(r['class'] == '' for r in rows)

@@ -38,7 +38,7 @@ def run_all(env_file, folder, *extra):
 
 
 @pytest.mark.parametrize('flat', [True, False])
-def test_template_runs_every_stage(tmp_path, env_file, flat):
+def test_template_runs_every_stage(tmp_path, env_file, flat, capsys):
     folder = tmp_path / 'my_digits'
     assert write_digits(str(folder), size=20, classes=[0, 1, 7], flat=flat, limit=300) == 300
     clustering, labelled = run_all(env_file, folder)
@@ -59,15 +59,32 @@ def test_template_runs_every_stage(tmp_path, env_file, flat):
     else:
         assert 0 <= labelled['acc'] <= 1 and 'acc' in result
         assert 'nmi' in json.load(open(out / 'selflabel' / 'eval.json'))
-    rows = open(out / 'selflabel' / 'predictions.csv').read().splitlines()
+    rows = open(out / 'selflabel' / 'predictions_my_digits.csv').read().splitlines()
     assert len(rows) == 301
     page = ReportPage(out / 'selflabel' / 'report.html')
     assert page.clusters == sum(size > 0 for size in result['cluster_sizes'])  # one section per non-empty cluster
     assert page.images and all((out / 'selflabel' / src).is_file() for src in page.images)
-    assert 'predictions.csv' in page.links
+    assert 'predictions_my_digits.csv' in page.links
     eval_json = json.load(open(out / 'selflabel' / 'eval.json'))
     assert page.metrics == {k: f'{v:.4f}' for k, v in eval_json.items() if isinstance(v, float)}
     assert bool(page.metrics) == (not flat)  # unlabelled: no metrics, and no error
+    # predictions of other images: their own file, named in the output; nothing written before changes
+    written = {p: p.read_bytes() for p in (out / 'selflabel').rglob('*') if p.is_file()}
+    new = tmp_path / 'new_photos'
+    new.mkdir()
+    for name in ('a.png', 'b.jpg'):
+        Image.new('RGB', (40, 30), (200, 20, 20)).save(new / name)
+    eval_args = ['--config_env', env_file, '--config_exp', TEMPLATE, f'db_kwargs.path={folder}', *SMALL,
+                 '--model', str(out / 'selflabel' / 'model.pth.tar')]
+    evaluate.main(eval_args + ['--predict', str(new)])
+    assert f"predictions of 2 images: {out / 'selflabel' / 'predictions_new_photos.csv'}" in capsys.readouterr().out
+    assert all(p.read_bytes() == data for p, data in written.items())
+    assert len(open(out / 'selflabel' / 'predictions_new_photos.csv').read().splitlines()) == 3
+    with pytest.raises(SystemExit) as e:  # the full evaluation again would replace them: refused without --force
+        evaluate.main(eval_args + ['--report'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'already holds eval.json' in err and '--force' in err and err.count('\n') == 1
+    assert all(p.read_bytes() == data for p, data in written.items())
     feature_extract.main(stage_args(env_file, folder, '--pretext_model', str(out / 'pretext' / 'model.pth.tar'),
                                     '--db', str(folder), '--save_feature_name', str(tmp_path / 'feats')))
     assert np.load(tmp_path / 'feats.npy').shape == (300, 16)  # the backbone's, as the pretext stage mined on

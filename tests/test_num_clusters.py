@@ -119,5 +119,6 @@ def test_bad_k_range(k_range):
 
 
 def test_a_range_wider_than_the_images_allow_is_narrowed(capsys):
-    assert estimate_num_clusters(planted_neighbours(3, 10, 5, 0.0), [2, 20])[0] == 3  # 30 images: max 15
+    k, report = estimate_num_clusters(planted_neighbours(3, 10, 5, 0.0), [2, 20])
+    assert k == 3 and report['k_range'] == [2, 15]  # 30 images: max 15, and the report says the range used
     assert 'k_range max lowered from 20 to 15' in capsys.readouterr().out

@@ -12,6 +12,7 @@ consumer; a key marked `replace` (backbone_kwargs) is replaced whole by a later 
 """
 import argparse
 import copy
+import difflib
 import os
 import re
 from dataclasses import dataclass
@@ -149,10 +150,28 @@ def _split_sections(data, source):
     return shared, sections
 
 
-def _merge_into(cfg, schema, data, source):
+def unknown_key(source, key, schema, elsewhere=None):
+    """The UserError for a key the schema lacks: where it belongs when another stage reads it (`elsewhere`: key ->
+    stage), else the closest valid key."""
+    owner = (elsewhere or {}).get(key)
+    if owner:
+        return UserError(f"{source}: '{key}' is a key of the {owner} stage, not of this one; give it as "
+                         f"{owner}.{key}=... (only that stage reads it)")
+    close = difflib.get_close_matches(key, sorted(schema), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'?" if close else 'the valid keys and their defaults are in stages/schema.py'
+    return UserError(f"{source}: unknown key '{key}'; {hint}")
+
+
+def typed(cfg, key):
+    """How the user types `key` for the config in use: `clustering.num_neighbors` when its files have stage
+    sections (the template), else `num_neighbors`."""
+    return f"{cfg.get('key_prefix') or ''}{key}"
+
+
+def _merge_into(cfg, schema, data, source, elsewhere=None):
     for key, value in data.items():
         if key not in schema:
-            raise UserError(f"{source}: unknown key '{key}'; valid keys: {', '.join(sorted(schema))}")
+            raise unknown_key(source, key, schema, elsewhere)
         spec = schema[key]
         check_value(key, spec, value, source)
         if isinstance(cfg.get(key), dict) and isinstance(value, dict) and not spec.replace:
@@ -175,12 +194,12 @@ def parse_override(text):
     return key.split('.'), value
 
 
-def _apply_override(cfg, schema, text, shown=None):
+def _apply_override(cfg, schema, text, shown=None, elsewhere=None):
     path, value = parse_override(text)
     top = path[0]
     source = f"override '{shown or text}'"
     if top not in schema:
-        raise UserError(f"{source}: unknown key '{top}'; valid keys: {', '.join(sorted(schema))}")
+        raise unknown_key(source, top, schema, elsewhere)
     if len(path) == 1:
         if value == {}:  # `key={}` empties the mapping (merging nothing into it would change nothing)
             check_value(top, schema[top], value, source)
@@ -202,30 +221,36 @@ def _apply_override(cfg, schema, text, shown=None):
     node[leaf] = value
 
 
-def resolve(schema, files, overrides, flags=None, stage=None):
+def resolve(schema, files, overrides, flags=None, stage=None, elsewhere=None):
     """Defaults <- each (path, what) file in order (its shared keys, then its `stage` section) <- overrides (the
-    stage's `stage.key=value` ones without the prefix) <- flags; returns a plain dict."""
+    stage's `stage.key=value` ones without the prefix) <- flags; returns a plain dict. With a `stage`, its
+    'key_prefix' is how the user types this stage's keys (typed). `elsewhere` (key -> stage) names the stage of a
+    key this schema lacks in the error."""
     schema = {k: v if isinstance(v, Key) else Key(default=v) for k, v in schema.items()}
     cfg = {k: v.default if v.default is REQUIRED else copy.deepcopy(v.default) for k, v in schema.items()}
+    sectioned = False
     for path, what in files:
         for layer, data in read_layers(path, what):
             source = f"{what} file {layer}"
             shared, sections = _split_sections(data, source)
-            _merge_into(cfg, schema, shared, source)
+            sectioned = sectioned or any(sections.values())
+            _merge_into(cfg, schema, shared, source, elsewhere)
             if stage is not None:
-                _merge_into(cfg, schema, sections[stage], f"{source}, section '{stage}'")
+                _merge_into(cfg, schema, sections[stage], f"{source}, section '{stage}'", elsewhere)
     for text in overrides:
         head, _, rest = text.partition('.')
         if head in STAGE_SECTIONS and rest and '=' in rest:
             if head == stage:
                 _apply_override(cfg, schema, rest, text)
         else:
-            _apply_override(cfg, schema, text)
+            _apply_override(cfg, schema, text, elsewhere=elsewhere)
     if flags:
         _merge_into(cfg, schema, flags, 'command line')
     for key, spec in schema.items():
         if cfg[key] is REQUIRED:
             raise UserError(f"'{key}' is required: set it in the config file or pass {key}=VALUE")
+    if stage is not None:
+        cfg['key_prefix'] = f'{stage}.' if sectioned else ''
     return cfg
 
 
@@ -257,9 +282,10 @@ def parse_args(parser, argv):
     return args
 
 
-def load_config(args, env_schema, exp_schema, stage=None):
+def load_config(args, env_schema, exp_schema, stage=None, others=None):
     """The resolved config of a stage as an EasyDict (env keys and experiment keys side by side); `stage` picks
-    the files' sections (STAGE_SECTIONS)."""
+    the files' sections (STAGE_SECTIONS); `others` ({stage: schema}) the other stages, named when one of their keys
+    is given to this one."""
     overlap = set(env_schema) & set(exp_schema)
     assert not overlap, f'env and experiment schemas share keys: {overlap}'
     env_over = [o for o in args.overrides if o.split('=', 1)[0].split('.')[0] in env_schema]
@@ -270,7 +296,8 @@ def load_config(args, env_schema, exp_schema, stage=None):
         flags['seed'] = args.seed
     if getattr(args, 'gpus', None) is not None:
         flags['gpus'] = str(args.gpus)
-    exp = resolve(exp_schema, [(p, 'experiment') for p in args.config_exp], exp_over, flags, stage)
+    elsewhere = {k: name for name, schema in (others or {}).items() for k in schema if k not in exp_schema}
+    exp = resolve(exp_schema, [(p, 'experiment') for p in args.config_exp], exp_over, flags, stage, elsewhere)
     return EasyDict({**env, **exp})
 
 

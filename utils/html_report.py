@@ -10,6 +10,17 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from utils.checkpoint import atomic_write_text
 from utils.report import stage_metrics
 
+def confidence_text(p):
+    """Two decimals; a confidence below 1 that two would show as 1.00 gets one decimal past the first that tells
+    it from 1 (0.9987, 0.99952; at most 6), so that the order of the least confident members stays visible."""
+    if p >= 1 or f'{p:.2f}' != '1.00':
+        return f'{p:.2f}'
+    decimals = 3
+    while decimals < 5 and f'{p:.{decimals}f}'.startswith('1'):
+        decimals += 1
+    return f'{p:.{decimals + 1}f}'
+
+
 OPEN_CLUSTERS = 20  # the first clusters are shown unfolded; with up to 100 the page stays readable
 SHOWN = ('acc', 'nmi', 'ari', 'top20_neighbor_acc', 'knn_acc', 'num_classes', 'head', 'seconds')
 
@@ -50,6 +61,7 @@ def write_report(out_dir, run_dir, title, summary, config, metrics, sizes, clust
     stages, stage_keys = stage_rows(run_dir)
     env = Environment(loader=FileSystemLoader(os.path.join(os.path.dirname(__file__), 'templates')),
                       autoescape=select_autoescape(['html']))
+    env.filters['confidence'] = confidence_text
     page = env.get_template('report.html').render(
         title=title, summary=summary, config=config, stages=stages, stage_keys=stage_keys, metrics=metrics,
         sizes=sizes, predictions=predictions, plots=copied, clusters=shown, open_clusters=OPEN_CLUSTERS)

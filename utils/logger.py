@@ -52,6 +52,7 @@ class RunLog:
         if not is_main():
             return
         plt = pyplot()
+        from matplotlib.ticker import MaxNLocator
         records = [r for r in self.records() if x in r]
         keys = [k for k in keys if any(r.get(k) is not None for r in records)]
         if not keys:
@@ -68,6 +69,7 @@ class RunLog:
             else:
                 ax.plot(xs, ys, marker=marker)
             ax.set_xlabel(x)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 0.5 on short runs
             ax.set_title(key)
             ax.grid(alpha=0.3)
         fig.tight_layout()

@@ -117,9 +117,9 @@ def neighbor_accuracy(indices, targets):
     return float((targets[indices[:, 1:]] == targets[:, None]).mean())
 
 
-def neighbor_lists(indices, k):
+def neighbor_lists(indices, k, key='num_neighbors'):
     """[N, k] neighbours per row from a mined file [N, >= k+1], leaving the row itself out wherever it stands
-    (column 0 is usually, not always, the sample itself)."""
+    (column 0 is usually, not always, the sample itself). `key`: the setting of k as the user types it."""
     indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
     n = len(indices)
     others = indices != torch.arange(n).unsqueeze(1)
@@ -128,12 +128,13 @@ def neighbor_lists(indices, k):
     if (others.sum(1) < k).any():
         have = int(others.sum(1).min())
         raise UserError(f'the neighbours file has {have} neighbours per sample, fewer than the {k} asked for; '
-                        f'set num_neighbors={have} (or mine more in the pretext stage when it has more images)')
+                        f'set {key}={have} (or mine more in the pretext stage when it has more images)')
     return lists
 
 
-def load_neighbors(path, n, k, what):
-    """The mined neighbour lists [n, k] of a split (k None: every mined column) from simclr.py's file."""
+def load_neighbors(path, n, k, what, key='num_neighbors'):
+    """The mined neighbour lists [n, k] of a split (k None: every mined column) from simclr.py's file; `key` as
+    in neighbor_lists."""
     if not os.path.isfile(path):
         raise UserError(f'{what} neighbours not found: {path}; run simclr.py with the same env file and config '
                         '(name, datasets, subsets) first')
@@ -151,4 +152,4 @@ def load_neighbors(path, n, k, what):
     if indices.size and (indices.max() >= n or indices.min() < 0):
         raise UserError(f'{path} holds indices from {indices.min()} to {indices.max()}, outside the {n} images of '
                         f'the {what} split; {rerun}')
-    return neighbor_lists(indices, k if k is not None else indices.shape[1] - 1)
+    return neighbor_lists(indices, k if k is not None else indices.shape[1] - 1, key)

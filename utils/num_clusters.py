@@ -156,8 +156,9 @@ def estimate_num_clusters(indices, k_range, resolution=RESOLUTION, min_share=MIN
     labels, max_size = split_large(graph, labels, min_share, k_max, resolution)
     if labels.max() + 1 > k_max:
         labels = modularity_path(graph, labels, k_max, resolution)[k_max][1]
-    report = {'community_sizes': sorted(sizes.tolist(), reverse=True), 'min_size': round(min_size, 1),
-              'max_size': round(max_size, 1), 'cluster_sizes': sorted(np.bincount(labels).tolist(), reverse=True)}
+    report = {'k_range': [k_min, k_max], 'community_sizes': sorted(sizes.tolist(), reverse=True),
+              'min_size': round(min_size, 1), 'max_size': round(max_size, 1),
+              'cluster_sizes': sorted(np.bincount(labels).tolist(), reverse=True)}
     return max(int(labels.max()) + 1, k_min), report
 
 

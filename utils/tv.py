@@ -1,4 +1,4 @@
-"""The one place that imports torchvision (see ENV.md: the PyPI wheel is a CUDA build).
+"""The one place that imports torchvision (the pinned PyPI wheel is a CUDA build, also beside a CPU-only torch).
 
 With a CPU-only torch, torchvision's C extension cannot load, and importing
 `torchvision` fails while registering fake kernels for `torchvision::nms` /
