@@ -1,6 +1,6 @@
 """The README's screenshot of report.html, taken by headless Chromium (Debian's `chromium` package):
 
-    ./run.sh && python benchmarks/report_screenshot.py [--report results/digits/selflabel/report.html]
+    ./run.sh && ./run.sh benchmarks/report_screenshot.py [--report results/digits/selflabel/report.html]
 
 Writes benchmarks/results/report_digits.png (the page's top: settings, metrics, plots, the first clusters).
 """

@@ -151,7 +151,7 @@ def test_confidences_near_one_keep_their_order_visible(p, text):
     assert confidence_text(p) == text
 
 
-def test_training_curves_have_whole_epoch_ticks(tmp_path, monkeypatch):
+def test_plots_have_whole_number_ticks(tmp_path, monkeypatch):
     from utils import logger, plots
     log = logger.RunLog(str(tmp_path))
     for epoch, loss in ((1, 2.0), (2, 1.5), (3, 1.2)):
@@ -160,5 +160,8 @@ def test_training_curves_have_whole_epoch_ticks(tmp_path, monkeypatch):
     plt = plots.pyplot()
     monkeypatch.setattr(plt, 'close', figures.append)
     log.plot(str(tmp_path / 'curve.png'), ['loss'])
-    ticks = figures[0].axes[0].get_xticks()
-    assert len(ticks) and all(float(t).is_integer() for t in ticks)
+    report = {'community_sizes': [60, 40], 'cluster_sizes': [60, 40], 'min_size': 30.0, 'max_size': 90.0}
+    plots.save_num_clusters_plot(report, 2, str(tmp_path / 'k.png'))  # two bars: cluster ranks 1 and 2
+    for ax in (figures[0].axes[0], *figures[1].axes):
+        ticks = ax.get_xticks()
+        assert len(ticks) and all(float(t).is_integer() for t in ticks), ticks

@@ -7,7 +7,7 @@ from tqdm import tqdm
 
 from utils.checkpoint import atomic_write_text
 from utils.distributed import is_main
-from utils.plots import pyplot
+from utils.plots import pyplot, whole_number_ticks
 
 
 def progress(iterable, total, desc):
@@ -52,7 +52,6 @@ class RunLog:
         if not is_main():
             return
         plt = pyplot()
-        from matplotlib.ticker import MaxNLocator
         records = [r for r in self.records() if x in r]
         keys = [k for k in keys if any(r.get(k) is not None for r in records)]
         if not keys:
@@ -69,7 +68,7 @@ class RunLog:
             else:
                 ax.plot(xs, ys, marker=marker)
             ax.set_xlabel(x)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 0.5 on short runs
+            whole_number_ticks(ax.xaxis)
             ax.set_title(key)
             ax.grid(alpha=0.3)
         fig.tight_layout()

@@ -65,6 +65,12 @@ def save_bar_chart(rows, metrics, path, title='', dpi=100):
     plt.close(fig)
 
 
+def whole_number_ticks(axis):
+    """Ticks only at whole numbers (epochs, cluster ranks): none at 0.5 on a short axis."""
+    from matplotlib.ticker import MaxNLocator
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def save_num_clusters_plot(report, chosen, path, dpi=100):
     """The communities of the neighbour graph by size, and the clusters left after merging the small ones and
     splitting the large ones (utils/num_clusters.estimate_num_clusters's report)."""
@@ -77,6 +83,7 @@ def save_num_clusters_plot(report, chosen, path, dpi=100):
         ax.axhline(report['min_size'], color='tab:red', linestyle='--', linewidth=1, label='merged below')
         ax.axhline(report['max_size'], color='tab:orange', linestyle=':', linewidth=1, label='split above')
         ax.set_xlabel(f'{label}, largest first', fontsize=8)
+        whole_number_ticks(ax.xaxis)
         ax.grid(axis='y', alpha=0.3)
     found.set_ylabel('images')
     found.legend(fontsize=7)
