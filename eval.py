@@ -23,6 +23,7 @@ from data.loaders import eval_loader
 from data.transforms import val_transform
 from methods import STAGES
 from models import contrastive_model_for, get_clustering_model
+from stages.feature_cache import HeadsOnFeatures, cached
 from stages.run import prepare, run_cli
 from utils.checkpoint import atomic_write_text, holds_projection, load_weights, read_model_file
 from utils.config import base_parser, parse_args, read_layers
@@ -142,7 +143,7 @@ def evaluate_clustering(cfg, model, device, out_dir, args):
     if val_set.has_labels and val_set.classes and cfg.num_classes != len(val_set.classes):
         print(f'note: the model has {cfg.num_classes} clusters for {len(val_set.classes)} classes: ACC counts the '
               'samples of unmatched clusters (or classes) as wrong; majority_acc maps every cluster to a class')
-    pred = predict(model, eval_loader(val_set, cfg), device)
+    pred = predictions(model, val_set, cfg, device)
     probs = pred['probs'][0]
     clusters = probs.argmax(1).numpy()
     sizes = np.bincount(clusters, minlength=probs.shape[1])
@@ -158,14 +159,16 @@ def evaluate_clustering(cfg, model, device, out_dir, args):
     elif not predicting_only(args):
         print('the val split has no labels: metrics need labels; writing cluster sizes (and prototypes)')
     if predicting_only(args):  # the val split named the clusters; the run's evaluation files stay as they are
-        return {**result, 'predictions': predict_files(cfg, model, device, args, mapping, val_set.classes, out_dir)}
+        return {**result, 'predictions': predict_files(cfg, model, device, args, mapping, val_set.classes, out_dir,
+                                                       (val_set, pred))}
     if val_set.has_labels:
         save_confusion_matrix(counts, val_set.classes, os.path.join(out_dir, 'confusion_matrix.png'))
     if args.visualize_prototypes:
         rows = [[val_set.get_image(i) for i in row] for row in prototype_indices(pred, probs, args.prototypes)]
         save_prototype_grid(rows, names, os.path.join(out_dir, 'prototypes.png'))
     if args.predict_paths:
-        result['predictions'] = predict_files(cfg, model, device, args, mapping, val_set.classes, out_dir)
+        result['predictions'] = predict_files(cfg, model, device, args, mapping, val_set.classes, out_dir,
+                                              (val_set, pred))
     if args.report:
         result['report'] = report(cfg, args, out_dir, result, cluster_gallery(pred, probs, val_set, mapping))
     return result
@@ -234,13 +237,27 @@ def refuse_overwrite(paths, force):
                         '--output DIR to write elsewhere, or --force to replace them')
 
 
-def predict_files(cfg, model, device, args, mapping, classes, out_dir):
+def predictions(model, dataset, cfg, device, store=True):
+    """utils.features.predict over `dataset`; with cache_features (a frozen trunk: a pretrained backbone's run) the
+    heads read the trunk's features from the pretext run's cache, computed there when missing (and kept, with
+    `store`). The cache key holds the trunk's weights: a trunk that was fine-tuned never reads another's."""
+    if not cfg.get('cache_features'):
+        return predict(model, eval_loader(dataset, cfg), device)
+    return predict(HeadsOnFeatures(model), eval_loader(cached(model, dataset, cfg, device, store), cfg), device)
+
+
+def predict_files(cfg, model, device, args, mapping, classes, out_dir, val=None):
     """One CSV row per --predict image: path, cluster, matched class (when the val split has labels), confidence,
-    into predictions_file. Each image is resized as the training images were (data.outside_image_size)."""
+    into predictions_file. Each image is resized as the training images were (data.outside_image_size). `val`:
+    (the val split, its predictions), reused when --predict names the val split's own files."""
     paths = args.predict_paths
-    files = FileDataset(paths, [-1] * len(paths), [], cfg.channels, val_transform(cfg.transformation_kwargs),
-                        outside_image_size(cfg))
-    probs = predict(model, eval_loader(files, cfg), device)['probs'][0]
+    if val is not None and [os.path.abspath(p) for p in getattr(val[0], 'paths', [])] == [
+            os.path.abspath(p) for p in paths]:
+        probs = val[1]['probs'][0]
+    else:
+        files = FileDataset(paths, [-1] * len(paths), [], cfg.channels, val_transform(cfg.transformation_kwargs),
+                            outside_image_size(cfg))
+        probs = predictions(model, files, cfg, device, store=False)['probs'][0]
     confidence, cluster = probs.max(1)
     lines = [['path', 'cluster', 'class', 'confidence']]
     for path, c, p in zip(paths, cluster.tolist(), confidence.tolist()):

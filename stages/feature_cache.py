@@ -119,9 +119,10 @@ def cache_key(modules, dataset):
 CPU_FEATURE_BATCH = 32
 
 
-def trunk_features(model, modules, dataset, cfg, device):
+def trunk_features(model, modules, dataset, cfg, device, store=True):
     """model(x, 'backbone') over `dataset` in order, unnormalised [N, D]: computed by the frozen `modules` (the
-    trunk that produces them) once, then read from pretext_dir/feature_cache (module docstring)."""
+    trunk that produces them) once, then read from pretext_dir/feature_cache (module docstring); not written there
+    without `store` (images seen once, e.g. eval.py --predict)."""
     path = os.path.join(cfg.pretext_dir, 'feature_cache', cache_key(modules, dataset) + '.pt')
     if os.path.isfile(path):
         try:
@@ -137,7 +138,7 @@ def trunk_features(model, modules, dataset, cfg, device):
     loader = eval_loader(dataset, cfg, batch)
     features, _ = extract_features(model, progress(loader, len(loader), f'features of {len(dataset)} images'), device,
                                    'backbone', normalize=False)
-    if is_main():
+    if store and is_main():
         try:
             atomic_save(features, path)
         except UserError as e:  # a read-only or full pretext folder: this run goes on without the cache
@@ -145,6 +146,6 @@ def trunk_features(model, modules, dataset, cfg, device):
     return features
 
 
-def cached(model, dataset, cfg, device):
+def cached(model, dataset, cfg, device, store=True):
     """The features the heads see of `dataset` (evaluation transform, frozen trunk): a FeatureSet."""
-    return FeatureSet(trunk_features(model, model.trunk(), dataset, cfg, device), dataset)
+    return FeatureSet(trunk_features(model, model.trunk(), dataset, cfg, device, store), dataset)

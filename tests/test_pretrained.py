@@ -1,4 +1,5 @@
 """Backbones from timm and torchvision, and weight files in the layouts users bring (models/pretrained.py)."""
+import csv
 import os
 
 import pytest
@@ -99,7 +100,7 @@ def test_pretext_model_starts_from_the_weights_file(tmp_path, source):
         build('torchvision/resnet7')
 
 
-def test_setup_pretrained_mines_on_the_loaded_backbone(tmp_path, env_file, source, capsys):
+def test_setup_pretrained_mines_on_the_loaded_backbone(tmp_path, env_file, source, capsys, monkeypatch):
     """simclr.py with setup: pretrained trains nothing: the model file holds the weights file's backbone, the
     neighbours are mined on its features, and the clustering stage trains heads on it."""
     import numpy as np
@@ -134,7 +135,26 @@ def test_setup_pretrained_mines_on_the_loaded_backbone(tmp_path, env_file, sourc
     cached_model = read_model_file(str(out / 'cached' / 'model.pth.tar'), 'clustering model', 'clustering').state
     assert all(torch.equal(cached_model[f'backbone.{k}'], v) for k, v in source.state_dict().items())
     import eval as evaluate  # the model file says where its heads sit: the template's heads_on: projection is moot
-    assert 'acc' in evaluate.main(args + ['--model', str(out / 'cached' / 'model.pth.tar'), '--output', str(tmp_path)])
+    # eval.py reads the frozen trunk's features from the cache (nothing computed, nothing added) and predicts as the
+    # model does on the images
+    model = ['--model', str(out / 'cached' / 'model.pth.tar'), '--predict', str(folder)]
+    import stages.feature_cache as feature_cache
+    read, real = [], feature_cache.trunk_features
+
+    def no_pass(*a, **kw):
+        raise AssertionError('the trunk ran: the cached features were not read')
+    monkeypatch.setattr(feature_cache, 'extract_features', no_pass)
+    monkeypatch.setattr(feature_cache, 'trunk_features', lambda *a, **kw: read.append(1) or real(*a, **kw))
+    from_cache = evaluate.main(args + model + ['--output', str(tmp_path / 'e1'), '--report'])
+    monkeypatch.undo()
+    assert read == [1] and len(os.listdir(cache)) == 1  # the val split read once; --predict of it reuses it
+    from_images = evaluate.main(args + ['clustering.cache_features=false'] + model + ['--output', str(tmp_path / 'e2'),
+                                                                                    '--report'])
+    assert 'acc' in from_cache and from_cache['acc'] == from_images['acc']
+    assert from_cache['cluster_sizes'] == from_images['cluster_sizes']
+    rows = [list(csv.DictReader(open(tmp_path / e / 'predictions_digits.csv'))) for e in ('e1', 'e2')]
+    assert [(r['path'], r['cluster']) for r in rows[0]] == [(r['path'], r['cluster']) for r in rows[1]]
+    assert len(rows[0]) == 60
 
 
 def fails(stage, args, capsys, message):
