@@ -11,7 +11,9 @@ import torch.nn.functional as F
 
 
 class _MemoryLoss(nn.Module):
-    def __init__(self, temperature=0.07):
+    """temperature has no default here: the method's kwargs (methods/instdisc.py, and_.py, snca.py) hold it."""
+
+    def __init__(self, temperature):
         super().__init__()
         self.temperature = float(temperature)
 
@@ -30,7 +32,7 @@ class InstDiscLoss(_MemoryLoss):
     Returns {'total'}.
     """
 
-    def __init__(self, temperature=0.07, nce_k=0):
+    def __init__(self, temperature, nce_k=0):
         super().__init__(temperature)
         self.nce_k = int(nce_k)
         if self.nce_k:  # NaN until the first batch sets it (a checkpoint is only saved after that)

@@ -7,13 +7,12 @@ probabilities (softmax of logits / teacher_temperature) update each head's prior
 and each pair's weight is the mean over heads of sum_k t_k(anchor) t_k(neighbour). Teacher and priors are in the
 checkpoint, so a resumed run continues them.
 """
-import copy
-
 import torch
 
 from losses.temi import TEMILoss
 from methods.base import ClusteringMethod
 from utils.distributed import gather
+from utils.ema import EMA
 
 
 class TEMI(ClusteringMethod):
@@ -31,14 +30,13 @@ class TEMI(ClusteringMethod):
 
     @torch.no_grad()
     def follow(self, heads):
-        """The teacher: a copy of the heads at the first step (or the checkpoint's), then their moving average."""
+        """The teacher (EMA.shadow): a copy of the heads at the first step (or the checkpoint's), then their moving
+        average."""
         if self.teacher is None:
-            self.teacher = copy.deepcopy(heads).requires_grad_(False)
+            self.teacher = EMA(heads, self.cfg.criterion_kwargs['teacher_momentum'])
             if self.saved is not None:  # resumed: the checkpoint's teacher, then this step's update
-                self.teacher.load_state_dict(self.saved)
-        m = self.cfg.criterion_kwargs['teacher_momentum']
-        for t, s in zip(self.teacher.parameters(), heads.parameters()):
-            t.mul_(m).add_(s.detach(), alpha=1 - m)
+                self.teacher.shadow.load_state_dict(self.saved)
+        self.teacher.update(heads)
 
     @torch.no_grad()
     def step_context(self, model, batch, features, device):
@@ -46,7 +44,7 @@ class TEMI(ClusteringMethod):
         self.follow(model.cluster_head)
         anchors, neighbors = (gather(f.detach().float()) for f in features[:2])
         probs = [[(head(x) / kw['teacher_temperature']).softmax(1) for x in (anchors, neighbors)]
-                 for head in self.teacher]
+                 for head in self.teacher.shadow]
         batch_mean = torch.stack([torch.cat(p).mean(0) for p in probs])  # [H, C]
         m = kw['prior_momentum']
         self.prior = batch_mean if self.prior is None else m * self.prior.to(device) + (1 - m) * batch_mean
@@ -59,7 +57,7 @@ class TEMI(ClusteringMethod):
                 'teacher_neighbors': teacher_neighbors, 'prior': self.prior[head], 'weight': context['weight']}
 
     def state_dict(self):
-        teacher = self.teacher.state_dict() if self.teacher is not None else self.saved
+        teacher = self.teacher.shadow.state_dict() if self.teacher is not None else self.saved
         return {'teacher': teacher, 'prior': self.prior}
 
     def load_state_dict(self, checkpoint):

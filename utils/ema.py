@@ -1,4 +1,4 @@
-"""Exponential moving average of a model's weights (self-labelling)."""
+"""Exponential moving average of a model's weights (self-labelling's use_ema, TEMI's teacher)."""
 import copy
 
 import torch

@@ -5,7 +5,8 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 
 def contingency(pred, targets, num_clusters, num_classes):
-    """counts[c, k] = number of samples in cluster c with label k."""
+    """counts[c, k] = number of samples in cluster c with label k, [num_clusters, num_classes] (an empty cluster or
+    class keeps its row or column, which sklearn's contingency_matrix drops: the Hungarian mapping needs them)."""
     counts = np.zeros((num_clusters, num_classes), dtype=np.int64)
     np.add.at(counts, (np.asarray(pred), np.asarray(targets)), 1)
     return counts
