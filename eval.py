@@ -217,7 +217,8 @@ def predicting_only(args):
 
 
 def planned_outputs(args, out_dir, kind):
-    """The files this call writes (confusion_matrix.png only when the val split has labels)."""
+    """The files this call may write, known before any data is read: confusion_matrix.png is listed although an
+    unlabelled val split gets none."""
     if kind != 'pretext' and predicting_only(args):
         return [predictions_file(out_dir, args.predict)]
     names = ['eval.json']

@@ -210,7 +210,6 @@ def save_checkpoint(path, cfg, stage, **state):
     atomic_save({**state, 'config': config_for_checkpoint(cfg, stage)}, path)
 
 
-
 def write_metrics(folder, result, t_start, rerun):
     """<folder>/metrics.json: `result` and 'seconds', the stage's time since t_start. A call that trained nothing
     (`rerun`: --resume of a finished run, or mine-only over a finished pretext run) keeps the run's own 'seconds'

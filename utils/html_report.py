@@ -10,6 +10,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from utils.checkpoint import atomic_write_text
 from utils.report import stage_metrics
 
+
 def confidence_text(p):
     """Two decimals; a confidence below 1 that two would show as 1.00 gets one decimal past the first that tells
     it from 1 (0.9987, 0.99952; at most 6), so that the order of the least confident members stays visible."""
