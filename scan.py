@@ -125,7 +125,7 @@ def choose_num_clusters(cfg):
     when num_classes is given."""
     if cfg.num_classes != 'auto':
         return None
-    chosen, report = estimate_num_clusters(np.load(cfg.topk_neighbors_train_path), cfg.k_range)
+    chosen, report = estimate_num_clusters(np.load(cfg.topk_neighbors_train_path), cfg.k_range, cfg.k_median)
     cfg.num_classes = chosen
     print(f"num_classes: auto -> {chosen} clusters ({len(report['community_sizes'])} communities in the neighbour "
           f"graph, those under {report['min_size']:g} images merged, clusters over {report['max_size']:g} split; "

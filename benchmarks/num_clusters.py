@@ -24,6 +24,7 @@ import simclr  # noqa: E402
 from accuracy import machine, update_readme  # noqa: E402
 from digits_folder import write_digits  # noqa: E402
 from utils.checkpoint import atomic_write_text  # noqa: E402
+from utils.config import read_yaml  # noqa: E402
 from utils.num_clusters import estimate_num_clusters  # noqa: E402
 
 TEMPLATE = os.path.join(ROOT, 'configs', 'image_folder.yml')
@@ -32,7 +33,10 @@ CASES = {'digits (10 classes)': None, 'digits, classes 0-4': [0, 1, 2, 3, 4]}
 
 
 def estimate(pretext_dir):
-    return estimate_num_clusters(np.load(os.path.join(pretext_dir, 'topk-train-neighbors.npy')), K_RANGE)[0]
+    """The estimate scan.py makes on that pretext run (k_median as it follows from the pretext's setup)."""
+    pretrained = read_yaml(os.path.join(pretext_dir, 'config.yml'), 'pretext run config').get('setup') == 'pretrained'
+    return estimate_num_clusters(np.load(os.path.join(pretext_dir, 'topk-train-neighbors.npy')), K_RANGE,
+                                 'communities' if pretrained else 'clusters')[0]
 
 
 def run_case(name, classes, seed, out, extra):

@@ -97,7 +97,8 @@ def follow_frozen_backbone(cfg, pretrained):
     """After a pretext stage that trained nothing (setup: pretrained) the backbone holds the pretrained weights and
     the projection head is random: the heads sit on the backbone, which stays frozen, and train on its cached
     features. update_cluster_head_only and cache_features left unset follow from that (false after a trained
-    pretext); an explicit false fine-tunes the backbone."""
+    pretext); an explicit false fine-tunes the backbone. The K estimate's k_median left unset is 'communities' on
+    such features, 'clusters' on trained ones (utils/num_clusters.py)."""
     if pretrained and cfg.get('heads_on') == 'projection':
         print('heads_on: backbone (the pretext run is a pretrained backbone: its projection head was never trained)')
         cfg.heads_on = 'backbone'
@@ -105,6 +106,8 @@ def follow_frozen_backbone(cfg, pretrained):
         cfg.update_cluster_head_only = pretrained
     if cfg.get('cache_features') is None:
         cfg.cache_features = bool(cfg.get('update_cluster_head_only', pretrained))
+    if 'k_median' in cfg and cfg.k_median is None:
+        cfg.k_median = 'communities' if pretrained else 'clusters'
 
 
 def training_model(model, cfg, device):

@@ -9,6 +9,7 @@ import methods
 from data import DATASETS
 from models import BACKBONES
 from utils.config import REQUIRED, Key
+from utils.num_clusters import MEDIANS
 
 
 def _setups(stage):
@@ -95,6 +96,10 @@ CLUSTERING = {
     # a number, or auto: estimated from the train split's mined neighbours (utils/num_clusters.py) within k_range
     'num_classes': Key(None, (int, str)),
     'k_range': [2, 20],
+    # the K estimate's size bounds are shares of the median size of: the clusters as small ones merge (features
+    # trained on these images, where a class falls into sub-style fragments) or the communities first found (frozen
+    # pretrained features, where classes join in pairs); unset: communities after a pretext with setup: pretrained
+    'k_median': Key(None, str, MEDIANS),
     'overclustering': False,              # allow num_classes above the dataset's class count
     'num_heads': Key(1, int, minimum=1),
     # freeze the backbone (eval mode, no gradients); unset: true after a pretext with setup: pretrained

@@ -78,6 +78,31 @@ def test_a_small_community_is_not_pulled_into_the_largest_by_its_size():
     assert merged.tolist() == [0] * 20 + [1] * 10 + [2] * 10 + [1] * 3
 
 
+def test_a_fixed_reference_does_not_rise_as_communities_merge():
+    # sizes 12, 12, 8, 8, 4; the 4 is tied to the first 8, the second 8 to the second 12. Median 8: the 4 (under
+    # 0.7 * 8) merges; the median taken again is 12, and the second 8 (under 8.4) merges too. With the reference
+    # fixed at the first median, only the 4 does.
+    labels, graph = cliques([12, 12, 8, 8, 4])
+    graph[40:44, 24:27] = graph[24:27, 40:44] = 1
+    graph[32:40, 12:14] = graph[12:14, 32:40] = 1
+    np.fill_diagonal(graph, 0)
+    again, bound = merge_small(sp.csr_matrix(graph), labels, 0.7, 2)
+    assert again.tolist() == [0] * 12 + [1] * 12 + [2] * 8 + [1] * 8 + [2] * 4 and bound == pytest.approx(0.7 * 12)
+    fixed, bound = merge_small(sp.csr_matrix(graph), labels, 0.7, 2, reference=8.0)
+    assert fixed.tolist() == [0] * 12 + [1] * 12 + [2] * 8 + [3] * 8 + [2] * 4 and bound == pytest.approx(5.6)
+
+
+def test_with_a_reference_each_cluster_is_split_once():
+    indices = planted_neighbours(4, 30, 8, noise=0.02, seed=3)
+    graph = shared_neighbour_graph(indices)
+    joined = np.arange(120) // 60  # two clusters of two planted groups each
+    once, bound = split_large(graph, joined, 0.7, 20, reference=30.0)
+    assert once.max() == 3 and bound == pytest.approx(30 / 0.7)
+    assert adjusted_rand_score(np.arange(120) // 30, once) > 0.95
+    # a reference of 10: every part (30) is over the bound, but the parts of a split are not split again
+    assert split_large(graph, joined, 0.7, 20, reference=10.0)[0].max() == 3
+
+
 def test_two_groups_in_one_cluster_are_split_apart():
     indices = planted_neighbours(5, 30, 8, noise=0.05, seed=2)
     graph = shared_neighbour_graph(indices)
@@ -110,6 +135,13 @@ def test_graph_is_symmetric_without_self_loops():
     graph = knn_graph(indices).toarray()
     assert (graph == graph.T).all() and np.diag(graph).sum() == 0
     assert graph[3].tolist() == [1, 1, 0, 0] and graph[2].tolist() == [1, 1, 0, 0]
+
+
+def test_k_median_names_the_reference():
+    indices = planted_neighbours(4, 40, 8, noise=0.05)
+    assert [estimate_num_clusters(indices, [2, 12], m)[0] for m in ('clusters', 'communities')] == [4, 4]
+    with pytest.raises(UserError, match="k_median must be one of clusters, communities, got 'mean'"):
+        estimate_num_clusters(indices, [2, 12], 'mean')
 
 
 @pytest.mark.parametrize('k_range', [[1, 5], [5, 3], (2,), [2, 'x'], [100, 300]])

@@ -109,8 +109,8 @@ def test_pretrained_by_name_mines_as_the_same_weights_given_as_a_file(tmp_path, 
 
     assert scan.main(args + by_name + ['name=by_name'])['num_classes'] == 3  # no frozen-backbone flags typed
     clustering = yaml.safe_load(open(results / 'by_name' / 'scan' / 'config.yml'))
-    assert (clustering['heads_on'], clustering['update_cluster_head_only'], clustering['cache_features']) == (
-        'backbone', True, True)
+    assert (clustering['heads_on'], clustering['update_cluster_head_only'], clustering['cache_features'],
+            clustering['k_median']) == ('backbone', True, True, 'communities')
     assert mean_std(clustering['transformation_kwargs']['normalize']) == pytest.approx(IMAGENET)
 
     cache_timm_weights(hub, 'tf_efficientnet_lite0')

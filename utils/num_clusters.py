@@ -14,6 +14,15 @@ the small ones merged into the community they are most connected to, the large o
    (two classes Louvain joined), it is split in two along its own communities. K is the number left, kept within
    k_range (above k_max the pair whose merge keeps modularity highest is merged next, down to k_max; fewer than
    k_min communities give k_min).
+4. The median those sizes are shares of (k_median): on features trained on the images themselves, a class falls
+   into sub-style fragments, which merge one after another, so the median is taken again after every merge and
+   split ('clusters'). On a frozen pretrained backbone's features, photo classes join in pairs (car and truck,
+   cat and dog) and differ in size; re-taking the median after each merge let one merge raise the bar for the next
+   until real classes were folded (CIFAR-10 photos: 9 Louvain communities, K 4). There the bounds are shares of
+   the median of the communities Louvain found, fixed, and each cluster over it is split once ('communities').
+   Chosen on the ImageNet EfficientNet-Lite2 features of four CIFAR-10 train-split folders (10 classes of 1,000, 10
+   of 300-1,000, classes 0-4 and 5-9 of 1,000): 'communities' gave 9, 9, 5, 5 and 'clusters' 4, 2, 5, 5; on a
+   5-class digits pretext model (seed 10) 'clusters' gave 5 and 'communities' 10.
 
 Measured side by side on digits (issue 23 notes): the eigengap of the normalised graph over-split (17 and 20 on two
 10-class pretext models); the highest modularity along greedy merges gave 11, 9, 11 on 10 classes and 7, 6 on a
@@ -33,6 +42,7 @@ from utils.errors import UserError
 
 RESOLUTION = 0.5
 MIN_SHARE = 0.7
+MEDIANS = ('clusters', 'communities')
 
 
 def knn_graph(indices):
@@ -74,45 +84,52 @@ def merge(links, labels, a, b):
     return np.delete(np.delete(links, b, 0), b, 1)
 
 
-def merge_small(graph, labels, min_share, k_min):
-    """While the smallest community holds fewer than min_share times the median community size (and more than
-    k_min remain), merge it into the community it is most linked to relative to that community's own degree (the
-    share of the partner's links that go to it: raw weight would pull every small community into the largest).
-    Returns (labels, the last bound)."""
+def merge_small(graph, labels, min_share, k_min, reference=None):
+    """While the smallest community holds fewer than min_share times the reference size (and more than k_min
+    remain), merge it into the community it is most linked to relative to that community's own degree (the share of
+    the partner's links that go to it: raw weight would pull every small community into the largest). The reference
+    is `reference`, or when None the median size of the communities left, taken again after every merge. Returns
+    (labels, the last bound)."""
     labels = labels.copy()
     links = community_links(graph, labels, labels.max() + 1)
     while len(links) > k_min:
         sizes = np.bincount(labels, minlength=len(links))
         small = int(np.argmin(sizes))
-        if sizes[small] >= min_share * np.median(sizes):
+        if sizes[small] >= min_share * (reference or np.median(sizes)):
             break
         share = links[small] / np.maximum(links.sum(1), 1e-12)
         partner = np.where(np.arange(len(links)) == small, -np.inf, share)
         keep, gone = sorted((small, int(np.argmax(partner))))
         links = merge(links, labels, keep, gone)
-    return labels, min_share * float(np.median(np.bincount(labels)))
+    return labels, min_share * float(reference or np.median(np.bincount(labels)))
 
 
-def split_large(graph, labels, min_share, k_max, resolution=RESOLUTION):
-    """While the largest cluster holds more than the median size / min_share (the size rule of merge_small the other
-    way round: two classes that Louvain joined) and fewer than k_max clusters exist, split it in two: Louvain on its
-    own subgraph, then the merges that keep modularity highest down to two parts. Returns (labels, the last
-    bound)."""
+def split_large(graph, labels, min_share, k_max, resolution=RESOLUTION, reference=None):
+    """While a cluster holds more than the reference size / min_share (the size rule of merge_small the other way
+    round: two classes that Louvain joined) and fewer than k_max clusters exist, split it in two: Louvain on its own
+    subgraph, then the merges that keep modularity highest down to two parts. With reference None the largest cluster
+    is split while it is over the median size / min_share, the median taken again after every split; with a
+    reference each cluster over the bound is split once, largest first (a fixed bound would otherwise cut one large
+    class again and again). Returns (labels, the last bound)."""
     labels = labels.copy()
+    queue = list(np.argsort(-np.bincount(labels))) if reference else None
     while labels.max() + 1 < k_max:
         sizes = np.bincount(labels)
-        big = int(np.argmax(sizes))
-        if sizes[big] <= np.median(sizes) / min_share:
+        bound = (reference or np.median(sizes)) / min_share
+        big = int(np.argmax(sizes)) if queue is None else (int(queue.pop(0)) if queue else None)
+        if big is None or sizes[big] <= bound:
             break
         members = np.flatnonzero(labels == big)
         sub = graph[members][:, members]
         parts = louvain(sub, resolution)
         if parts.max() == 0:  # one community: nothing to split along
-            break
+            if queue is None:
+                break
+            continue
         if parts.max() > 1:
             parts = modularity_path(sub, parts, 2, resolution)[2][1]
         labels[members[parts == 1]] = labels.max() + 1
-    return labels, float(np.median(np.bincount(labels))) / min_share
+    return labels, float(reference or np.median(np.bincount(labels))) / min_share
 
 
 def louvain(graph, resolution=RESOLUTION):
@@ -144,16 +161,20 @@ def modularity_path(graph, labels, k_min, resolution=RESOLUTION):
         links = merge(links, labels, a, b)
 
 
-def estimate_num_clusters(indices, k_range, resolution=RESOLUTION, min_share=MIN_SHARE):
+def estimate_num_clusters(indices, k_range, median='clusters', resolution=RESOLUTION, min_share=MIN_SHARE):
     """K within k_range (above), and a report: the sizes of the communities Louvain found and of the clusters left
     after merging and splitting, largest first, and the sizes below which a community was merged (min_size) and
-    above which a cluster was split (max_size)."""
+    above which a cluster was split (max_size). median: what the size bounds are shares of, the median size of the
+    clusters as they are merged and split ('clusters') or of the communities Louvain found ('communities')."""
+    if median not in MEDIANS:
+        raise UserError(f"k_median must be one of {', '.join(MEDIANS)}, got {median!r}")
     k_min, k_max = check_k_range(k_range, len(indices))
     graph = shared_neighbour_graph(np.asarray(indices))
     labels = louvain(graph, resolution)
     sizes = np.bincount(labels)
-    labels, min_size = merge_small(graph, labels, min_share, k_min)
-    labels, max_size = split_large(graph, labels, min_share, k_max, resolution)
+    reference = float(np.median(sizes)) if median == 'communities' else None
+    labels, min_size = merge_small(graph, labels, min_share, k_min, reference)
+    labels, max_size = split_large(graph, labels, min_share, k_max, resolution, reference)
     if labels.max() + 1 > k_max:
         labels = modularity_path(graph, labels, k_max, resolution)[k_max][1]
     report = {'k_range': [k_min, k_max], 'community_sizes': sorted(sizes.tolist(), reverse=True),
