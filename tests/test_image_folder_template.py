@@ -167,3 +167,17 @@ def test_template_input_errors(tmp_path, env_file, capsys):
     assert 'set train_split=train' in error(f'db_kwargs.path={splits}')
     assert "num_classes must be a number or auto, got 'many'" in error(f'db_kwargs.path={splits}', 'num_classes=many')
     assert not (tmp_path / 'results').exists()
+
+
+def test_restyled_digits_are_the_same_digits_as_dark_thick_strokes_on_light_paper(tmp_path):
+    plain, restyled = tmp_path / 'plain', tmp_path / 'restyled'
+    assert write_digits(str(plain), 40, classes=[1], limit=5) == write_digits(str(restyled), 40, classes=[1],
+                                                                              limit=5, restyle=True) == 5
+    assert sorted(os.listdir(plain / '1')) == sorted(os.listdir(restyled / '1'))
+    for name in os.listdir(plain / '1'):
+        ink = np.asarray(Image.open(plain / '1' / name), dtype=np.float64)
+        paper = np.asarray(Image.open(restyled / '1' / name), dtype=np.float64)
+        assert ink.mean() < 128 < paper.mean()  # light strokes on black become dark strokes on white
+        strokes, dark = ink > 128, paper < 128
+        assert dark.sum() > strokes.sum()  # thicker
+        assert np.corrcoef(ink.ravel(), paper.ravel())[0, 1] < -0.7  # the same digit, inverted (noise aside)
