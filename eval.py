@@ -23,7 +23,8 @@ from data.loaders import eval_loader
 from data.transforms import val_transform
 from methods import STAGES
 from models import contrastive_model_for, get_clustering_model
-from stages.feature_cache import HeadsOnFeatures, cached
+from models.models import HeadsOnFeatures
+from stages.feature_cache import cached
 from stages.run import prepare, run_cli
 from utils.checkpoint import atomic_write_text, holds_projection, load_weights, read_model_file
 from utils.config import base_parser, parse_args, read_layers

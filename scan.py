@@ -15,9 +15,11 @@ import numpy as np
 import torch
 
 from data import clustering_data, get_dataset, same_data
+from data.feature_batches import FeaturePairs
 from data.loaders import eval_loader, neighbor_batches
 from models import get_clustering_model
-from stages.feature_cache import FeaturePairs, HeadsOnFeatures, cached, check_cache
+from models.models import HeadsOnFeatures
+from stages.feature_cache import cached, check_cache
 from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model, write_metrics
 from utils.checkpoint import atomic_save, load_weights, read_model_file, restore
 from utils.common import seed_all

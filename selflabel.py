@@ -16,10 +16,12 @@ import warnings
 import torch
 
 from data import clustering_data, get_dataset, same_data
+from data.feature_batches import FeatureViews
 from data.loaders import eval_loader, weak_strong_batches
 from losses.scan import head_losses
 from models import get_clustering_model
-from stages.feature_cache import FeatureViews, HeadsOnFeatures, cached
+from models.models import HeadsOnFeatures
+from stages.feature_cache import cached
 from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model, write_metrics
 from utils.checkpoint import atomic_save, load_weights, read_model_file, restore
 from utils.common import seed_all

@@ -85,3 +85,21 @@ class ClusteringModel(nn.Module):
         centroids = centroids.to(self.cluster_head[h].weight)
         self.cluster_head[h].weight.copy_(2 * centroids / scale)
         self.cluster_head[h].bias.copy_(-centroids.pow(2).sum(1) / scale)
+
+
+class HeadsOnFeatures(nn.Module):
+    """The clustering model's heads applied to cached features: model(x, forward_pass) with x [b, D] the vectors the
+    heads see, in the clustering model's output forms. It shares the model's parameters (save `model`)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, forward_pass='default'):
+        if forward_pass == 'backbone':
+            return x
+        output = [head(x) for head in self.model.cluster_head]
+        return {'features': x, 'output': output} if forward_pass == 'return_all' else output
+
+    def init_head(self, h, centroids, scale):
+        self.model.init_head(h, centroids, scale)

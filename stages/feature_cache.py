@@ -1,11 +1,10 @@
-"""Clustering heads trained on cached features (`cache_features: true`; in the clustering stage with
-`update_cluster_head_only: true`, in the self-label stage the trunk is then frozen).
+"""The feature cache: what the clustering heads see of each image, computed once under a frozen trunk
+(`cache_features: true`; in the clustering stage with `update_cluster_head_only: true`, in the self-label stage the
+trunk is then frozen). The heads train on it through models.models.HeadsOnFeatures and data/feature_batches.py.
 
 With the trunk frozen, what the heads see of an image (its evaluation view, through the backbone and, with
 `heads_on: projection`, the projection head) never changes, so the clustering stage computes it once for the train
 and val splits and then trains, evaluates and initialises its heads on those vectors: no image forward per step.
-Pairs are drawn as on images (an anchor and one of its mined neighbours, uniformly); without augmentation the
-second view of NNM is the anchor's own vector.
 
 The vectors are kept in <pretext folder>/feature_cache/<key>.pt, the key a hash of the trunk's weights, the images
 (files' paths, sizes and times, or pixels) and the evaluation transform: every stage over the same frozen trunk
@@ -17,80 +16,14 @@ import os
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from data.base import ImageDataset
-from data.loaders import ShuffledBatches, eval_loader, local
+from data.feature_batches import FeatureSet
+from data.loaders import eval_loader
 from utils.checkpoint import atomic_save
 from utils.distributed import is_main
 from utils.errors import UserError
 from utils.features import extract_features
 from utils.logger import progress
-
-
-class HeadsOnFeatures(nn.Module):
-    """The clustering model's heads applied to cached features: model(x, forward_pass) with x [b, D] the vectors the
-    heads see, in the clustering model's output forms. It shares the model's parameters (save `model`)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x, forward_pass='default'):
-        if forward_pass == 'backbone':
-            return x
-        output = [head(x) for head in self.model.cluster_head]
-        return {'features': x, 'output': output} if forward_pass == 'return_all' else output
-
-    def init_head(self, h, centroids, scale):
-        self.model.init_head(h, centroids, scale)
-
-
-class FeatureSet(ImageDataset):
-    """A dataset's cached features: items {'image': its vector [D], 'index', 'target'}, with its labels and classes."""
-
-    def __init__(self, features, dataset):
-        super().__init__()
-        self.features = features
-        self.targets, self.classes = dataset.targets, dataset.classes
-
-    def __getitem__(self, i):
-        return {'image': self.features[i], 'index': i, 'target': int(self.targets[i])}
-
-
-class FeatureBatches(ShuffledBatches):
-    """Cached features in shuffled batches of this process's share, as data/loaders.DeviceBatches for images."""
-
-    def __init__(self, features, batch_size, device):
-        super().__init__(len(features), batch_size)
-        self.features = features.to(device)
-
-
-class FeaturePairs(FeatureBatches):
-    """Clustering batches: {'anchor', 'neighbor' (one of its mined neighbours, uniformly), ['second'], 'index'}."""
-
-    def __init__(self, features, neighbors, batch_size, device, second=False):
-        super().__init__(features, batch_size, device)
-        self.neighbors = torch.as_tensor(np.asarray(neighbors))
-        self.second = second
-
-    def batch(self, index):
-        pick = torch.randint(self.neighbors.shape[1], (len(index),))
-        anchors = local(index)
-        out = {'anchor': self.features[anchors], 'neighbor': self.features[local(self.neighbors[index, pick])],
-               'index': anchors}
-        if self.second:
-            out['second'] = out['anchor']
-        return out
-
-
-class FeatureViews(FeatureBatches):
-    """Self-labelling batches: {'image', 'image_augmented' (the same vectors: no augmentation on features),
-    'index'}."""
-
-    def batch(self, index):
-        index = local(index)
-        return {'image': self.features[index], 'image_augmented': self.features[index], 'index': index}
 
 
 def check_cache(cfg, method):

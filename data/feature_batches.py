@@ -1,0 +1,55 @@
+"""Datasets and batches of vectors instead of images: the cached features the heads train on with a frozen trunk
+(stages/feature_cache.py computes them). Pairs are drawn as on images (an anchor and one of its mined neighbours,
+uniformly); without augmentation the second view of NNM is the anchor's own vector."""
+import numpy as np
+import torch
+
+from data.base import ImageDataset
+from data.loaders import ShuffledBatches, local
+
+
+class FeatureSet(ImageDataset):
+    """A dataset's cached features: items {'image': its vector [D], 'index', 'target'}, with its labels and classes."""
+
+    def __init__(self, features, dataset):
+        super().__init__()
+        self.features = features
+        self.targets, self.classes = dataset.targets, dataset.classes
+
+    def __getitem__(self, i):
+        return {'image': self.features[i], 'index': i, 'target': int(self.targets[i])}
+
+
+class FeatureBatches(ShuffledBatches):
+    """Cached features in shuffled batches of this process's share, as data/loaders.DeviceBatches for images."""
+
+    def __init__(self, features, batch_size, device):
+        super().__init__(len(features), batch_size)
+        self.features = features.to(device)
+
+
+class FeaturePairs(FeatureBatches):
+    """Clustering batches: {'anchor', 'neighbor' (one of its mined neighbours, uniformly), ['second'], 'index'}."""
+
+    def __init__(self, features, neighbors, batch_size, device, second=False):
+        super().__init__(features, batch_size, device)
+        self.neighbors = torch.as_tensor(np.asarray(neighbors))
+        self.second = second
+
+    def batch(self, index):
+        pick = torch.randint(self.neighbors.shape[1], (len(index),))
+        anchors = local(index)
+        out = {'anchor': self.features[anchors], 'neighbor': self.features[local(self.neighbors[index, pick])],
+               'index': anchors}
+        if self.second:
+            out['second'] = out['anchor']
+        return out
+
+
+class FeatureViews(FeatureBatches):
+    """Self-labelling batches: {'image', 'image_augmented' (the same vectors: no augmentation on features),
+    'index'}."""
+
+    def batch(self, index):
+        index = local(index)
+        return {'image': self.features[index], 'image_augmented': self.features[index], 'index': index}
