@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import simclr
-from conftest import interrupt_on_call, tiny_digits_args, write_env
+from conftest import ROOT, interrupt_on_call, tiny_digits_args, write_env
 
 
 def out_dir(tmp_path, name='digits'):
@@ -198,3 +198,14 @@ def test_a_corrupt_image_stops_the_run_before_anything_is_written(tmp_path, env_
     assert exit_info.value.code == 2 and '\n' not in err
     assert err.startswith(f'error: cannot read image {folder / "05.png"}') and 'remove or replace the file' in err
     assert not (tmp_path / 'results').exists()
+
+
+def test_nnm_name_for_the_pretext_stage_says_what_it_is(tmp_path):
+    import subprocess
+    import sys
+    from extract_feature import NOTE
+    done = subprocess.run([sys.executable, 'extract_feature.py', '--config_exp', str(tmp_path / 'missing.yml')],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2  # simclr.py's own handling of bad input
+    lines = done.stderr.strip().splitlines()
+    assert lines[0] == NOTE and 'missing.yml' in lines[-1] and len(lines) == 2
