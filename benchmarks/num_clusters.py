@@ -1,10 +1,14 @@
 """Benchmark of num_classes: auto: the number of clusters estimated without labels, against the true one.
 
     python benchmarks/num_clusters.py --seeds 5 [--cifar results/benchmarks/cifar10-jpg-cpu/seed1/cifar10-jpg/pretext]
+        [--photos results/benchmarks/image-folder/folders-pretrained/test/pretext] [--out DIR]
 
 For each seed, scikit-learn's digits written as a folder of 32-pixel PNGs (all 10 classes, and a 5-class subset)
 goes through the pretext stage of configs/image_folder.yml exactly as the README tells a user, then the estimate
-scan.py makes before training its heads. With --cifar, the estimate on that pretext run's neighbours too.
+scan.py makes before training its heads. With --cifar, the estimate on that pretext run's neighbours too; with
+--photos, on the photo path's (benchmarks/image_folder.py --pretrained); rows not rerun keep their earlier values.
+With --out results/benchmarks/image-folder the digits pretext runs of benchmarks/image_folder.py (the same
+template, folder and seeds) are read instead of trained again.
 Writes benchmarks/results/num_clusters.{json,md} and replaces the README block 'num-clusters'.
 """
 import argparse
@@ -54,7 +58,11 @@ def run_case(name, classes, seed, out, extra):
             'k': estimate(pretext_dir), 'seconds': round(time.time() - t0, 1)}
 
 
-def markdown(rows, cifar, seeds):
+OTHERS = {'cifar': 'CIFAR-10 (JPEG), profile pretext model (train split)',
+          'photos': 'CIFAR-10 (JPEG) test split, photo path (ImageNet EfficientNet-Lite2 features)'}
+
+
+def markdown(rows, others, seeds):
     lines = [f'num_classes: auto, k_range {K_RANGE}, seeds {", ".join(map(str, seeds))}; {machine()}.', '',
              '| data | true K | estimated K per seed | seeds with the true K |', '|---|---|---|---|']
     for case in CASES:
@@ -63,8 +71,9 @@ def markdown(rows, cifar, seeds):
             hits = sum(r['k'] == r['true_k'] for r in mine)
             lines.append(f"| {case} | {mine[0]['true_k']} | {', '.join(str(r['k']) for r in mine)} | "
                          f'{hits} of {len(mine)} |')
-    if cifar is not None:
-        lines.append(f"| CIFAR-10 (JPEG), profile pretext model | 10 | {cifar} | |")
+    for name, label in OTHERS.items():
+        if others.get(name) is not None:
+            lines.append(f'| {label} | 10 | {others[name]} | |')
     return '\n'.join(lines)
 
 
@@ -72,7 +81,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--seeds', type=int, default=5)
     parser.add_argument('--out', default=os.path.join(ROOT, 'results', 'benchmarks', 'num-clusters'))
-    parser.add_argument('--cifar', default=None, help='a pretext run folder with topk-train-neighbors.npy')
+    parser.add_argument('--cifar', default=None, help='a pretext run folder with topk-train-neighbors.npy (the '
+                        'CIFAR-10 JPEG profile)')
+    parser.add_argument('--photos', default=None, help='the same, of the photo path on the CIFAR-10 JPEG test split')
     parser.add_argument('--results', default=os.path.join(HERE, 'results'))
     parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
     parser.add_argument('overrides', nargs='*', help='key=value for the pretext stage')
@@ -80,11 +91,19 @@ def main(argv=None):
     seeds = list(range(1, args.seeds + 1))
     rows = [run_case(case, classes, seed, args.out, args.overrides) for case, classes in CASES.items()
             for seed in seeds]
-    cifar = estimate(args.cifar) if args.cifar else None
+    saved = os.path.join(args.results, 'num_clusters.json')
+    others = {}
+    if os.path.isfile(saved):  # a CIFAR row not rerun this time keeps its earlier estimate
+        with open(saved) as f:
+            earlier = json.load(f)
+            others = {'cifar': earlier.get('cifar'), **earlier.get('others', {})}
+    for name in OTHERS:
+        if getattr(args, name):
+            others[name] = estimate(getattr(args, name))
     os.makedirs(args.results, exist_ok=True)
-    atomic_write_text(os.path.join(args.results, 'num_clusters.json'),
-                      json.dumps({'rows': rows, 'cifar': cifar, 'k_range': K_RANGE, 'machine': machine()}, indent=2))
-    text = markdown(rows, cifar, seeds)
+    atomic_write_text(saved, json.dumps({'rows': rows, 'others': others, 'k_range': K_RANGE, 'machine': machine()},
+                                        indent=2))
+    text = markdown(rows, others, seeds)
     atomic_write_text(os.path.join(args.results, 'num_clusters.md'), text + '\n')
     update_readme('num-clusters', text, args.readme)
     print(text)
