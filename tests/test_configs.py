@@ -34,7 +34,7 @@ class OneImage:
 def test_config_resolves(path, env_file):
     stage = os.path.basename(os.path.dirname(path))
     cfg = load_config(parse_args(base_parser('t'), ['--config_env', env_file, '--config_exp', path]),
-                      ENV, SCHEMAS[STAGES[stage]])
+                      ENV, SCHEMAS[STAGES[stage]], STAGES[stage])
     get_method(STAGES[stage], cfg.setup).resolve_kwargs(cfg.setup, cfg.criterion_kwargs)
     tk = cfg.transformation_kwargs or {}
     if tk.get('crop_size') is None or tk.get('normalize') in (None, 'auto'):  # left to the images or the weights
@@ -55,10 +55,11 @@ def config_lines(path):
     return {line.split('#', 1)[0].strip() for line in open(path)} - {''}
 
 
-@pytest.mark.parametrize('dataset', ['digits', 'cifar10_jpg'])
-def test_a_datasets_configs_write_shared_settings_once(dataset):
-    files = [p for p in glob.glob(os.path.join(ROOT, 'configs', '**', '*.yml'), recursive=True)
+@pytest.mark.parametrize('dataset, files', [('digits', 8), ('cifar10_jpg', 8), ('cifar10', 8), ('cifar20', 5),
+                                            ('stl10', 5), ('imagenet_50', 5)])
+def test_a_datasets_configs_write_shared_settings_once(dataset, files):
+    paths = [p for p in glob.glob(os.path.join(ROOT, 'configs', '**', '*.yml'), recursive=True)
              if os.path.basename(p) in (f'{dataset}.yml',) or os.path.basename(p).endswith(f'_{dataset}.yml')]
-    counts = collections.Counter(line for path in files for line in config_lines(path))
+    counts = collections.Counter(line for path in paths for line in config_lines(path))
     repeated = sorted(line for line, n in counts.items() if n > 1)
-    assert len(files) >= 8 and len(repeated) <= 12, repeated
+    assert len(paths) >= files and len(repeated) <= 12, repeated
