@@ -9,6 +9,7 @@ from methods.memory import MemoryMethod, select_anchors
 
 class AND(MemoryMethod):
     loss = ANDLoss
+    settings = {**MemoryMethod.settings, 'and_rounds': 4}  # rounds 0..R (0, 1/R, ..., 100 % anchors), `epochs` each
 
     def __init__(self, cfg, train_set, device):
         super().__init__(cfg, train_set, device)

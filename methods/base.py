@@ -1,8 +1,9 @@
 """What a method of each stage declares; the stage scripts run any method through these hooks.
 
 A method is one module: a subclass of PretextMethod, ClusteringMethod or SelfLabelMethod naming its
-loss and the loss's keyword arguments (`criterion_kwargs`) with their defaults, plus the hooks where it
-differs from the default; its registry line in methods/__init__.py makes it a `setup:` choice.
+loss and the loss's keyword arguments (`criterion_kwargs`) with their defaults, its own config keys
+(`settings`), plus the hooks where it differs from the default; its registry line in methods/__init__.py makes
+it a `setup:` choice.
 """
 from losses.scan import head_losses
 from utils.config import Key, check_value
@@ -12,9 +13,11 @@ from utils.errors import UserError
 class Method:
     """Base of every method. `loss` is an nn.Module class returning a dict of named parts with the total
     under 'total'; `kwargs` are its keyword arguments and their defaults (a default's type is the type a
-    user must give)."""
+    user must give). `settings` are the method's own top-level config keys (key -> default or Key): the stage's
+    schema takes them from here (stages/schema.py), so a config may set them as SCAN's configs do."""
     loss = None
     kwargs = {}
+    settings = {}
 
     @classmethod
     def resolve_kwargs(cls, name, given):

@@ -91,6 +91,7 @@ class MemoryMethod(PretextMethod):
     the batch's features f [b, d], the memory V [N, d], the batch's indices [b] and extra_inputs(index)."""
     views = 1
     kwargs = {'temperature': 0.1}
+    settings = {'memory_momentum': 0.5}  # the bank's update: v <- normalise(m v + (1 - m) f)
 
     def __init__(self, cfg, train_set, device):
         super().__init__(cfg, train_set, device)

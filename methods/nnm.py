@@ -4,6 +4,7 @@ import torch
 
 from losses.scan import NNMLoss
 from methods.base import ClusteringMethod
+from utils.config import Key
 from utils.distributed import gather
 
 
@@ -37,6 +38,9 @@ def weak_features(model, x, frozen_backbone):
 class NNM(ClusteringMethod):
     loss = NNMLoss
     second_view = True
+    # the in-batch neighbours from the backbone features of: the strong anchor view (published) or its weak view
+    # (the evaluation transform, one extra forward pass without gradients in eval mode)
+    settings = {'local_neighbor_view': Key('strong', str, ('strong', 'weak'))}
 
     def __init__(self, cfg):
         super().__init__(cfg)

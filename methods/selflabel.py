@@ -7,6 +7,7 @@ from methods.base import SelfLabelMethod
 class SelfLabel(SelfLabelMethod):
     loss = ConfidenceBasedCE
     kwargs = {'apply_class_balancing': True}
+    settings = {'confidence_threshold': 0.99}  # SCAN's configs give it beside criterion_kwargs
 
     def build_loss(self, cfg):
         return ConfidenceBasedCE(cfg.confidence_threshold, **cfg.criterion_kwargs)

@@ -1,7 +1,8 @@
 """The config keys of each stage, their defaults and valid choices (SCAN's names where it has them).
 
-A method's own settings are its criterion_kwargs, declared with their defaults in its module (methods/);
-the `setup` choices are the method registries' names.
+A method's own settings are its criterion_kwargs and its top-level keys (Method.settings), declared with their
+defaults in its module (methods/) and added to its stage's keys here; the `setup` choices are the method
+registries' names.
 """
 import os
 
@@ -14,6 +15,17 @@ from utils.num_clusters import MEDIANS
 
 def _setups(stage):
     return lambda: tuple(methods.STAGES[stage])
+
+
+def method_settings(stage):
+    """The top-level keys the stage's methods declare as their own (Method.settings), any setup's: a config
+    may set one for a setup that ignores it, as SCAN's configs do. Two methods declaring a key agree on it."""
+    keys = {}
+    for name, method in methods.STAGES[stage].items():
+        for key, spec in method.settings.items():
+            spec = spec if isinstance(spec, Key) else Key(spec)
+            assert keys.setdefault(key, spec) == spec, f'{name} declares {key} unlike another {stage} method'
+    return keys
 
 
 ENV = {
@@ -61,12 +73,11 @@ COMMON = {
 
 PRETEXT = {
     **COMMON,
+    **method_settings('pretext'),
     'setup': Key('simclr', str, _setups('pretext')),
     'model_kwargs': {'head': 'mlp', 'features_dim': 128},
     'criterion': Key(None, str, _setups('pretext')),  # SCAN's configs name it; = setup
     'criterion_kwargs': {},               # the method's keyword arguments (defaults in its module)
-    'memory_momentum': 0.5,               # instdisc / and / snca: v <- normalise(m v + (1 - m) f)
-    'and_rounds': 4,                      # AND: rounds 0..R (0, 1/R, ..., 100 % anchors), `epochs` each
     'augmentation_strategy': Key('simclr', str, ('simclr',)),
     'augmentation_kwargs': Key(REQUIRED, dict),
     'augment_on_device': False,           # batched augmentation on the training device (fast path)
@@ -90,6 +101,7 @@ AFTER_PRETEXT = {
 CLUSTERING = {
     **COMMON,
     **AFTER_PRETEXT,
+    **method_settings('clustering'),
     'setup': Key('scan', str, _setups('clustering')),
     'criterion': Key(None, str, _setups('clustering')),  # SCAN's configs name it; it must equal setup
     'criterion_kwargs': {},
@@ -112,9 +124,6 @@ CLUSTERING = {
     # (after a pretext with setup: pretrained always the backbone: the projection head is untrained)
     'heads_on': Key('backbone', str, ('backbone', 'projection')),
     'num_neighbors': Key(20, int, minimum=1),  # the neighbour of each anchor is drawn from its first K mined ones
-    # NNM's in-batch neighbours from the backbone features of: the strong anchor view (published) or its
-    # weak view (the evaluation transform, one extra forward pass without gradients in eval mode)
-    'local_neighbor_view': Key('strong', str, ('strong', 'weak')),
     'augmentation_strategy': Key('ours', str, ('simclr', 'ours')),
     'augmentation_kwargs': Key(REQUIRED, dict),
     'augment_on_device': False,
@@ -124,11 +133,11 @@ CLUSTERING = {
 SELFLABEL = {
     **COMMON,
     **AFTER_PRETEXT,
+    **method_settings('selflabel'),
     'setup': Key('selflabel', str, _setups('selflabel')),
     'num_classes': Key(None, (int, str)),  # None or auto: the clustering model's; eval.py reads the model's
     'overclustering': False,
     'num_heads': Key(1, int, (1,)),        # SCAN's configs name it: self-labelling trains one head
-    'confidence_threshold': 0.99,
     'criterion_kwargs': {},
     'augmentation_strategy': Key('ours', str, ('simclr', 'ours')),
     'augmentation_kwargs': Key(REQUIRED, dict),
