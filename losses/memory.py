@@ -32,7 +32,7 @@ class InstDiscLoss(_MemoryLoss):
     Returns {'total'}.
     """
 
-    def __init__(self, temperature, nce_k=0):
+    def __init__(self, temperature, nce_k):
         super().__init__(temperature)
         self.nce_k = int(nce_k)
         if self.nce_k:  # NaN until the first batch sets it (a checkpoint is only saved after that)

@@ -29,7 +29,7 @@ class SCANLoss(nn.Module):
     Shape: anchors, neighbors [b, C] logits. Returns {'total', 'consistency', 'entropy'}.
     """
 
-    def __init__(self, entropy_weight=5.0):
+    def __init__(self, entropy_weight):
         super().__init__()
         self.entropy_weight = float(entropy_weight)
 
@@ -71,7 +71,7 @@ class NNMLoss(nn.Module):
     Returns {'total', 'consistency', 'contrast', 'global', 'entropy'}.
     """
 
-    def __init__(self, entropy_weight=5.0):
+    def __init__(self, entropy_weight):
         super().__init__()
         self.entropy_weight = float(entropy_weight)
 

@@ -18,7 +18,7 @@ class ConfidenceBasedCE(nn.Module):
     Returns {'total': scalar or None when no sample is confident, 'confident': number of confident samples}.
     """
 
-    def __init__(self, threshold=0.99, apply_class_balancing=True):
+    def __init__(self, threshold, apply_class_balancing):
         super().__init__()
         self.threshold = float(threshold)
         self.apply_class_balancing = bool(apply_class_balancing)
@@ -57,7 +57,7 @@ class SelectedCE(nn.Module):
     Returns {'total': scalar or None when no sample of the batch is used, 'confident': number used}.
     """
 
-    def __init__(self, apply_class_balancing=True, entropy_weight=0.0):
+    def __init__(self, apply_class_balancing, entropy_weight):
         super().__init__()
         self.apply_class_balancing = bool(apply_class_balancing)
         self.entropy_weight = float(entropy_weight)

@@ -16,7 +16,7 @@ class SimCLRLoss(nn.Module):
     Loss per anchor i: -log( exp(s_pos / t) / sum_{j != i} exp(s_ij / t) ).
     """
 
-    def __init__(self, temperature=0.1, symmetric=True):
+    def __init__(self, temperature, symmetric):
         super().__init__()
         self.temperature = float(temperature)
         self.symmetric = bool(symmetric)

@@ -22,7 +22,7 @@ class TEMILoss(nn.Module):
     prior [C]; weight [b]. Returns {'total', 'pmi'}.
     """
 
-    def __init__(self, beta=0.6, student_temperature=0.1):
+    def __init__(self, beta, student_temperature):
         super().__init__()
         self.beta, self.temperature = float(beta), float(student_temperature)
 

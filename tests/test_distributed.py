@@ -59,7 +59,7 @@ def _ntxent_grads(rank, z):
     net = distributed.wrap(layer, {}, torch.device('cpu'))
     part = distributed.local_part(len(z))
     out = torch.nn.functional.normalize(net(z[part]), dim=-1)
-    loss = SimCLRLoss(0.5)(distributed.gather(out))['total']
+    loss = SimCLRLoss(0.5, True)(distributed.gather(out))['total']
     loss.backward()
     return loss.item(), layer.weight.grad.clone()
 

@@ -34,7 +34,7 @@ def test_nt_xent_closed_form():
     t = 0.5
     z = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
     expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 2))
-    assert SimCLRLoss(t)(z)['total'].item() == pytest.approx(expected, rel=1e-6)
+    assert SimCLRLoss(t, True)(z)['total'].item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_nt_xent_gradient_pulls_views_together():
@@ -43,7 +43,7 @@ def test_nt_xent_gradient_pulls_views_together():
     opt = torch.optim.SGD([raw], lr=0.5)
     first = None
     for _ in range(30):
-        loss = SimCLRLoss(0.2)(F.normalize(raw, dim=-1))['total']
+        loss = SimCLRLoss(0.2, True)(F.normalize(raw, dim=-1))['total']
         first = first if first is not None else loss.item()
         opt.zero_grad()
         loss.backward()
@@ -53,4 +53,4 @@ def test_nt_xent_gradient_pulls_views_together():
 
 def test_nt_xent_rejects_wrong_shape():
     with pytest.raises(ValueError, match=r'\[b, 2, d\]'):
-        SimCLRLoss()(torch.randn(4, 8))
+        SimCLRLoss(0.1, True)(torch.randn(4, 8))

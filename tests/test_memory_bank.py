@@ -65,7 +65,7 @@ def test_instdisc_loss():
     f, memory, logits = features_and_memory(4, 10)
     index = torch.tensor([3, 1, 7, 0])
     expected = sum(-logits[i].log_softmax(0)[index[i]] for i in range(4)) / 4
-    assert InstDiscLoss(0.1)(f, memory, index)['total'].item() == pytest.approx(expected.item(), rel=1e-9)
+    assert InstDiscLoss(0.1, 0)(f, memory, index)['total'].item() == pytest.approx(expected.item(), rel=1e-9)
 
 
 def test_and_loss_reference():

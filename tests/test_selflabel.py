@@ -49,7 +49,7 @@ def test_class_balancing_weights_rare_classes_up():
 
 
 def test_empty_mask_gives_no_loss():
-    out = ConfidenceBasedCE(0.99)(torch.zeros(5, 3), torch.randn(5, 3))
+    out = ConfidenceBasedCE(0.99, True)(torch.zeros(5, 3), torch.randn(5, 3))
     assert out == {'total': None, 'confident': 0}
 
 
@@ -164,10 +164,10 @@ def test_selected_loss_matches_reference(balance):
     targets = [int(target[i]) for i in rows]
     weights = [len(rows) / targets.count(t) if balance else 1.0 for t in targets]
     losses = [-float(strong[i].log_softmax(0)[t]) for i, t in zip(rows, targets)]
-    out = SelectedCE(balance)(strong, target, use)
+    out = SelectedCE(balance, 0.0)(strong, target, use)
     assert out['confident'] == len(rows)
     assert out['total'].item() == pytest.approx(sum(w * x for w, x in zip(weights, losses)) / sum(weights), rel=1e-9)
-    assert SelectedCE()(strong, target, torch.zeros(30, dtype=torch.bool)) == {'total': None, 'confident': 0}
+    assert SelectedCE(True, 0.0)(strong, target, torch.zeros(30, dtype=torch.bool)) == {'total': None, 'confident': 0}
 
 
 def test_per_cluster_self_labelling_keeps_the_best_label_free_epoch(env_file, run_root):
@@ -187,7 +187,7 @@ def test_selected_loss_entropy_term_is_scans():
     strong = torch.randn(12, 3, dtype=torch.float64)
     target, use = torch.randint(3, (12,)), torch.ones(12, dtype=torch.bool)
     mean = strong.softmax(1).mean(0)
-    expected = SelectedCE(False)(strong, target, use)['total'] + 2.0 * float((mean * mean.log()).sum())
+    expected = SelectedCE(False, 0.0)(strong, target, use)['total'] + 2.0 * float((mean * mean.log()).sum())
     assert SelectedCE(False, entropy_weight=2.0)(strong, target, use)['total'].item() == pytest.approx(expected)
 
 

@@ -10,7 +10,7 @@ from methods.base import ClusteringMethod
 class SquaredDistanceLoss(nn.Module):
     """total = mean_i ||P_i - Q_i||^2 - entropy_weight * H(mean_i P_i); anchors, neighbors [b, C] logits."""
 
-    def __init__(self, entropy_weight=1.0):
+    def __init__(self, entropy_weight):
         super().__init__()
         self.entropy_weight = entropy_weight
 
