@@ -24,12 +24,11 @@ from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run,
 from utils.checkpoint import atomic_save, atomic_save_npy, load_pretext_model, restore
 from utils.common import seed_all
 from utils.config import base_parser, parse_args, save_config
-from utils.distributed import gather
 from utils.errors import UserError
 from utils.features import knn_accuracy, pretext_features
 from utils.logger import RunLog, progress
 from utils.neighbors import mine_neighbors, neighbor_accuracy
-from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
+from utils.optim import get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
 
 
 def train_one_epoch(net, batches, method, optimizer, cfg, epoch, device, scaler=None):
@@ -40,15 +39,10 @@ def train_one_epoch(net, batches, method, optimizer, cfg, epoch, device, scaler=
     for step, batch in enumerate(progress(batches, steps, f'epoch {epoch + 1}/{method.total_epochs()}')):
         set_lr(optimizer, lr_at(cfg, epoch % cfg.epochs + step / steps))  # AND restarts the lr every round
         images = batch['image'].to(device, non_blocking=True)  # [b, views, C, H, W], this process's share
-        b = images.shape[0]
-        with autocast(cfg, device):
-            z = net(images.flatten(0, 1))
-        z = gather(z.float().view(b, method.views, -1))
-        index = gather(batch['index'].to(device))
-        loss = method.step_loss(z, index)['total']
-        optimizer_step(optimizer, loss, epoch, scaler)
-        method.after_step(z, index)
-        total += loss.item()
+        parts, context = method.training_step(net, images, batch['index'])
+        optimizer_step(optimizer, parts['total'], epoch, scaler)
+        method.after_step(*context)
+        total += parts['total'].item()
     return total / max(steps, 1)
 
 
@@ -73,7 +67,8 @@ def evaluate(model, cfg, device, train_eval, val_set, cache=False):
 
 
 def train(cfg, model, method, batches, train_eval, val_set, device, state):
-    optimizer = get_optimizer(cfg, model.parameters())
+    own = method.build(model)  # the method's trainable modules (a predictor), on the model's device
+    optimizer = get_optimizer(cfg, list(model.parameters()) + (list(own.parameters()) if own is not None else []))
     scaler = grad_scaler(cfg, device)
     start_epoch = 0
     if state is not None:

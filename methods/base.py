@@ -7,6 +7,8 @@ it a `setup:` choice.
 """
 from losses.scan import head_losses
 from utils.config import Key, check_value
+from utils.distributed import gather
+from utils.optim import autocast
 from utils.errors import UserError
 
 
@@ -48,14 +50,22 @@ class Method:
 
 
 class PretextMethod(Method):
-    """Trains the contrastive model. Each step: z = the L2-normalised projections [b, views, d] of the global
-    batch (gathered under torchrun), index [b] their dataset indices; step_loss(z, index) -> {'total', ...}."""
+    """Trains the contrastive model. Each step, training_step(net, images, index) -> ({'total', ...}, context);
+    after the optimiser step, after_step(*context). The default step: z = the L2-normalised projections
+    [b, views, d] of the global batch (gathered under torchrun), index [b] their dataset indices, into
+    step_loss(z, index); the context is (z, index). A method with modules of its own (a predictor, a momentum
+    teacher) creates them in build(model) and returns those the optimiser trains; it saves them in state_dict."""
     views = 2            # augmented views of each image in a training batch
     supervised = False   # trained with labels: an upper bound, not a clustering result
     trains = True        # False: the backbone is used as loaded (setup: pretrained)
 
     def __init__(self, cfg, train_set, device):
         super().__init__(cfg)
+
+    def build(self, model):
+        """Called once with the contrastive model (on its device) before the optimiser is made; returns the
+        method's own trainable module (trained and checkpointed with the model's optimiser), or None."""
+        return None
 
     def total_epochs(self):
         return self.cfg.epochs
@@ -64,11 +74,22 @@ class PretextMethod(Method):
         """Called before each epoch; returns entries for the epoch's log record."""
         return {}
 
+    def projections(self, net, images, index):
+        """images [b, views, C, H, W] (this process's share) -> (z [B, views, d], index [B]) of the global batch."""
+        b = images.shape[0]
+        with autocast(self.cfg, images.device):
+            z = net(images.flatten(0, 1))
+        return gather(z.float().view(b, self.views, -1)), gather(index.to(images.device))
+
+    def training_step(self, net, images, index):
+        z, index = self.projections(net, images, index)
+        return self.step_loss(z, index), (z, index)
+
     def step_loss(self, z, index):
         return self.criterion(z)
 
     def after_step(self, z, index):
-        """Called after each optimiser step (memory-bank updates)."""
+        """Called after each optimiser step with training_step's context (memory-bank updates)."""
 
     def state_dict(self):
         return {'criterion': self.criterion.state_dict(), 'memory': None}
