@@ -4,7 +4,7 @@ Adding a method: write methods/<name>.py with a subclass of PretextMethod, Clust
 SelfLabelMethod (methods/base.py says what each declares), then add its line below. The stage's
 `setup:` choices, the check of its criterion_kwargs and the training loop all come from here.
 """
-from methods import and_, instdisc, nnm, pretrained, scan, selflabel, selflabel_per_cluster, simclr, snca, temi
+from methods import and_, byol, instdisc, nnm, pretrained, scan, selflabel, selflabel_per_cluster, simclr, snca, temi
 from utils.errors import UserError
 
 PRETEXT = {
@@ -13,6 +13,7 @@ PRETEXT = {
     'and': and_.AND,
     'snca': snca.SNCA,
     'pretrained': pretrained.Pretrained,
+    'byol': byol.BYOL,
 }
 CLUSTERING = {
     'scan': scan.SCAN,
