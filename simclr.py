@@ -1,4 +1,4 @@
-"""Pretext stage: learn features (setup simclr, instdisc, and or snca), then mine every image's K nearest
+"""Pretext stage: learn features (setup simclr, byol, instdisc, and or snca; pretrained: none), then mine every
 neighbours.
 
     python simclr.py --config_env configs/env.yml --config_exp configs/pretext/simclr_cifar10.yml
