@@ -44,7 +44,9 @@ COMMON = {
     'val_subset': Key(None, int, minimum=1),
     'db_kwargs': {},                      # image_folder: {path, labels}; imagenet: {path, subset_file}
     'channels': Key(3, int, (1, 3)),      # images are converted to this many channels
-    'num_classes': Key(None, (int, str)),  # clusters: a number or 'auto' (estimated without labels; k_range)
+    # clusters: a number, or auto: the clustering stage estimates it from the train split's mined neighbours
+    # (utils/num_clusters.py, within k_range); the self-label stage and eval.py read it from the clustering model
+    'num_classes': Key(None, (int, str)),
     'backbone': Key(REQUIRED, str, BACKBONES),
     # the library's or built-in backbone's keyword arguments; a file that sets them replaces a base file's
     'backbone_kwargs': Key({}, dict, replace=True),
@@ -105,8 +107,6 @@ CLUSTERING = {
     'setup': Key('scan', str, _setups('clustering')),
     'criterion': Key(None, str, _setups('clustering')),  # SCAN's configs name it; it must equal setup
     'criterion_kwargs': {},
-    # a number, or auto: estimated from the train split's mined neighbours (utils/num_clusters.py) within k_range
-    'num_classes': Key(None, (int, str)),
     'k_range': [2, 20],
     # the K estimate's size bounds are shares of the median size of: the clusters as small ones merge (features
     # trained on these images, where a class falls into sub-style fragments) or the communities first found (frozen
@@ -135,7 +135,6 @@ SELFLABEL = {
     **AFTER_PRETEXT,
     **method_settings('selflabel'),
     'setup': Key('selflabel', str, _setups('selflabel')),
-    'num_classes': Key(None, (int, str)),  # None or auto: the clustering model's; eval.py reads the model's
     'overclustering': False,
     'num_heads': Key(1, int, (1,)),        # SCAN's configs name it: self-labelling trains one head
     'criterion_kwargs': {},
