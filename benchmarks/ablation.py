@@ -88,7 +88,8 @@ def markdown(rows, where, jobs):
     seeds = sorted({r['seed'] for r in rows})
     lines = [f"The template with one change, digits folder, K found, seeds {', '.join(map(str, seeds))} (the seeds the "
              f'defaults were chosen on); {where}' + (f', {jobs} variants at a time' if jobs > 1 else '') + '.', '',
-             '| variant | K per seed | clustering ACC per seed | self-label ACC per seed | mean | against the template |',
+             '| variant | K per seed | clustering ACC per seed | self-label ACC per seed | mean | '
+             'against the template |',
              '|---|---|---|---|---|---|']
     for name, (what, _, _) in VARIANTS.items():
         mine = sorted((r for r in rows if r['variant'] == name), key=lambda r: r['seed'])
@@ -112,7 +113,7 @@ def main(argv=None):
     parser.add_argument('--out', default=os.path.join(ROOT, 'results', 'benchmarks', 'ablation'))
     parser.add_argument('--results', default=os.path.join(HERE, 'results'))
     parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
-    parser.add_argument('overrides', nargs='*', help='key=value for every variant (a quick check: pretext.epochs=2 ...)')
+    parser.add_argument('overrides', nargs='*', help='key=value for every variant (a quick check: epochs=1 ...)')
     args = parser.parse_args(argv)
     folder = os.path.join(args.out, 'images', 'digits')
     if not os.path.isdir(folder):

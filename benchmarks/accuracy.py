@@ -48,7 +48,8 @@ PROFILES = {
     },
     # every pretext setup side by side: neighbour and kNN accuracy, and where NNM gets from its neighbours
     'digits-pretext': {
-        'pretexts': {setup: f'configs/pretext/{setup}_digits.yml' for setup in ('simclr', 'byol', 'instdisc', 'and', 'snca')},
+        'pretexts': {setup: f'configs/pretext/{setup}_digits.yml'
+                     for setup in ('simclr', 'byol', 'instdisc', 'and', 'snca')},
         'clustering': {'nnm': 'configs/scan/nnm_digits.yml'},
         'overrides': [],
     },
