@@ -2,7 +2,7 @@
 32-pixel PNGs: configs/image_folder.yml with only the path, num_classes auto, all four stages; then the clustering
 and self-label stages again on the same pretext model with num_classes=10 given, to compare.
 
-    python benchmarks/image_folder.py --seeds 2 [--folder datasets/cifar10-jpg/test]
+    python benchmarks/image_folder.py --seeds 5 [--folder datasets/cifar10-jpg/test]
     python benchmarks/image_folder.py --seeds 0 --folder datasets/cifar10-jpg/test   # only that folder
     python benchmarks/image_folder.py --seeds 0 --folder datasets/cifar10-jpg/test --pretrained --k 10
 
