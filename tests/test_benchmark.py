@@ -116,9 +116,9 @@ def test_every_profile_names_configs_that_load(tmp_path):
     env = tmp_path / 'env.yml'
     env.write_text(f'root_dir: {tmp_path}\ndata_root: {tmp_path}\n')
     for name, profile in accuracy.PROFILES.items():
-        paths = [(p, SCHEMAS['pretext']) for p in [profile.get('pretext'), *profile.get('pretexts', {}).values()] if p]
-        paths += [(p, SCHEMAS['clustering']) for p in profile['clustering'].values()]
-        paths += [(p, SCHEMAS['selflabel']) for p in profile.get('selflabel', {}).values()]
-        for path, schema in paths:
+        paths = [(p, 'pretext') for p in [profile.get('pretext'), *profile.get('pretexts', {}).values()] if p]
+        paths += [(p, 'clustering') for p in profile['clustering'].values()]
+        paths += [(p, 'selflabel') for p in profile.get('selflabel', {}).values()]
+        for path, stage in paths:  # with the stage: a file's stage sections count
             args = parse_args(base_parser('t'), ['--config_env', str(env), '--config_exp', os.path.join(ROOT, path)])
-            assert load_config(args, accuracy.ENV, schema).setup, (name, path)
+            assert load_config(args, accuracy.ENV, SCHEMAS[stage], stage).setup, (name, path)
