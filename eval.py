@@ -191,11 +191,24 @@ def report(cfg, args, out_dir, result, clusters):
                         metrics, result['cluster_sizes'], clusters, plots, predictions)
 
 
+def images_under(folder):
+    """Every image file under `folder`, recursively, through linked folders too (as the datasets read class
+    folders), each real folder once (a link cycle ends)."""
+    seen, paths = set(), []
+    for d, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        paths += [os.path.join(d, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(paths)
+
+
 def prediction_paths(target):
     """The images to predict: `target` itself, or every image under the folder (recursively)."""
     if os.path.isdir(target):
-        paths = sorted(os.path.join(d, f) for d, _, files in os.walk(target) for f in files
-                       if f.lower().endswith(IMAGE_EXTENSIONS))
+        paths = images_under(target)
     elif os.path.isfile(target):
         paths = [target]
     else:

@@ -12,7 +12,8 @@ for the folder (K given), on folders that no setting of the project was chosen o
   on the frozen features). The K estimate for such features was chosen on CIFAR-10 train-split folders, and
   the photo path's settings on the train split of the profile; no setting looked at the test split.
 
-Seeds 1..N. Writes benchmarks/results/heldout.{json,md} and replaces the README block 'heldout'. Run it alone on the
+Seeds 1..N. A run finished earlier (in --out) is read back, not trained again (its minutes are its own). Writes
+benchmarks/results/heldout.{json,md} and replaces the README block 'heldout'. Run it alone on the
 machine: the minutes are part of the result.
 """
 import argparse
@@ -58,9 +59,11 @@ def digits_rows(out, seed):
     if not os.path.isdir(folder):
         write_digits(folder, 40, restyle=True)
     data = f'digits, restyled ({count_images(folder):,} images)'
-    clustering, labelled, seconds = four_stages(folder, os.path.join(out, f'template-seed{seed}'), seed, [])
+    clustering, labelled, seconds = four_stages(folder, os.path.join(out, f'template-seed{seed}'), seed, [],
+                                                resume=True)
     template = row(data, 'template', seed, clustering['num_classes'], False, clustering, labelled, seconds)
-    clustering, labelled, seconds = four_stages(folder, os.path.join(out, f'expert-seed{seed}'), seed, [], EXPERT)
+    clustering, labelled, seconds = four_stages(folder, os.path.join(out, f'expert-seed{seed}'), seed, [], EXPERT,
+                                                resume=True)
     return [template, row(data, 'expert (grey_digits_expert.yml)', seed, 10, True, clustering, labelled, seconds)]
 
 
@@ -70,10 +73,10 @@ def cifar_rows(out, seed, cifar):
     data = f'CIFAR-10 test, classes 0-{CIFAR_CLASSES - 1} ({count_images(folder):,} images)'
     root = os.path.join(out, f'photos-seed{seed}')
     extra = [f"backbone_weights={package_weights('efficientnet_lite2')}"]
-    clustering, labelled, seconds = four_stages(folder, root, seed, extra, PRETRAINED_TEMPLATE)
+    clustering, labelled, seconds = four_stages(folder, root, seed, extra, PRETRAINED_TEMPLATE, resume=True)
     template = row(data, 'template (image_folder_pretrained.yml)', seed, clustering['num_classes'], False,
                    clustering, labelled, seconds)
-    clustering, labelled = given_k(folder, root, seed, extra, CIFAR_CLASSES, PRETRAINED_TEMPLATE)
+    clustering, labelled = given_k(folder, root, seed, extra, CIFAR_CLASSES, PRETRAINED_TEMPLATE, resume=True)
     return [template, row(data, 'expert (the same, K given)', seed, CIFAR_CLASSES, True, clustering, labelled, None)]
 
 

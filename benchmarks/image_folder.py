@@ -44,17 +44,18 @@ TRUE_K = 10
 PRETRAINED_TEMPLATE = os.path.join(ROOT, 'configs', 'image_folder_pretrained.yml')
 
 
-def four_stages(folder, root, seed, extra, template=TEMPLATE):
+def four_stages(folder, root, seed, extra, template=TEMPLATE, resume=False):
     """simclr.py, scan.py, selflabel.py and eval.py as the README gives them; returns (scan's and selflabel's
-    metrics, {stage: seconds})."""
-    args = ['--config_exp', template, f'db_kwargs.path={folder}', f'root_dir={root}', '--seed', str(seed), *extra]
+    metrics, {stage: seconds}). With `resume` a stage finished earlier is read back (its own seconds kept)."""
+    args = ['--config_exp', template, f'db_kwargs.path={folder}', f'root_dir={root}', '--seed', str(seed), *extra,
+            *(['--resume'] if resume else [])]
     pretext = simclr.main(args)
     clustering = scan.main(args)
     labelled = selflabel.main(args)
     t0 = time.time()
     model = os.path.join(root, os.path.basename(folder), 'selflabel', 'model.pth.tar')
     evaluate.main(['--config_exp', template, f'db_kwargs.path={folder}', f'root_dir={root}', *extra,
-                   '--model', model, '--visualize_prototypes', '--predict', folder])
+                   '--model', model, '--visualize_prototypes', '--predict', folder, *(['--force'] if resume else [])])
     seconds = {'pretext': pretext['seconds'], 'clustering': clustering['seconds'], 'selflabel': labelled['seconds'],
                'eval': round(time.time() - t0, 1)}
     return clustering, labelled, seconds
@@ -64,7 +65,7 @@ def count_images(folder):
     return sum(f.lower().endswith(IMAGE_EXTENSIONS) for _, _, files in os.walk(folder) for f in files)
 
 
-def given_k(folder, root, seed, extra, k, template=TEMPLATE):
+def given_k(folder, root, seed, extra, k, template=TEMPLATE, resume=False):
     """The clustering and self-label stages again on the pretext model of `root`, with num_classes=k given (in a
     root of their own): (scan's metrics, selflabel's metrics)."""
     given_root = f'{root}-k{k}'
@@ -72,7 +73,7 @@ def given_k(folder, root, seed, extra, k, template=TEMPLATE):
     if not os.path.isdir(os.path.join(given_root, name, 'pretext')):
         shutil.copytree(os.path.join(root, name, 'pretext'), os.path.join(given_root, name, 'pretext'))
     args = ['--config_exp', template, f'db_kwargs.path={folder}', f'root_dir={given_root}', '--seed', str(seed),
-            f'num_classes={k}', *extra]
+            f'num_classes={k}', *extra, *(['--resume'] if resume else [])]
     return scan.main(args), selflabel.main(args)
 
 

@@ -217,3 +217,16 @@ def test_predict_without_the_dataset_files(tmp_path, env_file, capsys):
         expected = model(x)[0].argmax(1).tolist()
     rows = list(csv.DictReader(open(tmp_path / 'predictions_photos.csv')))
     assert [int(r['cluster']) for r in rows] == expected and all(r['class'] == '' for r in rows)
+
+
+def test_predict_finds_images_in_linked_folders_and_a_link_cycle_ends(tmp_path):
+    from PIL import Image
+    real, target = tmp_path / 'real' / 'cats', tmp_path / 'target'
+    real.mkdir(parents=True)
+    target.mkdir()
+    for name in ('a.png', 'b.jpg', 'notes.txt'):
+        (real / name).write_bytes(b'') if name.endswith('txt') else Image.new('RGB', (4, 4)).save(real / name)
+    (target / 'cats').symlink_to(real, target_is_directory=True)  # a class folder linked in, as datasets read it
+    (real / 'loop').symlink_to(target, target_is_directory=True)  # and a cycle back
+    assert [os.path.relpath(p, target) for p in evaluate.prediction_paths(str(target))] == ['cats/a.png',
+                                                                                            'cats/b.jpg']
