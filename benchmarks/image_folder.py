@@ -35,7 +35,6 @@ import scan  # noqa: E402
 import selflabel  # noqa: E402
 import simclr  # noqa: E402
 from accuracy import machine, package_weights, update_readme  # noqa: E402
-from data.base import IMAGE_EXTENSIONS  # noqa: E402
 from digits_folder import write_digits  # noqa: E402
 from num_clusters import TEMPLATE  # noqa: E402
 from utils.checkpoint import atomic_write_text  # noqa: E402
@@ -62,7 +61,7 @@ def four_stages(folder, root, seed, extra, template=TEMPLATE, resume=False):
 
 
 def count_images(folder):
-    return sum(f.lower().endswith(IMAGE_EXTENSIONS) for _, _, files in os.walk(folder) for f in files)
+    return len(evaluate.images_under(folder))  # linked class folders counted, as the stages read them
 
 
 def given_k(folder, root, seed, extra, k, template=TEMPLATE, resume=False):
