@@ -59,14 +59,11 @@ def run_variant(name, seed, out, extra=()):
     root = os.path.join(out, f'seed{seed}', name)
     args = ['--config_exp', TEMPLATE, f'db_kwargs.path={folder}', '--seed', str(seed), *overrides, *extra]
     seconds = 0.0
-    if shared_pretext:
-        if name != 'template':
-            os.makedirs(os.path.join(root, 'digits'), exist_ok=True)
-            link = os.path.join(root, 'digits', 'pretext')
-            if not os.path.exists(link):
-                os.symlink(os.path.join(template_root, 'digits', 'pretext'), link)
-        else:
-            seconds += simclr.main(args + [f'root_dir={root}', '--resume'])['seconds']
+    if shared_pretext and name != 'template':  # the template's pretext model, linked in
+        os.makedirs(os.path.join(root, 'digits'), exist_ok=True)
+        link = os.path.join(root, 'digits', 'pretext')
+        if not os.path.exists(link):
+            os.symlink(os.path.join(template_root, 'digits', 'pretext'), link)
     else:
         seconds += simclr.main(args + [f'root_dir={root}', '--resume'])['seconds']
     clustering = scan.main(args + [f'root_dir={root}', '--resume'])

@@ -8,8 +8,8 @@ it a `setup:` choice.
 from losses.scan import head_losses
 from utils.config import Key, check_value
 from utils.distributed import gather
-from utils.optim import autocast
 from utils.errors import UserError
+from utils.optim import autocast
 
 
 class Method:

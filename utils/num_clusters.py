@@ -104,32 +104,40 @@ def merge_small(graph, labels, min_share, k_min, reference=None):
     return labels, min_share * float(reference or np.median(np.bincount(labels)))
 
 
+def bisect(graph, labels, c, resolution=RESOLUTION):
+    """Split cluster c in two (labels in place; the second part gets a new label): Louvain on its own subgraph, then
+    the merges that keep modularity highest down to two parts. False when it is one community: nothing to split."""
+    members = np.flatnonzero(labels == c)
+    sub = graph[members][:, members]
+    parts = louvain(sub, resolution)
+    if parts.max() == 0:
+        return False
+    if parts.max() > 1:
+        parts = modularity_path(sub, parts, 2, resolution)[2][1]
+    labels[members[parts == 1]] = labels.max() + 1
+    return True
+
+
 def split_large(graph, labels, min_share, k_max, resolution=RESOLUTION, reference=None):
     """While a cluster holds more than the reference size / min_share (the size rule of merge_small the other way
-    round: two classes that Louvain joined) and fewer than k_max clusters exist, split it in two: Louvain on its own
-    subgraph, then the merges that keep modularity highest down to two parts. With reference None the largest cluster
-    is split while it is over the median size / min_share, the median taken again after every split; with a
-    reference each cluster over the bound is split once, largest first (a fixed bound would otherwise cut one large
-    class again and again). Returns (labels, the last bound)."""
+    round: two classes that Louvain joined) and fewer than k_max clusters exist, bisect it. With reference None the
+    largest cluster is split while it is over the median size / min_share, the median taken again after every
+    split; with a reference each cluster over the bound is split once, largest first (a fixed bound would otherwise
+    cut one large class again and again). Returns (labels, the last bound)."""
     labels = labels.copy()
-    queue = list(np.argsort(-np.bincount(labels))) if reference else None
+    if reference:
+        bound = reference / min_share
+        for c in np.argsort(-np.bincount(labels)):  # the clusters as they are now, each once
+            if labels.max() + 1 >= k_max or np.count_nonzero(labels == c) <= bound:
+                break
+            bisect(graph, labels, c, resolution)
+        return labels, float(bound)
     while labels.max() + 1 < k_max:
         sizes = np.bincount(labels)
-        bound = (reference or np.median(sizes)) / min_share
-        big = int(np.argmax(sizes)) if queue is None else (int(queue.pop(0)) if queue else None)
-        if big is None or sizes[big] <= bound:
+        big = int(np.argmax(sizes))
+        if sizes[big] <= np.median(sizes) / min_share or not bisect(graph, labels, big, resolution):
             break
-        members = np.flatnonzero(labels == big)
-        sub = graph[members][:, members]
-        parts = louvain(sub, resolution)
-        if parts.max() == 0:  # one community: nothing to split along
-            if queue is None:
-                break
-            continue
-        if parts.max() > 1:
-            parts = modularity_path(sub, parts, 2, resolution)[2][1]
-        labels[members[parts == 1]] = labels.max() + 1
-    return labels, float(reference or np.median(np.bincount(labels))) / min_share
+    return labels, float(np.median(np.bincount(labels))) / min_share
 
 
 def louvain(graph, resolution=RESOLUTION):
