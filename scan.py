@@ -19,32 +19,28 @@ from data.feature_batches import FeaturePairs
 from data.loaders import eval_loader, neighbor_batches
 from models import get_clustering_model
 from models.models import HeadsOnFeatures
+from stages.epochs import EpochRunner
 from stages.feature_cache import cached, check_cache
-from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model, write_metrics
-from utils.checkpoint import atomic_save, load_weights, read_model_file, restore
-from utils.common import seed_all
+from stages.run import cap_epochs, prepare, run_cli, start_run, training_model, write_metrics
+from utils.checkpoint import atomic_save, load_weights, read_model_file
 from utils.config import base_parser, parse_args, typed
 from utils.distributed import gather
 from utils.errors import UserError
 from utils.features import predict
-from utils.logger import RunLog, metric_words, progress
+from utils.logger import metric_words
 from utils.metrics import cluster_metrics
 from utils.neighbors import load_neighbors
 from utils.num_clusters import estimate_num_clusters
-from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
+from utils.optim import autocast
 from utils.plots import save_num_clusters_plot
 
 
-def train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, scaler):
-    """One epoch; `net` is the module to train (`model`, or its DDP/compiled wrapper). Under torchrun every loss
-    is computed on the whole global batch, gathered from every process."""
-    net.train()
-    if cfg.update_cluster_head_only:
-        for module in model.trunk():
-            module.eval()
-    sums, steps = {}, len(batches)
-    for step, batch in enumerate(progress(batches, steps, f'epoch {epoch + 1}/{cfg.epochs}')):
-        set_lr(optimizer, lr_at(cfg, epoch + step / steps))
+def training_step(net, model, method, cfg, device):
+    """The clustering step (stages/epochs.py) through `net` (`model`, its heads on cached features, or their
+    DDP/compiled wrapper): the sum of every head's loss on the batch's views (anchors, neighbours[, second views]),
+    under torchrun computed on the whole global batch, gathered from every process. Logs each part's mean over the
+    heads."""
+    def step(batch):
         views = [batch[k] for k in ('anchor', 'neighbor', 'second') if k in batch]
         b = len(views[0])
         x = torch.cat(views).to(device, non_blocking=True)  # [views * b, C, H, W]
@@ -58,11 +54,10 @@ def train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, 
             loss = method.criterion(**method.inputs(chunks, h, index, context))
             total = total + loss['total']
             for k, v in loss.items():
-                parts[k] = parts.get(k, 0.0) + v.item() / cfg.num_heads
-        optimizer_step(optimizer, total, epoch, scaler)
-        for k, v in parts.items():
-            sums[k] = sums.get(k, 0.0) + v
-    return {('loss' if k == 'total' else k): v / max(steps, 1) for k, v in sums.items()}
+                name = 'loss' if k == 'total' else k
+                parts[name] = parts.get(name, 0.0) + v.item() / cfg.num_heads
+        return total, parts, None
+    return step
 
 
 def evaluate(model, method, cfg, device, val_set, val_lists):
@@ -82,19 +77,17 @@ def evaluate(model, method, cfg, device, val_set, val_lists):
     return report, pred
 
 
-def keep_best(record, report, best, model, cfg):
-    """The epoch's log record with its evaluation; the model is saved when its selected head's label-free val loss
-    is the lowest so far. Returns (record, best)."""
-    head_loss = report['val_loss'][report['head']]
-    if head_loss < best['loss']:
-        metrics = report.get('best', {})
-        best = {'loss': head_loss, 'epoch': record['epoch'], 'head': report['head'],
-                'metrics': {k: metrics.get(k) for k in ('acc', 'nmi', 'ari')}}
-        atomic_save({'model': model.state_dict(), 'head': report['head']}, cfg.scan_model)
+def keep_best(runner, epoch, record, report, model, cfg):
+    """The epoch's log record with its evaluation; the model is saved (runner.keep) when its selected head's
+    label-free val loss is the lowest so far."""
+    metrics = report.get('best', {})
+    runner.keep(epoch, report['val_loss'][report['head']],
+                lambda: atomic_save({'model': model.state_dict(), 'head': report['head']}, cfg.scan_model),
+                head=report['head'], metrics={k: metrics.get(k) for k in ('acc', 'nmi', 'ari')})
     record = {**record, **{k: v for k, v in report.items() if k != 'best'}}
     if 'best' in report:
         record.update(nmi=round(report['best']['nmi'], 5), ari=round(report['best']['ari'], 5))
-    return record, best
+    return record
 
 
 KMEANS_SAMPLE = 20_000  # k-means fits at most this many train features: on 50,000 1,280-d vectors, 5 heads in 28 s
@@ -173,13 +166,8 @@ def run(args):
 
     if cfg.update_cluster_head_only:
         model.freeze_trunk()
-    optimizer = get_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
-    scaler = grad_scaler(cfg, device)
-    start_epoch, best = 0, {'loss': float('inf'), 'metrics': {}}
-    if state is not None:
-        start_epoch, best = restore(state, model=model, optimizer=optimizer), state['best']
-        method.load_state_dict(state)
-        print(f'resuming {cfg.scan_checkpoint} at epoch {start_epoch + 1}/{cfg.epochs}')
+    runner = EpochRunner(cfg, 'clustering', model, [p for p in model.parameters() if p.requires_grad], method,
+                         state, device)
     print(f'{cfg.setup}: {len(train_set)} train images, {cfg.num_heads} heads, {cfg.epochs} epochs, device {device}')
     train_eval = val_set if same_data(cfg) else get_dataset(cfg, 'train', evaluation)
     heads = model  # what predicts, trains and evaluates: the model, or its heads on cached features
@@ -190,38 +178,31 @@ def run(args):
         heads = HeadsOnFeatures(model)
         print(f'cached features: {len(train_eval)} train and {len(val_set)} val images through the frozen trunk in '
               f'{time.time() - t0:.1f} s; the heads train on them')
-    log = RunLog(cfg.scan_dir)
     if cfg.head_init == 'kmeans' and state is None:  # the k-means heads are the first candidates (epoch 0)
         print(f'heads from k-means on the {cfg.heads_on} features, mean squared distance per head:',
               [round(s, 4) for s in kmeans_heads(heads, cfg, train_eval, device)])
-        record, best = keep_best({'epoch': 0}, evaluate(heads, method, cfg, device, val_set, val_lists)[0], best,
-                                 model, cfg)
-        log.log(record)
+        report = evaluate(heads, method, cfg, device, val_set, val_lists)[0]
+        runner.log.log(keep_best(runner, 0, {'epoch': 0}, report, model, cfg))
     if cfg.cache_features:
         batches = FeaturePairs(train_eval.features, train_lists, cfg.batch_size, device, method.second_view)
     else:
         batches = neighbor_batches(train_set, train_lists, cfg, device, second=method.second_view,
                                    weak_transform=evaluation if method.weak_view() else None)
     net = training_model(heads, cfg, device)
-    for epoch in range(start_epoch, cfg.epochs):
-        seed_all(cfg.seed, epoch)
-        t0 = time.time()
-        record = {'epoch': epoch + 1,
-                  **train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, scaler)}
+
+    def end_epoch(epoch, record):
         report, val_pred = evaluate(heads, method, cfg, device, val_set, val_lists)
         method.end_epoch(lambda: val_pred if train_eval is val_set else predict(heads, eval_loader(train_eval, cfg),
                                                                                device))
-        record, best = keep_best(record, report, best, model, cfg)
-        record['seconds'] = round(time.time() - t0, 2)
-        save_checkpoint(cfg.scan_checkpoint, cfg, 'clustering', model=model.state_dict(),
-                        optimizer=optimizer.state_dict(), epoch=epoch + 1, head=report['head'], best=best,
-                        **method.state_dict())
-        log.log(record)
-    log.plot(os.path.join(cfg.scan_dir, 'training_curve.png'), ['loss', 'val_loss', 'acc', 'entropy'])
+        return keep_best(runner, epoch + 1, record, report, model, cfg)
+
+    runner.fit(net, batches, training_step(net, model, method, cfg, device), evaluate=end_epoch)
+    runner.log.plot(os.path.join(cfg.scan_dir, 'training_curve.png'), ['loss', 'val_loss', 'acc', 'entropy'])
+    best = runner.best
     result = {**best['metrics'], 'head': best.get('head'), 'num_classes': cfg.num_classes}
     if k_report is not None:
         result['k_estimate'] = k_report
-    result = write_metrics(cfg.scan_dir, result, t_start, rerun=start_epoch == cfg.epochs)
+    result = write_metrics(cfg.scan_dir, result, t_start, rerun=runner.finished)
     print(f"selected head {result['head']} (epoch {best.get('epoch')}, val loss {best['loss']:.4f}): "
           + metric_words(best['metrics']) + f"; wrote {cfg.scan_dir}")
     return result

@@ -21,28 +21,27 @@ from data.loaders import eval_loader, weak_strong_batches
 from losses.scan import head_losses
 from models import get_clustering_model
 from models.models import HeadsOnFeatures
+from stages.epochs import EpochRunner
 from stages.feature_cache import cached
-from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model, write_metrics
-from utils.checkpoint import atomic_save, load_weights, read_model_file, restore
-from utils.common import seed_all
+from stages.run import cap_epochs, prepare, run_cli, start_run, training_model, write_metrics
+from utils.checkpoint import atomic_save, load_weights, read_model_file
 from utils.config import base_parser, parse_args
 from utils.distributed import gather, world
 from utils.ema import EMA
 from utils.errors import UserError
 from utils.features import predict
-from utils.logger import RunLog, metric_words, progress
+from utils.logger import metric_words
 from utils.metrics import cluster_metrics
 from utils.neighbors import load_neighbors
-from utils.optim import autocast, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
+from utils.optim import autocast
 
 
-def train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, ema, scaler):
-    """One epoch; `net` is `model` or its DDP/compiled wrapper. Under torchrun the loss (its confidence mask and
-    class balancing included) is computed on the whole global batch, gathered from every process."""
-    net.train()
-    total, trained, confident, seen, steps = 0.0, 0, 0, 0, len(batches)
-    for step, batch in enumerate(progress(batches, steps, f'epoch {epoch + 1}/{cfg.epochs}')):
-        set_lr(optimizer, lr_at(cfg, epoch + step / steps))
+def training_step(net, model, method, cfg, device, ema=None):
+    """The self-labelling step (stages/epochs.py) through `net` (`model`, its head on cached features, or their
+    DDP/compiled wrapper): the method's loss of the strong view against the weak view's predictions, under torchrun
+    on the whole global batch (its confidence mask and class balancing included), gathered from every process; no
+    loss when nothing in the batch teaches. Logs the share of confident samples; `ema` follows the model."""
+    def step(batch):
         strong = batch['image_augmented'].to(device, non_blocking=True)
         weak_logits = None
         with autocast(cfg, device):
@@ -51,18 +50,11 @@ def train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, 
                     weak_logits = gather(net(batch['image'].to(device, non_blocking=True))[0].float())
             strong_logits = net(strong)[0]
         out = method.step_loss(weak_logits, gather(strong_logits.float()), gather(batch['index'].to(device)))
-        seen, confident = seen + len(strong) * world(), confident + out['confident']
-        if out['total'] is None:  # no confident sample in this batch: nothing to learn from it
-            continue
-        optimizer_step(optimizer, out['total'], epoch, scaler)
-        if ema is not None:
-            ema.update(model)
-        total, trained = total + out['total'].item(), trained + 1
-    if trained == 0:
-        warnings.warn(f'epoch {epoch + 1}: no sample above confidence_threshold {cfg.confidence_threshold}; '
-                      'nothing was trained (lower the threshold or train the clustering stage longer)')
-    return {'loss': total / trained if trained else None, 'confident_share': round(confident / max(seen, 1), 5),
-            'skipped_batches': steps - trained}
+        logs = {'confident_share': (out['confident'], len(strong) * world())}
+        if out['total'] is not None:
+            logs['loss'] = out['total'].item()
+        return out['total'], logs, (lambda: ema.update(model)) if ema is not None else None
+    return step
 
 
 def evaluate(model, cfg, device, val_set, val_lists=None):
@@ -110,15 +102,9 @@ def run(args):
 
     if cfg.cache_features:
         model.freeze_trunk()
-    optimizer = get_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
-    scaler = grad_scaler(cfg, device)
     ema = EMA(model, cfg.ema_alpha) if cfg.use_ema else None
-    start_epoch, best = 0, None  # best: the saved model's {'epoch', 'report'} (epoch 0: the clustering model)
-    if state is not None:
-        start_epoch = restore(state, model=model, optimizer=optimizer, ema=ema.shadow if ema is not None else None)
-        method.load_state_dict(state)
-        best = state.get('best')
-        print(f'resuming {cfg.selflabel_checkpoint} at epoch {start_epoch + 1}/{cfg.epochs}')
+    runner = EpochRunner(cfg, 'selflabel', model, [p for p in model.parameters() if p.requires_grad], method, state,
+                         device, ema=ema)
     print(f'selflabel: head {head} of {cfg.scan_model}, {len(train_set)} train images, {cfg.epochs} epochs, '
           f'teaching: {method.selection()}, device {device}')
     final = ema.shadow if ema is not None else model  # the model saved
@@ -140,33 +126,36 @@ def run(args):
         batches = weak_strong_batches(train_set, cfg, device, evaluation)
         net = training_model(model, cfg, device)
 
-    log = RunLog(cfg.selflabel_dir)
-    if by_val_loss and best is None:  # the clustering model itself is the one to beat
-        best = {'epoch': 0, 'report': evaluate(scorer, cfg, device, val_set, val_lists)}
-        atomic_save(final.state_dict(), cfg.selflabel_model)
-        log.log({'epoch': 0, **best['report']})
-    report = evaluate(scorer, cfg, device, val_set, val_lists) if start_epoch == cfg.epochs else {}
-    for epoch in range(start_epoch, cfg.epochs):
-        seed_all(cfg.seed, epoch)
-        t0 = time.time()
-        record = {'epoch': epoch + 1,
-                  **method.start_epoch(lambda: predict(scorer, eval_loader(train_eval(), cfg), device)),
-                  **train_one_epoch(net, model, batches, method, optimizer, cfg, epoch, device, ema, scaler)}
+    def keep(epoch, report):
+        """The model is kept when its label-free val loss is the lowest so far (model_selection: val_loss; epoch 0
+        is the clustering model), or at every epoch (last)."""
+        runner.keep(epoch, report['val_loss'] if by_val_loss else None,
+                    lambda: atomic_save(final.state_dict(), cfg.selflabel_model), report=report)
+
+    if by_val_loss and runner.best is None:  # the clustering model itself is the one to beat
         report = evaluate(scorer, cfg, device, val_set, val_lists)
-        record.update(report, seconds=round(time.time() - t0, 2))
-        if not by_val_loss or report['val_loss'] < best['report']['val_loss']:
-            best = {'epoch': epoch + 1, 'report': report}
-            atomic_save(final.state_dict(), cfg.selflabel_model)
-        save_checkpoint(cfg.selflabel_checkpoint, cfg, 'selflabel', model=model.state_dict(),
-                        optimizer=optimizer.state_dict(), epoch=epoch + 1,
-                        ema=ema.shadow.state_dict() if ema is not None else None, best=best, **method.state_dict())
-        log.log(record)
-    log.plot(os.path.join(cfg.selflabel_dir, 'training_curve.png'), ['loss', 'confident_share', 'acc'])
-    if best is not None:
-        report = best['report']
-        print(f"kept epoch {best['epoch']} ({cfg.model_selection})")
+        keep(0, report)
+        runner.log.log({'epoch': 0, **report})
+
+    def end_epoch(epoch, record):
+        if record['loss'] is None:
+            warnings.warn(f'epoch {epoch + 1}: no sample above confidence_threshold {cfg.confidence_threshold}; '
+                          'nothing was trained (lower the threshold or train the clustering stage longer)')
+        report = evaluate(scorer, cfg, device, val_set, val_lists)
+        keep(epoch + 1, report)
+        return {**record, **report}
+
+    runner.fit(net, batches, training_step(net, model, method, cfg, device, ema),
+               begin=lambda epoch: method.start_epoch(lambda: predict(scorer, eval_loader(train_eval(), cfg), device)),
+               evaluate=end_epoch)
+    runner.log.plot(os.path.join(cfg.selflabel_dir, 'training_curve.png'), ['loss', 'confident_share', 'acc'])
+    if runner.best is not None:
+        report = runner.best['report']
+        print(f"kept epoch {runner.best['epoch']} ({cfg.model_selection})")
+    else:  # nothing trained and nothing kept (epochs: 0)
+        report = evaluate(scorer, cfg, device, val_set, val_lists)
     result = write_metrics(cfg.selflabel_dir, {**{k: report.get(k) for k in ('acc', 'nmi', 'ari')}, 'head': 0},
-                           t_start, rerun=start_epoch == cfg.epochs)
+                           t_start, rerun=runner.finished)
     print(f'self-label: {metric_words(result)}; wrote {cfg.selflabel_dir}')
     return result
 

@@ -19,31 +19,25 @@ from data.loaders import eval_loader, view_batches
 from data.transforms import val_transform
 from models import get_backbone, get_contrastive_model
 from models.pretrained import check_input_size, names_weights
+from stages.epochs import EpochRunner
 from stages.feature_cache import trunk_features
-from stages.run import cap_epochs, prepare, run_cli, save_checkpoint, start_run, training_model, write_metrics
-from utils.checkpoint import atomic_save, atomic_save_npy, load_pretext_model, restore
-from utils.common import seed_all
+from stages.run import cap_epochs, prepare, run_cli, start_run, training_model, write_metrics
+from utils.checkpoint import atomic_save, atomic_save_npy, load_pretext_model
 from utils.config import base_parser, parse_args, save_config
 from utils.errors import UserError
 from utils.features import knn_accuracy, pretext_features
-from utils.logger import RunLog, progress
 from utils.neighbors import mine_neighbors, neighbor_accuracy
-from utils.optim import get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
 
 
-def train_one_epoch(net, batches, method, optimizer, cfg, epoch, device, scaler=None):
-    """One epoch; `net` is the model to train (or its DDP/compiled wrapper). Under torchrun the loss is computed
-    on the projections of the whole global batch, gathered from every process with their gradients."""
-    net.train()
-    total, steps = 0.0, len(batches)
-    for step, batch in enumerate(progress(batches, steps, f'epoch {epoch + 1}/{method.total_epochs()}')):
-        set_lr(optimizer, lr_at(cfg, epoch % cfg.epochs + step / steps))  # AND restarts the lr every round
-        images = batch['image'].to(device, non_blocking=True)  # [b, views, C, H, W], this process's share
-        parts, context = method.training_step(net, images, batch['index'])
-        optimizer_step(optimizer, parts['total'], epoch, scaler)
-        method.after_step(*context)
-        total += parts['total'].item()
-    return total / max(steps, 1)
+def training_step(net, method, device):
+    """The pretext step (stages/epochs.py): the method's training_step on the batch's views ([b, views, C, H, W],
+    this process's share; under torchrun its loss is computed on the projections of the whole global batch,
+    gathered from every process with their gradients), then its after_step. Logs the loss's parts."""
+    def step(batch):
+        parts, context = method.training_step(net, batch['image'].to(device, non_blocking=True), batch['index'])
+        logs = {('loss' if k == 'total' else k): v.item() for k, v in parts.items()}
+        return parts['total'], logs, lambda: method.after_step(*context)
+    return step
 
 
 def mining_features(model, dataset, cfg, device, cache=False):
@@ -68,27 +62,17 @@ def evaluate(model, cfg, device, train_eval, val_set, cache=False):
 
 def train(cfg, model, method, batches, train_eval, val_set, device, state):
     own = method.build(model)  # the method's trainable modules (a predictor), on the model's device
-    optimizer = get_optimizer(cfg, list(model.parameters()) + (list(own.parameters()) if own is not None else []))
-    scaler = grad_scaler(cfg, device)
-    start_epoch = 0
-    if state is not None:
-        start_epoch = restore(state, model=model, optimizer=optimizer)
-        method.load_state_dict(state)
-        print(f'resuming {cfg.pretext_checkpoint} at epoch {start_epoch + 1}/{method.total_epochs()}')
-    log = RunLog(cfg.pretext_dir)
+    params = list(model.parameters()) + (list(own.parameters()) if own is not None else [])
+    runner = EpochRunner(cfg, 'pretext', model, params, method, state, device, epochs=method.total_epochs())
     net = training_model(model, cfg, device)
-    for epoch in range(start_epoch, method.total_epochs()):
-        seed_all(cfg.seed, epoch)
-        t0 = time.time()
-        record = {'epoch': epoch + 1, **method.start_epoch(epoch)}
-        loss = train_one_epoch(net, batches, method, optimizer, cfg, epoch, device, scaler)
-        record.update(loss=loss, lr=optimizer.param_groups[0]['lr'], seconds=round(time.time() - t0, 2))
+
+    def knn(epoch, record):
         if cfg.knn_every and (epoch + 1) % cfg.knn_every == 0:
             record['knn_acc'] = evaluate(model, cfg, device, train_eval, val_set)[2]
-        save_checkpoint(cfg.pretext_checkpoint, cfg, 'pretext', model=model.state_dict(),
-                        optimizer=optimizer.state_dict(), epoch=epoch + 1, **method.state_dict())
-        log.log(record)
-    log.plot(os.path.join(cfg.pretext_dir, 'training_curve.png'), ['loss', 'knn_acc', 'lr'])
+        return record
+
+    runner.fit(net, batches, training_step(net, method, device), begin=method.start_epoch, evaluate=knn)
+    runner.log.plot(os.path.join(cfg.pretext_dir, 'training_curve.png'), ['loss', 'knn_acc', 'lr'])
     atomic_save(model.state_dict(), cfg.pretext_model)
 
 

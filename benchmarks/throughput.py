@@ -34,6 +34,7 @@ from data.base import ArrayDataset  # noqa: E402
 from data.loaders import neighbor_batches, view_batches  # noqa: E402
 from methods import get_method  # noqa: E402
 from models import get_clustering_model, get_contrastive_model  # noqa: E402
+from stages.epochs import train_epoch  # noqa: E402
 from stages.run import training_model  # noqa: E402
 from stages.schema import ENV, SCHEMAS  # noqa: E402
 from utils import neighbors  # noqa: E402
@@ -43,7 +44,7 @@ from utils.optim import get_optimizer, grad_scaler  # noqa: E402
 
 
 class Steps:
-    """The first `steps` batches of `batches` (a stage's train_one_epoch takes len() and iterates)."""
+    """The first `steps` batches of `batches` (the stages' train_epoch takes len() and iterates)."""
 
     def __init__(self, batches, steps):
         self.batches, self.steps = batches, steps
@@ -116,11 +117,13 @@ def stage_runner(args, device, stage, overrides, model_only):
     optimizer = get_optimizer(cfg, model.parameters())
     scaler = grad_scaler(cfg, device)
 
+    if stage == 'simclr':
+        step = simclr.training_step(net, method, device)
+    else:
+        step = scan.training_step(net, model, method, cfg, device)
+
     def run(steps):
-        if stage == 'simclr':
-            simclr.train_one_epoch(net, Steps(batches, steps), method, optimizer, cfg, 0, device, scaler)
-        else:
-            scan.train_one_epoch(net, model, Steps(batches, steps), method, optimizer, cfg, 0, device, scaler)
+        train_epoch(net, Steps(batches, steps), step, optimizer, cfg, 0, scaler)
     return run
 
 

@@ -48,15 +48,25 @@ class ClusteringModel(nn.Module):
             self.contrastive_head = projection
             dim = [m for m in projection.modules() if isinstance(m, nn.Linear)][-1].out_features
         self.cluster_head = nn.ModuleList(nn.Linear(dim, nclusters) for _ in range(nheads))
+        self.frozen_trunk = False
 
     def trunk(self):
         """The modules below the heads: the backbone, and the projection head when the heads sit on it."""
         return [self.backbone] + ([self.contrastive_head] if hasattr(self, 'contrastive_head') else [])
 
     def freeze_trunk(self):
-        """No gradients below the heads (update_cluster_head_only, cache_features)."""
+        """No gradients below the heads (update_cluster_head_only, cache_features), and the trunk kept in eval mode
+        while the heads train (its BatchNorm statistics stay those of the pretext model)."""
+        self.frozen_trunk = True
         for module in self.trunk():
             module.requires_grad_(False)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.frozen_trunk:
+            for module in self.trunk():
+                module.eval()
+        return self
 
     def embed(self, x):
         """What the heads see: backbone features [b, D], or the normalised projection of them."""

@@ -36,7 +36,8 @@ def interrupt_on_call(monkeypatch, module, name, call):
 def interrupted_then_resumed(monkeypatch, stage, args, epoch=3):
     """stage.main(args) stopped by Ctrl-C in its `epoch`-th epoch, then continued with --resume."""
     import pytest
-    restore = interrupt_on_call(monkeypatch, stage, 'train_one_epoch', epoch)
+    from stages import epochs
+    restore = interrupt_on_call(monkeypatch, epochs, 'train_epoch', epoch)
     with pytest.raises(SystemExit) as e:
         stage.main(args)
     assert e.value.code == 130

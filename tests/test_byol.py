@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from easydict import EasyDict
 
 import simclr
+from stages import epochs
 from conftest import ROOT, interrupt_on_call
 from methods.byol import BYOL, BYOLLoss
 from models.models import ContrastiveModel
@@ -48,7 +49,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(env_file, tmp_path,
             'val_subset=256', 'backbone_kwargs.widths=[8, 16, 16, 16]', 'knn_every=0']
     simclr.main(args + [f'root_dir={tmp_path}/full'])
     full = tmp_path / 'full' / 'digits' / 'pretext'
-    restore = interrupt_on_call(monkeypatch, simclr, 'train_one_epoch', 3)
+    restore = interrupt_on_call(monkeypatch, epochs, 'train_epoch', 3)
     with pytest.raises(SystemExit):
         simclr.main(args + [f'root_dir={tmp_path}/cut'])
     restore()

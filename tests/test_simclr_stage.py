@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 import simclr
+from stages import epochs
 from conftest import ROOT, interrupt_on_call, tiny_digits_args, write_env
 
 
@@ -41,7 +42,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(env_file, tmp_path,
     simclr.main(args + [f'root_dir={tmp_path}/full'])
     reference = torch.load(tmp_path / 'full' / 'digits' / 'pretext' / 'model.pth.tar', weights_only=True)
 
-    restore = interrupt_on_call(monkeypatch, simclr, 'train_one_epoch', 3)
+    restore = interrupt_on_call(monkeypatch, epochs, 'train_epoch', 3)
     with pytest.raises(SystemExit) as e:
         simclr.main(args + [f'root_dir={tmp_path}/cut'])
     assert e.value.code == 130
