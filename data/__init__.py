@@ -2,6 +2,7 @@
 import inspect
 
 import numpy as np
+import torch
 
 from data.base import ImageDataset, SizeMismatch, SubsetDataset
 from data.cifar import CIFAR10, CIFAR20
@@ -73,12 +74,50 @@ def image_statistics(dataset):
             'std': [round(max(v, 1e-3), 4) for v in x.std(1).tolist()]}
 
 
+MIRROR_SAMPLE = 1000  # images the mirror test compares (a fixed random subset)
+MIRROR_LIMIT = 1.2    # horizontal_flip: auto flips when mirror_ratio is under this
+
+
+def mirror_ratio(dataset):
+    """How unlike the images their mirror images are: over (up to MIRROR_SAMPLE of) the images, the median of the
+    distance from an image's left-right mirror to its nearest other image over the distance from the image itself
+    to its nearest other image (grey pixels, each image centred and scaled to unit norm). Near 1 when a mirrored
+    image looks like any other (photos: 1.00 on CIFAR-10's train and test images), well above when mirroring makes
+    what the images never show (handwritten digits: 1.6 to 1.8)."""
+    indices = subset_indices(len(dataset), MIRROR_SAMPLE)
+    sample = dataset if indices is None else SubsetDataset(dataset, indices)
+    grey = sample.uint8_tensor().float().mean(1)  # [n, H, W]
+    x = grey - grey.mean((1, 2), keepdim=True)
+    x = x / x.flatten(1).norm(dim=1).clamp_min(1e-8)[:, None, None]
+    images, mirrors = x.flatten(1), x.flip(2).flatten(1)
+    others = torch.eye(len(x), dtype=torch.bool)  # each image against the others only
+    own = torch.cdist(images, images).masked_fill(others, float('inf')).min(1).values
+    mirrored = torch.cdist(mirrors, images).masked_fill(others, float('inf')).min(1).values
+    return float((mirrored / own.clamp_min(1e-6)).median())
+
+
+def resolve_flip(aug, train_set):
+    """augmentation_kwargs.horizontal_flip: auto -> true when the images' mirror images look like other images
+    (mirror_ratio under MIRROR_LIMIT: photos), false when they do not (digits, text)."""
+    if aug.get('horizontal_flip') != 'auto':
+        return
+    try:
+        ratio = mirror_ratio(train_set)
+    except SizeMismatch:  # images of different sizes: the test needs one size; photos are the common case
+        aug['horizontal_flip'] = True
+        print('horizontal_flip: auto -> true (the images differ in size; set db_kwargs.image_size to test them)')
+        return
+    aug['horizontal_flip'] = ratio < MIRROR_LIMIT
+    print(f"horizontal_flip: auto -> {str(aug['horizontal_flip']).lower()} (mirrored images are {ratio:.2f}x as far "
+          f'from the other images as the images themselves; flipped under {MIRROR_LIMIT})')
+
+
 def complete_transforms(cfg, train_set, preprocessing=None):
     """Fill what the config leaves to the images: transformation_kwargs.crop_size (the images' size) and
     .normalize (what the pretrained weights expect, `preprocessing` from models.get_backbone; else the train
     split's statistics), and augmentation_kwargs' normalize and crop size (the evaluation transform's). A crop
     larger than the images is refused (warned about when the images may differ in size); one under half their
-    size is warned about."""
+    size is warned about. horizontal_flip: auto is decided from the images (resolve_flip)."""
     tk = dict(cfg.transformation_kwargs or {})
     width, height = train_set.get_image(0).size
     if tk.get('crop_size') is None:
@@ -109,6 +148,7 @@ def complete_transforms(cfg, train_set, preprocessing=None):
         aug = dict(cfg.augmentation_kwargs)
         if aug.get('normalize') in (None, 'auto'):
             aug['normalize'] = tk['normalize']
+        resolve_flip(aug, train_set)
         rrc = aug.get('random_resized_crop')
         if isinstance(rrc, dict) and rrc.get('size') is None:
             aug['random_resized_crop'] = {**rrc, 'size': tk['crop_size']}

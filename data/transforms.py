@@ -1,7 +1,7 @@
 """Augmentations on PIL images with torchvision: the reference path.
 
 `augmentation_kwargs` keys (SCAN's, plus four optional ones for tiny images):
-  random_resized_crop: {size, scale}        horizontal_flip: true|false
+  random_resized_crop: {size, scale}        horizontal_flip: true|false|auto (auto: data.resolve_flip)
   random_affine: {degrees, translate, scale, shear}
   color_jitter: {brightness, contrast, saturation, hue}, color_jitter_random_apply: {p}
   random_grayscale: {p}                     intensity: [low, high]  (multiplies pixels in [0, 1])
@@ -26,6 +26,9 @@ def check_augmentation(aug):
         raise UserError(f"augmentation_kwargs: unknown keys {unknown}; valid: {', '.join(AUGMENTATION_KEYS)}")
     if not aug.get('normalize'):
         raise UserError('augmentation_kwargs.normalize: {mean: [...], std: [...]} is required')
+    if aug.get('horizontal_flip', True) not in (True, False):
+        raise UserError(f"augmentation_kwargs.horizontal_flip must be true, false or auto, got "
+                        f"{aug['horizontal_flip']!r}")
     return aug
 
 
