@@ -149,11 +149,8 @@ def run(args):
                begin=lambda epoch: method.start_epoch(lambda: predict(scorer, eval_loader(train_eval(), cfg), device)),
                evaluate=end_epoch)
     runner.log.plot(os.path.join(cfg.selflabel_dir, 'training_curve.png'), ['loss', 'confident_share', 'acc'])
-    if runner.best is not None:
-        report = runner.best['report']
-        print(f"kept epoch {runner.best['epoch']} ({cfg.model_selection})")
-    else:  # nothing trained and nothing kept (epochs: 0)
-        report = evaluate(scorer, cfg, device, val_set, val_lists)
+    report = runner.best['report']  # every epoch keeps or compares (epochs >= 1), and val_loss also epoch 0
+    print(f"kept epoch {runner.best['epoch']} ({cfg.model_selection})")
     result = write_metrics(cfg.selflabel_dir, {**{k: report.get(k) for k in ('acc', 'nmi', 'ari')}, 'head': 0},
                            t_start, rerun=runner.finished)
     print(f'self-label: {metric_words(result)}; wrote {cfg.selflabel_dir}')

@@ -82,10 +82,10 @@ class EpochRunner:
             self.best = {'epoch': epoch, 'loss': loss, **info}
             save()
 
-    def fit(self, net, batches, step, begin=None, evaluate=None, checkpoint=None):
+    def fit(self, net, batches, step, begin=None, evaluate=None):
         """The epochs left: each seeded (cfg.seed, epoch), its record begun by begin(epoch) -> {entries}, trained
         (train_epoch through `net`: the model or its DDP/compiled wrapper), completed by evaluate(epoch, record) ->
-        record (which may call keep), logged and checkpointed (with checkpoint() -> {extra entries})."""
+        record (which may call keep), logged and checkpointed."""
         for epoch in range(self.start_epoch, self.epochs):
             seed_all(self.cfg.seed, epoch)
             t0 = time.time()
@@ -97,5 +97,5 @@ class EpochRunner:
             save_checkpoint(self.checkpoint, self.cfg, self.stage, model=self.model.state_dict(),
                             optimizer=self.optimizer.state_dict(), epoch=epoch + 1, best=self.best,
                             ema=self.ema.shadow.state_dict() if self.ema is not None else None,
-                            **self.method.state_dict(), **(checkpoint() if checkpoint else {}))
+                            **self.method.state_dict())
             self.log.log(record)
