@@ -30,7 +30,7 @@ from utils.features import predict
 from utils.logger import metric_words
 from utils.metrics import cluster_metrics
 from utils.neighbors import load_neighbors
-from utils.num_clusters import estimate_num_clusters
+from utils.num_clusters import estimate_num_clusters, graph_clusters
 from utils.optim import autocast
 from utils.plots import save_num_clusters_plot
 
@@ -90,28 +90,46 @@ def keep_best(runner, epoch, record, report, model, cfg):
     return record
 
 
+INITS = {'kmeans': 'k-means', 'graph': 'the clusters of the neighbour graph'}
 KMEANS_SAMPLE = 20_000  # k-means fits at most this many train features: on 50,000 1,280-d vectors, 5 heads in 28 s
 # instead of 120 s, each head's mean squared distance within 0.04 % of the fit on all
 
 
-def kmeans_heads(model, cfg, train_eval, device):
-    """Start every head from k-means on the train split's features under the heads (head h: k-means seed
-    cfg.seed + h, so the heads differ; on more than KMEANS_SAMPLE images, fitted on a random sample of that many
-    drawn with the same seed): its argmax is k-means' assignment, its softness the mean squared distance to the
-    nearest centroid over all images. Returns that distance per head."""
-    from sklearn.cluster import KMeans  # only this option needs scikit-learn's k-means
+def init_heads(model, cfg, train_eval, device):
+    """Start every head as a nearest-centroid classifier on the train split's features under the heads, its
+    softness the mean squared distance to the nearest centroid over all images (returned per head). The centroids:
+    - kmeans: k-means (head h: seed cfg.seed + h, so the heads differ; on more than KMEANS_SAMPLE images, fitted on
+      a random sample of that many drawn with the same seed);
+    - graph: the means of the clusters of the mined neighbours' shared-neighbour graph (the K estimate's partition
+      with exactly num_classes clusters, Louvain seed cfg.seed + h; utils/num_clusters.graph_clusters). On the
+      digits folder they started the heads at 0.95 where k-means on the same features gave 0.62 (issue 34)."""
     features = predict(model, eval_loader(train_eval, cfg), device)['features'].double()
+    seeds = [cfg.seed + h for h in range(cfg.num_heads)]
+    if cfg.head_init == 'graph':
+        labellings = graph_clusters(np.load(cfg.topk_neighbors_train_path), cfg.num_classes, cfg.k_median, seeds)
     spread = []
-    for h in range(cfg.num_heads):
-        seed = cfg.seed + h
-        sample = features
-        if len(features) > KMEANS_SAMPLE:
-            sample = features[np.random.default_rng(seed).choice(len(features), KMEANS_SAMPLE, replace=False)]
-        centroids = torch.as_tensor(KMeans(cfg.num_classes, n_init=3, random_state=seed).fit(sample.numpy())
-                                    .cluster_centers_)
+    for h, seed in enumerate(seeds):
+        if cfg.head_init == 'graph' and labellings[h].max() + 1 == cfg.num_classes:
+            labels = torch.as_tensor(labellings[h])
+            centroids = torch.zeros(cfg.num_classes, features.shape[1], dtype=features.dtype).index_add_(
+                0, labels, features) / torch.bincount(labels)[:, None]
+        else:
+            if cfg.head_init == 'graph':
+                print(f'note: head {h}: the neighbour graph holds {labellings[h].max() + 1} clusters, not '
+                      f'{cfg.num_classes}: the head starts from k-means')
+            centroids = kmeans_centroids(features, cfg.num_classes, seed)
         spread.append(torch.cdist(features, centroids).min(1).values.pow(2).mean().item())
         model.init_head(h, centroids, spread[-1])
     return spread
+
+
+def kmeans_centroids(features, k, seed):
+    """k-means centroids [k, D] of features [N, D] (fitted on a sample of KMEANS_SAMPLE when there are more)."""
+    from sklearn.cluster import KMeans  # only this option needs scikit-learn's k-means
+    sample = features
+    if len(features) > KMEANS_SAMPLE:
+        sample = features[np.random.default_rng(seed).choice(len(features), KMEANS_SAMPLE, replace=False)]
+    return torch.as_tensor(KMeans(k, n_init=3, random_state=seed).fit(sample.numpy()).cluster_centers_)
 
 
 def choose_num_clusters(cfg):
@@ -178,9 +196,9 @@ def run(args):
         heads = HeadsOnFeatures(model)
         print(f'cached features: {len(train_eval)} train and {len(val_set)} val images through the frozen trunk in '
               f'{time.time() - t0:.1f} s; the heads train on them')
-    if cfg.head_init == 'kmeans' and state is None:  # the k-means heads are the first candidates (epoch 0)
-        print(f'heads from k-means on the {cfg.heads_on} features, mean squared distance per head:',
-              [round(s, 4) for s in kmeans_heads(heads, cfg, train_eval, device)])
+    if cfg.head_init != 'random' and state is None:  # the heads' start is the first candidate (epoch 0)
+        print(f'heads from {INITS[cfg.head_init]} on the {cfg.heads_on} features, mean squared distance per head:',
+              [round(s, 4) for s in init_heads(heads, cfg, train_eval, device)])
         report = evaluate(heads, method, cfg, device, val_set, val_lists)[0]
         runner.log.log(keep_best(runner, 0, {'epoch': 0}, report, model, cfg))
     if cfg.cache_features:

@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from data.transforms import check_augmentation
+from data.transforms import check_augmentation, flips
 
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
@@ -76,7 +76,7 @@ class BatchAugment(BatchTransform):
         p = {}
         if a.get('random_resized_crop'):
             p['crop'] = u(4)  # scale, log-ratio, x and y position
-        if a.get('horizontal_flip', True):
+        if flips(a):
             p['flip'] = u() < 0.5
         if a.get('random_affine'):
             p['affine'] = u(5)  # angle, scale, shear, translation x and y

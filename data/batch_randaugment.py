@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from data.batch_augment import BatchTransform
 from data.randaugment import OPERATIONS
-from data.transforms import check_strong, crop_padding
+from data.transforms import check_strong, crop_padding, flips
 
 NAMES = list(OPERATIONS)
 _SMOOTH = torch.tensor([[1., 1., 1.], [1., 5., 1.], [1., 1., 1.]]) / 13  # PIL's ImageFilter.SMOOTH
@@ -141,7 +141,7 @@ class BatchStrongAugment(BatchTransform):
         u = lambda *size: torch.rand(n, *size, device=device)  # noqa: E731
         p = {'crop': u(2), 'ops': torch.randint(len(NAMES), (n, self.n_ops), device=device),
              'magnitudes': u(self.n_ops)}
-        if self.aug.get('horizontal_flip', True):
+        if flips(self.aug):
             p['flip'] = u() < 0.5
         if self.hole:
             p['cutout'] = u(self.holes, 2)  # hole centres (row, column) as shares of the crop

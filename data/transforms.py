@@ -26,10 +26,15 @@ def check_augmentation(aug):
         raise UserError(f"augmentation_kwargs: unknown keys {unknown}; valid: {', '.join(AUGMENTATION_KEYS)}")
     if not aug.get('normalize'):
         raise UserError('augmentation_kwargs.normalize: {mean: [...], std: [...]} is required')
-    if aug.get('horizontal_flip', True) not in (True, False):
+    if aug.get('horizontal_flip') not in (None, True, False):
         raise UserError(f"augmentation_kwargs.horizontal_flip must be true, false or auto, got "
                         f"{aug['horizontal_flip']!r}")
     return aug
+
+
+def flips(aug):
+    """Whether the augmentation mirrors images: horizontal_flip true, or left out (null), as SimCLR and SCAN do."""
+    return aug.get('horizontal_flip') is not False
 
 
 class RandomIntensity:
@@ -69,7 +74,7 @@ def augmentation_transform(aug):
     ops = []
     if aug.get('random_resized_crop'):
         ops.append(T.RandomResizedCrop(**aug['random_resized_crop'], antialias=True))
-    if aug.get('horizontal_flip', True):
+    if flips(aug):
         ops.append(T.RandomHorizontalFlip())
     if aug.get('random_affine'):
         ops.append(T.RandomAffine(**aug['random_affine']))
@@ -118,7 +123,7 @@ def strong_transform(aug):
     """SCAN's 'ours': flip, random crop (padding 4 for 32 px), RandAugment(num_strong_augs), normalise, Cutout."""
     aug = check_strong(aug)
     size = aug['crop_size']
-    ops = [T.RandomHorizontalFlip()] if aug.get('horizontal_flip', True) else []
+    ops = [T.RandomHorizontalFlip()] if flips(aug) else []
     ops += [T.RandomCrop(size, padding=crop_padding(size), pad_if_needed=True),
             RandAugment(aug.get('num_strong_augs', 4)), T.ToTensor(), T.Normalize(**aug['normalize'])]
     if aug.get('cutout_kwargs'):

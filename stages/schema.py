@@ -119,7 +119,7 @@ CLUSTERING = {
     # with the trunk frozen: compute what the heads see of each image once, and train the heads on those vectors;
     # unset: true when the trunk is frozen
     'cache_features': Key(None, bool),
-    'head_init': Key('random', str, ('random', 'kmeans')),  # kmeans: heads start as k-means on the features
+    'head_init': Key('random', str, ('random', 'kmeans', 'graph')),  # k-means or neighbour-graph centroids
     # the heads' input: the backbone features (SCAN, NNM) or the pretext's L2-normalised projection, trained on
     # (after a pretext with setup: pretrained always the backbone: the projection head is untrained)
     'heads_on': Key('backbone', str, ('backbone', 'projection')),

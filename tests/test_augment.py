@@ -25,10 +25,12 @@ def test_normalise_only_is_exact():
     assert torch.allclose(out, normalised(x), atol=1e-6)
 
 
-def test_flip_gives_the_image_or_its_mirror_and_both_occur():
+@pytest.mark.parametrize('flip', [{}, {'horizontal_flip': None}, {'horizontal_flip': True}])
+def test_flip_gives_the_image_or_its_mirror_and_both_occur(flip):
+    """Left out, null and true all flip (null is what a config that leaves the key out saved)."""
     torch.manual_seed(0)
     x = images(64)
-    out = BatchAugment({'normalize': NORM})(x)
+    out = BatchAugment({'normalize': NORM, **flip})(x)
     ref = normalised(x)
     same = (out - ref).abs().flatten(1).max(1).values < 1e-5
     mirrored = (out - ref.flip(-1)).abs().flatten(1).max(1).values < 1e-5

@@ -27,6 +27,17 @@ def test_overrides_reach_both_files_and_nested_keys(env_file, tmp_path):
     assert cfg.train_subset is None and cfg.data_root == str(tmp_path / 'data')
 
 
+def test_auto_in_a_file_takes_a_value_of_any_type_from_an_override(env_file, tmp_path):
+    """A nested value keeps its type (lr=fast is refused above), except 'auto', which stands for any value: the
+    template's horizontal_flip: auto takes =false, and a flag takes =auto back."""
+    extra = write(tmp_path, 'flip.yml', 'augmentation_kwargs: {horizontal_flip: auto}\n')
+    cfg = cfg_from(['--config_env', env_file, '--config_exp', DIGITS_CFG, str(extra),
+                    'augmentation_kwargs.horizontal_flip=false'])
+    assert cfg.augmentation_kwargs.horizontal_flip is False
+    cfg = cfg_from(['--config_env', env_file, '--config_exp', DIGITS_CFG, 'augmentation_kwargs.horizontal_flip=auto'])
+    assert cfg.augmentation_kwargs.horizontal_flip == 'auto'
+
+
 def test_layered_experiment_files_and_flags(env_file, tmp_path):
     extra = tmp_path / 'more.yml'
     extra.write_text('epochs: 7\noptimizer_kwargs: {lr: 0.01}\n')

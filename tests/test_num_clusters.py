@@ -6,8 +6,8 @@ import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 
 from utils.errors import UserError
-from utils.num_clusters import (RESOLUTION, estimate_num_clusters, knn_graph, merge_small, modularity_path,
-                                shared_neighbour_graph, split_large)
+from utils.num_clusters import (RESOLUTION, estimate_num_clusters, graph_clusters, knn_graph, louvain, merge_small,
+                                modularity_path, shared_neighbour_graph, split_large)
 
 
 def planted_neighbours(groups, size, k, noise, seed=0):
@@ -23,6 +23,20 @@ def planted_neighbours(groups, size, k, noise, seed=0):
         anywhere = rng.choice(n, k)
         out[i, 1:] = np.where(rng.random(k) < noise, anywhere, same)
     return out
+
+
+def nested_neighbours(pairs, size, k, cross, seed=0):
+    """Neighbour lists [N, 1 + k] of pairs of sub-groups: each neighbour is from the sample's own sub-group, or with
+    probability `cross` from its sibling. Returns the lists and the sub-group of each sample."""
+    rng = np.random.default_rng(seed)
+    sub = np.arange(pairs * 2 * size) // size
+    out = np.empty((len(sub), k + 1), dtype=np.int64)
+    out[:, 0] = np.arange(len(sub))
+    for i in range(len(sub)):
+        own = np.delete(np.arange(sub[i] * size, (sub[i] + 1) * size), i % size)
+        sibling = np.arange((sub[i] ^ 1) * size, ((sub[i] ^ 1) + 1) * size)
+        out[i, 1:] = np.where(rng.random(k) < cross, rng.choice(sibling, k), rng.choice(own, k, replace=False))
+    return out, sub
 
 
 @pytest.mark.parametrize('groups', [3, 5, 8])
@@ -154,3 +168,17 @@ def test_a_range_wider_than_the_images_allow_is_narrowed(capsys):
     k, report = estimate_num_clusters(planted_neighbours(3, 10, 5, 0.0), [2, 20])
     assert k == 3 and report['k_range'] == [2, 15]  # 30 images: max 15, and the report says the range used
     assert 'k_range max lowered from 20 to 15' in capsys.readouterr().out
+
+
+def test_graph_clusters_give_exactly_k_along_the_planted_structure():
+    """head_init: graph's partition: Louvain's communities merged down to k (sibling sub-groups joined), or bisected
+    up to k when Louvain joined the siblings; with no structure left to split, fewer than k."""
+    indices, sub = nested_neighbours(3, 40, 10, cross=0.1)
+    assert louvain(shared_neighbour_graph(indices)).max() + 1 == 6
+    for labels in graph_clusters(indices, 3, seeds=(0, 1)):
+        assert adjusted_rand_score(sub // 2, labels) == 1.0
+    indices, sub = nested_neighbours(3, 40, 10, cross=0.2)
+    assert louvain(shared_neighbour_graph(indices)).max() + 1 == 3  # the pairs, to be bisected
+    assert adjusted_rand_score(sub, graph_clusters(indices, 6)[0]) == 1.0
+    flat = planted_neighbours(4, 50, 10, noise=0.05)
+    assert adjusted_rand_score(np.arange(200) // 50, graph_clusters(flat, 6)[0]) == 1.0  # 4: no group splits

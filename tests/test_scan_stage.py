@@ -117,6 +117,45 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(env_file, run_root, capsys
     assert (run_root / 'scan' / 'model.pth.tar').is_file()
 
 
+def small_digits_model(**settings):
+    """(cfg, a small untrained clustering model, 300 digits with the evaluation transform)."""
+    from easydict import EasyDict
+
+    from data import get_dataset
+    from data.transforms import val_transform
+    from models import get_clustering_model
+    cfg = EasyDict({'backbone': 'small_cnn', 'backbone_kwargs': {'widths': [8, 16, 16, 16]}, 'channels': 1,
+                    'num_classes': 10, 'num_heads': 2, 'seed': 3, 'batch_size': 64, 'num_workers': 0,
+                    'train_db_name': 'digits', 'val_db_name': 'digits', 'train_split': 'all', 'data_root': 'unused',
+                    'db_kwargs': {}, 'download': False, 'train_subset': 300, **settings})
+    torch.manual_seed(0)
+    data = get_dataset(cfg, 'train', val_transform({'crop_size': 8, 'normalize': {'mean': [0.33], 'std': [0.38]}}))
+    return cfg, get_clustering_model(cfg), data
+
+
+def test_graph_initialised_heads_are_the_neighbour_graph_clusters_centroids(tmp_path):
+    """head_init: graph: head h is the nearest-centroid rule of the means of graph_clusters' labelling h (Louvain
+    seed cfg.seed + h) of the mined neighbours; its softness the mean squared distance to the nearest mean."""
+    import numpy as np
+
+    from data.loaders import eval_loader
+    from utils.features import predict
+    from utils.num_clusters import graph_clusters
+    cfg, model, data = small_digits_model(head_init='graph', k_median='clusters', num_classes=4,
+                                          topk_neighbors_train_path=str(tmp_path / 'neighbours.npy'))
+    features = predict(model, eval_loader(data, cfg), torch.device('cpu'))['features'].double()
+    neighbours = torch.cdist(features, features).topk(11, largest=False).indices.numpy()
+    np.save(cfg.topk_neighbors_train_path, neighbours)
+    spread = scan.init_heads(model, cfg, data, torch.device('cpu'))
+    probs = predict(model, eval_loader(data, cfg), torch.device('cpu'))['probs']
+    for h, labels in enumerate(graph_clusters(neighbours, 4, 'clusters', seeds=(3, 4))):
+        assert labels.max() == 3
+        means = torch.stack([features[torch.as_tensor(labels == c)].mean(0) for c in range(4)])
+        distances = torch.cdist(features, means)
+        assert torch.equal(probs[h].argmax(1), distances.argmin(1))
+        assert spread[h] == pytest.approx(distances.min(1).values.pow(2).mean().item(), rel=1e-6)
+
+
 @pytest.mark.parametrize('sample', [None, 200])
 def test_kmeans_initialised_heads_reproduce_kmeans_at_step_zero(sample, monkeypatch):
     """Each head is k-means' nearest-centroid rule; above KMEANS_SAMPLE images the centroids come from a seeded
@@ -125,20 +164,12 @@ def test_kmeans_initialised_heads_reproduce_kmeans_at_step_zero(sample, monkeypa
     from easydict import EasyDict
     from sklearn.cluster import KMeans
 
-    from data import get_dataset
     from data.loaders import eval_loader
-    from data.transforms import val_transform
-    from models import get_clustering_model
     from utils.features import predict
-    cfg = EasyDict(backbone='small_cnn', backbone_kwargs={'widths': [8, 16, 16, 16]}, channels=1, num_classes=10,
-                   num_heads=2, seed=3, batch_size=64, num_workers=0, train_db_name='digits', val_db_name='digits',
-                   train_split='all', data_root='unused', db_kwargs={}, download=False, train_subset=300)
-    torch.manual_seed(0)
-    model = get_clustering_model(cfg)
-    data = get_dataset(cfg, 'train', val_transform({'crop_size': 8, 'normalize': {'mean': [0.33], 'std': [0.38]}}))
+    cfg, model, data = small_digits_model(head_init='kmeans')
     if sample:
         monkeypatch.setattr(scan, 'KMEANS_SAMPLE', sample)
-    spread = scan.kmeans_heads(model, cfg, data, torch.device('cpu'))
+    spread = scan.init_heads(model, cfg, data, torch.device('cpu'))
     pred = predict(model, eval_loader(data, cfg), torch.device('cpu'))
     features = pred['features'].double().numpy()
     for h in range(2):

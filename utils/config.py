@@ -216,7 +216,7 @@ def _apply_override(cfg, schema, text, shown=None, elsewhere=None):
         raise UserError(f"{source}: '{top}' is not a nested mapping")
     leaf = path[-1]
     old = node.get(leaf)
-    if old is not None and value is not None:
+    if old is not None and value is not None and 'auto' not in (old, value):  # auto stands for any value
         check_value('.'.join(path), Key(default=old), value, source)
     node[leaf] = value
 

@@ -24,6 +24,8 @@ the small ones merged into the community they are most connected to, the large o
    of 300-1,000, classes 0-4 and 5-9 of 1,000): 'communities' gave 9, 9, 5, 5 and 'clusters' 4, 2, 5, 5; on a
    5-class digits pretext model (seed 10) 'clusters' gave 5 and 'communities' 10.
 
+The same partition, with k_range [K, K], starts the clustering heads (head_init: graph, graph_clusters).
+
 Measured side by side on digits (issue 23 notes): the eigengap of the normalised graph over-split (17 and 20 on two
 10-class pretext models); the highest modularity along greedy merges gave 11, 9, 11 on 10 classes and 7, 6 on a
 5-class subset; the resolution, the graph and MIN_SHARE were chosen on seeds 0, 10 and 11 of the template's pretext
@@ -140,9 +142,10 @@ def split_large(graph, labels, min_share, k_max, resolution=RESOLUTION, referenc
     return labels, float(np.median(np.bincount(labels))) / min_share
 
 
-def louvain(graph, resolution=RESOLUTION):
+def louvain(graph, resolution=RESOLUTION, seed=0):
     """Louvain communities of a sparse graph as labels [N] (a fixed seed: the same answer every run)."""
-    communities = nx.community.louvain_communities(nx.from_scipy_sparse_array(graph), resolution=resolution, seed=0)
+    communities = nx.community.louvain_communities(nx.from_scipy_sparse_array(graph), resolution=resolution,
+                                                   seed=seed)
     labels = np.empty(graph.shape[0], dtype=np.int64)
     for c, members in enumerate(communities):
         labels[list(members)] = c
@@ -174,11 +177,19 @@ def estimate_num_clusters(indices, k_range, median='clusters', resolution=RESOLU
     after merging and splitting, largest first, and the sizes below which a community was merged (min_size) and
     above which a cluster was split (max_size). median: what the size bounds are shares of, the median size of the
     clusters as they are merged and split ('clusters') or of the communities Louvain found ('communities')."""
+    k_min, k_max = check_k_range(k_range, len(indices))
+    labels, report = partition(shared_neighbour_graph(np.asarray(indices)), (k_min, k_max), median, resolution,
+                               min_share)
+    return max(int(labels.max()) + 1, k_min), report
+
+
+def partition(graph, k_range, median='clusters', resolution=RESOLUTION, min_share=MIN_SHARE, seed=0):
+    """The clusters of the shared-neighbour graph within k_range (steps 2-4 above) as labels [N], and the report of
+    estimate_num_clusters."""
     if median not in MEDIANS:
         raise UserError(f"k_median must be one of {', '.join(MEDIANS)}, got {median!r}")
-    k_min, k_max = check_k_range(k_range, len(indices))
-    graph = shared_neighbour_graph(np.asarray(indices))
-    labels = louvain(graph, resolution)
+    k_min, k_max = k_range
+    labels = louvain(graph, resolution, seed)
     sizes = np.bincount(labels)
     reference = float(np.median(sizes)) if median == 'communities' else None
     labels, min_size = merge_small(graph, labels, min_share, k_min, reference)
@@ -188,7 +199,21 @@ def estimate_num_clusters(indices, k_range, median='clusters', resolution=RESOLU
     report = {'k_range': [k_min, k_max], 'community_sizes': sorted(sizes.tolist(), reverse=True),
               'min_size': round(min_size, 1), 'max_size': round(max_size, 1),
               'cluster_sizes': sorted(np.bincount(labels).tolist(), reverse=True)}
-    return max(int(labels.max()) + 1, k_min), report
+    return labels, report
+
+
+def graph_clusters(indices, k, median='clusters', seeds=(0,)):
+    """Exactly k clusters of the mined neighbours, one labelling [N] per Louvain seed: the K estimate's partition
+    with k_range [k, k], and while fewer than k clusters are left, the largest one that has communities of its own
+    bisected (the clustering heads' start with head_init: graph). Fewer than k only when no cluster splits."""
+    graph = shared_neighbour_graph(np.asarray(indices))
+    found = []
+    for seed in seeds:
+        labels = partition(graph, (k, k), median, seed=seed)[0]
+        while labels.max() + 1 < k and any(bisect(graph, labels, c) for c in np.argsort(-np.bincount(labels))):
+            pass  # one bisection per pass, largest cluster that splits first
+        found.append(labels)
+    return found
 
 
 def check_k_range(k_range, n):
