@@ -4,7 +4,8 @@ Adding a method: write methods/<name>.py with a subclass of PretextMethod, Clust
 SelfLabelMethod (methods/base.py says what each declares), then add its line below. The stage's
 `setup:` choices, the check of its criterion_kwargs and the training loop all come from here.
 """
-from methods import and_, byol, instdisc, nnm, pretrained, scan, selflabel, selflabel_per_cluster, simclr, snca, temi
+from methods import (and_, byol, instdisc, nnm, pretrained, scan, selflabel, selflabel_per_cluster, simclr, snca, temi,
+                     turtle)
 from utils.errors import UserError
 
 PRETEXT = {
@@ -19,6 +20,7 @@ CLUSTERING = {
     'scan': scan.SCAN,
     'nnm': nnm.NNM,
     'temi': temi.TEMI,
+    'turtle': turtle.TURTLE,
 }
 SELFLABEL = {
     'selflabel': selflabel.SelfLabel,

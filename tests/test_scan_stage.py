@@ -161,7 +161,6 @@ def test_kmeans_initialised_heads_reproduce_kmeans_at_step_zero(sample, monkeypa
     """Each head is k-means' nearest-centroid rule; above KMEANS_SAMPLE images the centroids come from a seeded
     sample of that many, and still label every image."""
     import numpy as np
-    from easydict import EasyDict
     from sklearn.cluster import KMeans
 
     from data.loaders import eval_loader
@@ -291,3 +290,25 @@ def test_cache_features_needs_a_frozen_trunk(env_file, run_root, capsys):
     expect_error(capsys, scan_args(env_file, 'scan', 'cache_features=true'), 'set update_cluster_head_only: true')
     expect_error(capsys, scan_args(env_file, 'nnm', 'cache_features=true', 'update_cluster_head_only=true',
                                    'local_neighbor_view=weak'), 'needs images')
+
+
+def turtle_args(env_file, *extra):
+    return ['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'scan', 'turtle_digits.yml'),
+            'epochs=3', 'batch_size=128', 'train_subset=256', 'val_subset=256',
+            'backbone_kwargs.widths=[8, 16, 16, 16]', 'num_heads=2', *extra]
+
+
+@pytest.mark.parametrize('warm_start', [False, True])
+def test_turtle_trains_through_scan_and_resumes_its_inner_learners(env_file, run_root, tmp_path, monkeypatch,
+                                                                   warm_start):
+    """scan.py with setup: turtle on cached features; with warm_start the inner classifiers and their optimisers
+    are in the checkpoint, and a run stopped and resumed ends where an uninterrupted one does."""
+    args = turtle_args(env_file, f'criterion_kwargs.warm_start={str(warm_start).lower()}')
+    shutil.copytree(run_root / 'pretext', tmp_path / 'full' / 'digits' / 'pretext')
+    result = scan.main(args + [f'root_dir={tmp_path}/full'])
+    assert result['num_classes'] == 10 and 0 < result['acc'] <= 1
+    reference = torch.load(tmp_path / 'full' / 'digits' / 'scan' / 'checkpoint.pth.tar', weights_only=True)
+    assert (reference['inner'] is not None) == warm_start
+    interrupted_then_resumed(monkeypatch, scan, args, epoch=2)
+    resumed = torch.load(run_root / 'scan' / 'checkpoint.pth.tar', weights_only=True)
+    assert all(torch.equal(reference['model'][k], resumed['model'][k]) for k in reference['model'])

@@ -1,0 +1,39 @@
+"""TURTLE's clustering loss (Gadetsky, Jiang and Brbic, ICML 2024, "Let Go of Your Labels with Unsupervised
+Transfer"): the labelling of the images that a linear classifier on the features learns best, kept from putting
+everything in one cluster by the entropy of the mean labelling."""
+import torch.nn as nn
+import torch.nn.functional as F
+
+from losses.scan import entropy
+
+
+def fit_linear(classifier, optimizer, x, targets, steps):
+    """`steps` optimiser steps of the linear `classifier` on x [b, D] towards the soft targets [b, C] (cross-entropy;
+    the targets carry no gradient): TURTLE's inner learner."""
+    targets = targets.detach()
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(classifier(x), targets).backward()
+        optimizer.step()
+
+
+class TURTLELoss(nn.Module):
+    """L = (1/b) sum_i CE(w(x_i), q_i) - entropy_weight * H(mean_i q_i).
+
+    q = softmax(the head's logits) is the labelling (TURTLE's task encoder); w(x_i) are the logits of the inner
+    linear classifier just fitted to q on the same images (fit_linear), held fixed here: a labelling the classifier
+    already predicts well costs little, so the head moves towards labellings a linear classifier separates with a
+    margin (the paper's first-order update of its bilevel problem).
+    Shape: labels [b, C] the head's logits; predicted [b, C] the inner classifier's logits. Returns {'total',
+    'error', 'entropy'}.
+    """
+
+    def __init__(self, entropy_weight):
+        super().__init__()
+        self.entropy_weight = float(entropy_weight)
+
+    def forward(self, labels, predicted):
+        q = labels.softmax(1)
+        error = -(q * predicted.detach().log_softmax(1)).sum(1).mean()
+        ent = entropy(q.mean(0))
+        return {'total': error - self.entropy_weight * ent, 'error': error.detach(), 'entropy': ent.detach()}

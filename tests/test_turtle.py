@@ -1,0 +1,78 @@
+"""TURTLE (setup: turtle): its loss against its formula, its inner learner's first step in closed form, the
+labelling it finds against a brute-force search (its run through scan.py: tests/test_scan_stage.py)."""
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+from easydict import EasyDict
+
+from losses.turtle import TURTLELoss, fit_linear
+from methods.turtle import TURTLE
+
+
+def test_loss_against_its_formula():
+    torch.manual_seed(0)
+    labels, predicted = torch.randn(6, 4, requires_grad=True), torch.randn(6, 4, requires_grad=True)
+    out = TURTLELoss(entropy_weight=3.0)(labels, predicted)
+    q, log_w = labels.softmax(1).tolist(), predicted.log_softmax(1).tolist()
+    error = -sum(q[i][c] * log_w[i][c] for i in range(6) for c in range(4)) / 6
+    mean = [sum(q[i][c] for i in range(6)) / 6 for c in range(4)]
+    entropy = -sum(m * math.log(m) for m in mean)
+    assert out['error'].item() == pytest.approx(error, rel=1e-5)
+    assert out['entropy'].item() == pytest.approx(entropy, rel=1e-5)
+    assert out['total'].item() == pytest.approx(error - 3.0 * entropy, rel=1e-5)
+    out['total'].backward()
+    assert predicted.grad is None and labels.grad.abs().sum() > 0  # the inner classifier is held fixed
+    # a classifier that predicts the labelling exactly leaves the labelling's own entropy as its error
+    exact = TURTLELoss(0.0)(labels.detach(), labels.detach().log_softmax(1))
+    rows = -(labels.softmax(1) * labels.log_softmax(1)).sum(1).mean()
+    assert exact['error'].item() == pytest.approx(rows.item(), rel=1e-6)
+
+
+def test_the_inner_learners_first_step_from_zero():
+    """From zero weights the classifier predicts 1/C everywhere, so the gradient of the cross-entropy is
+    (1/b) sum_i (1/C - t_i) x_i; Adam's first step moves every weight by lr against its sign."""
+    torch.manual_seed(1)
+    x, targets = torch.randn(8, 5), torch.randn(8, 3).softmax(1)
+    classifier = nn.Linear(5, 3)
+    nn.init.zeros_(classifier.weight)
+    nn.init.zeros_(classifier.bias)
+    fit_linear(classifier, torch.optim.Adam(classifier.parameters(), lr=0.01, eps=1e-12), x, targets, 1)
+    gradient = (1 / 3 - targets).T @ x / 8
+    assert torch.allclose(classifier.weight, -0.01 * gradient.sign(), atol=1e-7)
+    assert torch.allclose(classifier.bias, -0.01 * (1 / 3 - targets).mean(0).sign(), atol=1e-7)
+
+
+def turtle_objective(x, labels, gamma, cfg):
+    """TURTLE's loss for one hard labelling: the inner learner fitted as a step fits it, then the loss."""
+    method = TURTLE(cfg)
+    head = nn.Linear(x.shape[1], 2)
+    q = torch.nn.functional.one_hot(labels, 2).float()
+    classifier, optimizer = method.learners([head], 'cpu')[0]
+    fit_linear(classifier, optimizer, x, q, cfg.criterion_kwargs['inner_steps'])
+    error = -(q * classifier(x).log_softmax(1)).sum(1).mean()
+    mean = q.mean(0).clamp_min(1e-8)
+    return float(error + gamma * (mean * mean.log()).sum())
+
+
+def test_the_labelling_found_is_the_brute_force_optimum():
+    """Eight points in two loose groups: of the 2^8 hard labellings, the one with the lowest TURTLE loss (searched
+    exhaustively) is the two groups, and training a head with the method from a random start finds it."""
+    x = torch.tensor([[-2.0, 0.8], [-2.6, -0.4], [-1.4, 0.1], [-2.2, -1.0],
+                      [2.0, -0.8], [2.5, 0.5], [1.5, 1.1], [2.3, -0.2]])
+    cfg = EasyDict(criterion_kwargs={'entropy_weight': 1.0, 'inner_steps': 10, 'inner_lr': 0.1, 'warm_start': False})
+    best = min(itertools.product([0, 1], repeat=8),
+               key=lambda lab: turtle_objective(x, torch.tensor(lab), 1.0, cfg))
+    assert best in ((0,) * 4 + (1,) * 4, (1,) * 4 + (0,) * 4)
+    torch.manual_seed(0)
+    model = EasyDict(cluster_head=nn.ModuleList([nn.Linear(2, 2)]))
+    method, optimizer = TURTLE(cfg), torch.optim.Adam(model.cluster_head.parameters(), lr=0.05)
+    for _ in range(200):
+        context = method.step_context(model, None, [x], 'cpu')
+        loss = method.criterion(**method.inputs([model.cluster_head[0](x)], 0, None, context))['total']
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert tuple(model.cluster_head[0](x).argmax(1).tolist()) in (best, tuple(1 - b for b in best))
