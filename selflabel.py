@@ -18,7 +18,7 @@ import torch
 from data import clustering_data, get_dataset, same_data
 from data.feature_batches import FeatureViews
 from data.loaders import eval_loader, weak_strong_batches
-from losses.scan import head_losses
+from losses.scan import head_losses, neighbour_agreement
 from models import get_clustering_model
 from models.models import HeadsOnFeatures
 from stages.epochs import EpochRunner
@@ -58,14 +58,16 @@ def training_step(net, model, method, cfg, device, ema=None):
 
 
 def evaluate(model, cfg, device, val_set, val_lists=None):
-    """Cluster sizes, with val_lists the label-free loss on the val split's mined pairs (SCAN's criterion, entropy
-    weight 1), and the metrics when there are labels (only to report)."""
+    """Cluster sizes; with val_lists the label-free criteria on the val split's mined pairs: SCAN's loss (entropy
+    weight 1) and the neighbours' agreement (kappa of the hard labels); the metrics when there are labels (only to
+    report)."""
     pred = predict(model, eval_loader(val_set, cfg), device)
     probs = pred['probs'][0]
     report = {'cluster_sizes': sorted(torch.bincount(probs.argmax(1), minlength=cfg.num_classes).tolist(),
                                       reverse=True)}
     if val_lists is not None:
         report['val_loss'] = round(float(head_losses(pred['probs'], val_lists)[0]), 5)
+        report['val_agreement'] = round(neighbour_agreement(probs.argmax(1), val_lists), 5)
     if val_set.has_labels:
         m = cluster_metrics(probs.argmax(1).numpy(), pred['targets'], probs.numpy(), len(val_set.classes) or None)
         report.update({k: round(m[k], 5) for k in ('acc', 'nmi', 'ari')})
@@ -95,8 +97,8 @@ def run(args):
     load_weights(model, found.single_head(), f'clustering model {cfg.scan_model}')
     head = found.head
     method = method_class(cfg, train_set)
-    by_val_loss = cfg.model_selection == 'val_loss'
-    val_lists = load_neighbors(cfg.topk_neighbors_val_path, len(val_set), None, 'val') if by_val_loss else None
+    label_free = cfg.model_selection != 'last'  # a label-free criterion on the val split's mined neighbours
+    val_lists = load_neighbors(cfg.topk_neighbors_val_path, len(val_set), None, 'val') if label_free else None
     cap_epochs(cfg, len(train_set))
     state = start_run(cfg.selflabel_dir, cfg, 'selflabel', cfg.selflabel_checkpoint, args.resume)
 
@@ -127,12 +129,13 @@ def run(args):
         net = training_model(model, cfg, device)
 
     def keep(epoch, report):
-        """The model is kept when its label-free val loss is the lowest so far (model_selection: val_loss; epoch 0
-        is the clustering model), or at every epoch (last)."""
-        runner.keep(epoch, report['val_loss'] if by_val_loss else None,
+        """The model is kept when its label-free criterion is the best so far (model_selection: val_loss, the lowest
+        loss; agreement, the highest; epoch 0 is the clustering model), or at every epoch (last)."""
+        loss = {'last': None, 'val_loss': report.get('val_loss'), 'agreement': -report.get('val_agreement', 0)}
+        runner.keep(epoch, loss[cfg.model_selection],
                     lambda: atomic_save(final.state_dict(), cfg.selflabel_model), report=report)
 
-    if by_val_loss and runner.best is None:  # the clustering model itself is the one to beat
+    if label_free and runner.best is None:  # the clustering model itself is the one to beat
         report = evaluate(scorer, cfg, device, val_set, val_lists)
         keep(0, report)
         runner.log.log({'epoch': 0, **report})

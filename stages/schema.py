@@ -141,9 +141,10 @@ SELFLABEL = {
     'augmentation_strategy': Key('ours', str, ('simclr', 'ours')),
     'augmentation_kwargs': Key(REQUIRED, dict),
     'augment_on_device': False,
-    # the model written: the last epoch's, or the epoch (0 = the clustering model itself) with the lowest
-    # label-free loss on the val split's mined neighbours (SCAN's criterion), so self-labelling never worsens it
-    'model_selection': Key('last', str, ('last', 'val_loss')),
+    # the model written: the last epoch's, or the epoch (0 = the clustering model itself) best by a label-free
+    # criterion on the val split's mined neighbours: the lowest SCAN loss (val_loss), or the highest agreement of
+    # the hard labels of neighbours beyond chance (agreement: not raised by sharper predictions alone)
+    'model_selection': Key('last', str, ('last', 'val_loss', 'agreement')),
     # freeze the trunk and train the head alone on what it sees of each image, computed once (no augmentation);
     # unset: true after a pretext with setup: pretrained
     'cache_features': Key(None, bool),

@@ -170,13 +170,15 @@ def test_selected_loss_matches_reference(balance):
     assert SelectedCE(True, 0.0)(strong, target, torch.zeros(30, dtype=torch.bool)) == {'total': None, 'confident': 0}
 
 
-def test_per_cluster_self_labelling_keeps_the_best_label_free_epoch(env_file, run_root):
-    result = selflabel.main(selflabel_args(env_file, 'setup=selflabel_per_cluster', 'model_selection=val_loss',
+@pytest.mark.parametrize('selection, best', [('val_loss', lambda r: r['val_loss']),
+                                              ('agreement', lambda r: -r['val_agreement'])])
+def test_per_cluster_self_labelling_keeps_the_best_label_free_epoch(env_file, run_root, selection, best):
+    result = selflabel.main(selflabel_args(env_file, 'setup=selflabel_per_cluster', f'model_selection={selection}',
                                            'criterion_kwargs.neighbor_agreement=0.5', 'epochs=3'))
     log = [json.loads(line) for line in open(run_root / 'selflabel' / 'log.jsonl')]
     assert [r['epoch'] for r in log] == [0, 1, 2, 3]  # epoch 0: the clustering model itself
     assert all(0 < r['selected_share'] <= 1 and r['taught_clusters'] >= 1 for r in log[1:])
-    kept = min(log, key=lambda r: r['val_loss'])
+    kept = min(log, key=best)  # the first of equals, as the stage keeps it
     assert result['acc'] == kept['acc'] and result['nmi'] == kept['nmi']
     state = torch.load(run_root / 'selflabel' / 'checkpoint.pth.tar', weights_only=True)
     assert state['best']['epoch'] == kept['epoch']
