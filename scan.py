@@ -82,7 +82,7 @@ def keep_best(runner, epoch, record, report, model, cfg):
     label-free val loss is the lowest so far."""
     metrics = report.get('best', {})
     runner.keep(epoch, report['val_loss'][report['head']],
-                lambda: atomic_save({'model': model.state_dict(), 'head': report['head']}, cfg.scan_model),
+                lambda: atomic_save({'model': model.plain_state(), 'head': report['head']}, cfg.scan_model),
                 head=report['head'], metrics={k: metrics.get(k) for k in ('acc', 'nmi', 'ari')})
     record = {**record, **{k: v for k, v in report.items() if k != 'best'}}
     if 'best' in report:
@@ -176,6 +176,7 @@ def run(args):
     model = get_clustering_model(cfg, pretext.state if cfg.heads_on == 'projection' else None).to(device)
     load_pretext_trunk(model, pretext)
     method = method_class(cfg)
+    method.build(model)
     check_cache(cfg, method)
     cap_epochs(cfg, len(train_set))
     state = start_run(cfg.scan_dir, cfg, 'clustering', cfg.scan_checkpoint, args.resume)

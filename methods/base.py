@@ -108,6 +108,9 @@ class ClusteringMethod(Method):
         """Whether batches carry each anchor's evaluation-transform view ('weak')."""
         return False
 
+    def build(self, model):
+        """Called on the clustering model before its optimiser and checkpoint are made (a method's own head form)."""
+
     def step_context(self, model, batch, features, device):
         """Per-step values every head's inputs share; features: what the heads see of each view of the batch
         (anchors, neighbours[, second views]), each [b, D]."""

@@ -5,7 +5,9 @@ batch are the images.
 Per step, before the loss, every head gets its inner learner: a linear classifier on the anchors' features fitted
 to the head's current labelling with inner_steps Adam steps (inner_lr). Cold start (the paper's default) begins
 each step's classifier at zero, so every process of a torchrun job fits the same one; warm_start: true keeps each
-head's classifier and its optimiser from step to step (and in the checkpoint).
+head's classifier and its optimiser from step to step (and in the checkpoint). The heads are weight-normalised while
+they train (weight_norm: true, the paper's task encoder; models.ClusteringModel.normalise_heads); the model file
+holds their plain weights.
 """
 import torch
 import torch.nn as nn
@@ -17,11 +19,15 @@ from utils.distributed import gather
 
 class TURTLE(ClusteringMethod):
     loss = TURTLELoss
-    kwargs = {'entropy_weight': 10.0, 'inner_steps': 10, 'inner_lr': 0.001, 'warm_start': False}
+    kwargs = {'entropy_weight': 10.0, 'inner_steps': 10, 'inner_lr': 0.001, 'warm_start': False, 'weight_norm': True}
 
     def __init__(self, cfg):
         super().__init__(cfg)
         self.inner, self.saved = None, None
+
+    def build(self, model):
+        if self.cfg.criterion_kwargs['weight_norm']:  # the paper's task encoder ("crucial" in the authors' code)
+            model.normalise_heads()
 
     def build_loss(self, cfg):
         return TURTLELoss(cfg.criterion_kwargs['entropy_weight'])

@@ -2,6 +2,8 @@
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import weight_norm
 
 from utils.errors import UserError
 
@@ -88,13 +90,36 @@ class ClusteringModel(nn.Module):
             return {'features': features, 'output': output}
         return output
 
+    def normalise_heads(self):
+        """Every head's weight as g v / |v| per cluster (weight normalisation: its length and direction train apart;
+        TURTLE's task encoders). state_dict() then holds g and v, which a checkpoint resumes; plain_state() is the
+        layout the other stages read."""
+        for head in self.cluster_head:
+            if not parametrize.is_parametrized(head, 'weight'):
+                weight_norm(head)
+
+    def plain_state(self):
+        """state_dict() with each weight-normalised head's weight written out as cluster_head.{h}.weight (SCAN's
+        layout, what selflabel.py and eval.py load)."""
+        state = self.state_dict()
+        for h, head in enumerate(self.cluster_head):
+            if parametrize.is_parametrized(head, 'weight'):
+                for part in ('original0', 'original1'):
+                    del state[f'cluster_head.{h}.parametrizations.weight.{part}']
+                state[f'cluster_head.{h}.weight'] = head.weight.detach()
+        return state
+
     @torch.no_grad()
     def init_head(self, h, centroids, scale):
         """Head h as a nearest-centroid classifier on the heads' input features: logits (2 c.f - |c|^2) / scale, whose
         argmax is the centroid nearest in L2 (centroids [C, D]; scale sets how soft the first predictions are)."""
-        centroids = centroids.to(self.cluster_head[h].weight)
-        self.cluster_head[h].weight.copy_(2 * centroids / scale)
-        self.cluster_head[h].bias.copy_(-centroids.pow(2).sum(1) / scale)
+        head = self.cluster_head[h]
+        centroids = centroids.to(head.bias)
+        if parametrize.is_parametrized(head, 'weight'):
+            head.weight = 2 * centroids / scale  # g and v of that weight, in place (the optimiser keeps them)
+        else:
+            head.weight.copy_(2 * centroids / scale)
+        head.bias.copy_(-centroids.pow(2).sum(1) / scale)
 
 
 class HeadsOnFeatures(nn.Module):

@@ -309,6 +309,9 @@ def test_turtle_trains_through_scan_and_resumes_its_inner_learners(env_file, run
     assert result['num_classes'] == 10 and 0 < result['acc'] <= 1
     reference = torch.load(tmp_path / 'full' / 'digits' / 'scan' / 'checkpoint.pth.tar', weights_only=True)
     assert (reference['inner'] is not None) == warm_start
+    assert any('parametrizations' in k for k in reference['model'])  # weight-normalised heads resume as g and v
+    saved = torch.load(tmp_path / 'full' / 'digits' / 'scan' / 'model.pth.tar', weights_only=True)['model']
+    assert 'cluster_head.1.weight' in saved and not any('parametrizations' in k for k in saved)  # the plain layout
     interrupted_then_resumed(monkeypatch, scan, args, epoch=2)
     resumed = torch.load(run_root / 'scan' / 'checkpoint.pth.tar', weights_only=True)
     assert all(torch.equal(reference['model'][k], resumed['model'][k]) for k in reference['model'])

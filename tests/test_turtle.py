@@ -1,5 +1,6 @@
 """TURTLE (setup: turtle): its loss against its formula, its inner learner's first step in closed form, the
-labelling it finds against a brute-force search (its run through scan.py: tests/test_scan_stage.py)."""
+labelling it finds against a brute-force search, its weight-normalised heads saved as plain ones (its run through
+scan.py: tests/test_scan_stage.py)."""
 import itertools
 import math
 
@@ -10,6 +11,7 @@ from easydict import EasyDict
 
 from losses.turtle import TURTLELoss, fit_linear
 from methods.turtle import TURTLE
+from models.models import ClusteringModel
 
 
 def test_loss_against_its_formula():
@@ -76,3 +78,24 @@ def test_the_labelling_found_is_the_brute_force_optimum():
         loss.backward()
         optimizer.step()
     assert tuple(model.cluster_head[0](x).argmax(1).tolist()) in (best, tuple(1 - b for b in best))
+
+
+def test_weight_normalised_heads_start_predict_and_save_as_plain_ones():
+    """TURTLE's heads train as g v / |v|: the nearest-centroid start gives the plain head's logits, and the model file
+    (plain_state) loads into a plain model that predicts exactly as the normalised one."""
+    torch.manual_seed(0)
+    x, centroids = torch.randn(20, 6), torch.randn(3, 6)
+    plain = ClusteringModel({'backbone': nn.Identity(), 'dim': 6}, nclusters=3, nheads=2)
+    normalised = ClusteringModel({'backbone': nn.Identity(), 'dim': 6}, nclusters=3, nheads=2)
+    normalised.normalise_heads()
+    assert {'cluster_head.0.parametrizations.weight.original0', 'cluster_head.0.parametrizations.weight.original1'} \
+        <= set(normalised.state_dict())
+    for model in (plain, normalised):
+        model.init_head(0, centroids, 2.0)
+    assert torch.allclose(normalised(x)[0], plain(x)[0], atol=1e-6)
+    with torch.no_grad():
+        normalised.cluster_head[1].parametrizations.weight.original0.mul_(3.0)  # a trained length
+    state = normalised.plain_state()
+    assert set(state) == set(plain.state_dict())
+    plain.load_state_dict(state)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain(x), normalised(x)))
