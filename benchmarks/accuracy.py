@@ -67,9 +67,11 @@ PROFILES = {
     **{f'cifar10-jpg-pretrained{suffix}': {
         'pretext': 'configs/pretext/pretrained_cifar10_jpg_pretrained.yml',
         'clustering': {'scan': 'configs/scan/scan_cifar10_jpg_pretrained.yml',
-                       'temi': 'configs/scan/temi_cifar10_jpg_pretrained.yml'},
-        # the last self-label run is the one eval_pictures shows: SCAN's, the better here
-        'selflabel': {setup: 'configs/selflabel/selflabel_cifar10_jpg_pretrained.yml' for setup in ('temi', 'scan')},
+                       'temi': 'configs/scan/temi_cifar10_jpg_pretrained.yml',
+                       'turtle': 'configs/scan/turtle_cifar10_jpg_pretrained.yml'},
+        # the last self-label run is the one eval_pictures shows: SCAN's
+        'selflabel': {setup: 'configs/selflabel/selflabel_cifar10_jpg_pretrained.yml'
+                      for setup in ('temi', 'turtle', 'scan')},
         'overrides': [f'backbone=timm/tf_efficientnet_{lite}'] if lite != 'lite0' else [],
         'weights': f'efficientnet_{lite}',
     } for suffix, lite in (('', 'lite0'), ('-lite2', 'lite2'))},
@@ -244,8 +246,9 @@ def aggregate(runs):
 
 
 ORDER = [('kmeans_pixels', 'k-means on raw pixels'), ('kmeans_pretext', 'k-means on pretext features'),
-         ('scan', 'SCAN'), ('nnm', 'NNM'), ('temi', 'TEMI'), ('scan+selflabel', 'SCAN + self-label'),
-         ('nnm+selflabel', 'NNM + self-label'), ('temi+selflabel', 'TEMI + self-label')]
+         ('scan', 'SCAN'), ('nnm', 'NNM'), ('temi', 'TEMI'), ('turtle', 'TURTLE'),
+         ('scan+selflabel', 'SCAN + self-label'), ('nnm+selflabel', 'NNM + self-label'),
+         ('temi+selflabel', 'TEMI + self-label'), ('turtle+selflabel', 'TURTLE + self-label')]
 
 
 def paired_difference(runs):

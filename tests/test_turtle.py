@@ -54,7 +54,8 @@ def turtle_objective(x, labels, gamma, cfg):
     q = torch.nn.functional.one_hot(labels, 2).float()
     classifier, optimizer = method.learners([head], 'cpu')[0]
     fit_linear(classifier, optimizer, x, q, cfg.criterion_kwargs['inner_steps'])
-    error = -(q * classifier(x).log_softmax(1)).sum(1).mean()
+    with torch.no_grad():
+        error = -(q * classifier(x).log_softmax(1)).sum(1).mean()
     mean = q.mean(0).clamp_min(1e-8)
     return float(error + gamma * (mean * mean.log()).sum())
 
