@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from utils.checkpoint import fold_weight_norm
 from utils.errors import UserError
 
 
@@ -101,13 +102,7 @@ class ClusteringModel(nn.Module):
     def plain_state(self):
         """state_dict() with each weight-normalised head's weight written out as cluster_head.{h}.weight (SCAN's
         layout, what selflabel.py and eval.py load)."""
-        state = self.state_dict()
-        for h, head in enumerate(self.cluster_head):
-            if parametrize.is_parametrized(head, 'weight'):
-                for part in ('original0', 'original1'):
-                    del state[f'cluster_head.{h}.parametrizations.weight.{part}']
-                state[f'cluster_head.{h}.weight'] = head.weight.detach()
-        return state
+        return fold_weight_norm(self.state_dict())
 
     @torch.no_grad()
     def init_head(self, h, centroids, scale):

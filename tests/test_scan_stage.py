@@ -10,6 +10,7 @@ import scan
 import simclr
 from conftest import ROOT, interrupted_then_resumed, tiny_digits_args, write_env
 from methods.scan import SCAN
+from utils.checkpoint import read_model_file
 
 TINY = ['epochs=2', 'batch_size=64', 'train_subset=256', 'val_subset=256', 'backbone_kwargs.widths=[8, 16, 16, 16]',
         'num_heads=2']
@@ -312,6 +313,9 @@ def test_turtle_trains_through_scan_and_resumes_its_inner_learners(env_file, run
     assert any('parametrizations' in k for k in reference['model'])  # weight-normalised heads resume as g and v
     saved = torch.load(tmp_path / 'full' / 'digits' / 'scan' / 'model.pth.tar', weights_only=True)['model']
     assert 'cluster_head.1.weight' in saved and not any('parametrizations' in k for k in saved)  # the plain layout
+    folded = read_model_file(str(tmp_path / 'full' / 'digits' / 'scan' / 'checkpoint.pth.tar')).state  # as eval.py
+    assert {k for k in folded if k.startswith('cluster_head.')} == {f'cluster_head.{h}.{part}' for h in (0, 1)
+                                                                     for part in ('weight', 'bias')}
     interrupted_then_resumed(monkeypatch, scan, args, epoch=2)
     resumed = torch.load(run_root / 'scan' / 'checkpoint.pth.tar', weights_only=True)
     assert all(torch.equal(reference['model'][k], resumed['model'][k]) for k in reference['model'])

@@ -155,6 +155,21 @@ def strip_prefixes(state_dict):
     return out
 
 
+WEIGHT_NORM = '.parametrizations.weight.original'  # torch's weight_norm: original0 = g [C, 1], original1 = v [C, D]
+
+
+def fold_weight_norm(state_dict):
+    """Weight-normalised layers (TURTLE's heads while they train) as plain ones: '<m>.weight' = g v / |v| (norm per
+    output row) in place of g and v, so a checkpoint reads as the model file does."""
+    out = {k: v for k, v in state_dict.items() if WEIGHT_NORM not in k}
+    for key in state_dict:
+        if key.endswith(WEIGHT_NORM + '1'):
+            module = key[:-len(WEIGHT_NORM + '1')]
+            g, v = state_dict[module + WEIGHT_NORM + '0'], state_dict[key]
+            out[module + '.weight'] = g * v / v.flatten(1).norm(dim=1).view(g.shape)
+    return out
+
+
 def load_weights(model, state_dict, what, strict=True):
     """Load a state_dict; a mismatch is a UserError that names the first few differing keys."""
     state_dict = strip_prefixes(state_dict)
@@ -234,7 +249,7 @@ def read_model_file(path, what='model', kind=None):
     if isinstance(obj.get('model'), dict):
         state = obj['model']
         head = next((int(obj[k]) for k in ('head', 'best_loss_head') if obj.get(k) is not None), None)
-    state = strip_prefixes(state)
+    state = fold_weight_norm(strip_prefixes(state))
     if any(k.startswith('cluster_head.') for k in state):
         found = ModelFile(path, 'clustering', state, head)
     elif holds_projection(state):
