@@ -172,11 +172,16 @@ def run(args):
                                  typed(cfg, 'num_neighbors'))
     val_lists = load_neighbors(cfg.topk_neighbors_val_path, len(val_set), None, 'val')
     k_report = choose_num_clusters(cfg)
+    if cfg.cluster_head == 'mlp' and cfg.head_init != 'random':
+        raise UserError(f'head_init: {cfg.head_init} starts linear heads at centroids; with cluster_head: mlp use '
+                        'head_init: random')
     pretext = read_pretext_model(cfg.pretext_model)
     model = get_clustering_model(cfg, pretext.state if cfg.heads_on == 'projection' else None).to(device)
     load_pretext_trunk(model, pretext)
     method = method_class(cfg)
     method.build(model)
+    if cfg.cluster_head == 'mlp':
+        model.normalise_heads()  # TEMI's last layer trains weight-normalised (DINO's head)
     check_cache(cfg, method)
     cap_epochs(cfg, len(train_set))
     state = start_run(cfg.scan_dir, cfg, 'clustering', cfg.scan_checkpoint, args.resume)

@@ -68,6 +68,7 @@ PROFILES = {
         'pretext': 'configs/pretext/pretrained_cifar10_jpg_pretrained.yml',
         'clustering': {'scan': 'configs/scan/scan_cifar10_jpg_pretrained.yml',
                        'temi': 'configs/scan/temi_cifar10_jpg_pretrained.yml',
+                       'temi_mlp': 'configs/scan/temi_mlp_cifar10_jpg_pretrained.yml',
                        'turtle': 'configs/scan/turtle_cifar10_jpg_pretrained.yml'},
         # the last self-label run is the one eval_pictures shows: SCAN's
         'selflabel': {setup: 'configs/selflabel/selflabel_cifar10_jpg_pretrained.yml'
@@ -246,7 +247,8 @@ def aggregate(runs):
 
 
 ORDER = [('kmeans_pixels', 'k-means on raw pixels'), ('kmeans_pretext', 'k-means on pretext features'),
-         ('scan', 'SCAN'), ('nnm', 'NNM'), ('temi', 'TEMI'), ('turtle', 'TURTLE'),
+         ('scan', 'SCAN'), ('nnm', 'NNM'), ('temi', 'TEMI (linear heads)'), ('temi_mlp', 'TEMI (MLP heads)'),
+         ('turtle', 'TURTLE'),
          ('scan+selflabel', 'SCAN + self-label'), ('nnm+selflabel', 'NNM + self-label'),
          ('temi+selflabel', 'TEMI + self-label'), ('turtle+selflabel', 'TURTLE + self-label')]
 

@@ -2,7 +2,9 @@
 and a mined neighbour (losses/temi.py) under a teacher, an exponential moving average of the heads (TEMI trains on
 frozen features: the teacher sees the student's embeddings, detached).
 
-Per step, before the loss: the teacher follows the heads (t <- m t + (1 - m) s, teacher_momentum), its
+The student temperature is the model's (its logits are the heads' divided by it, ClusteringModel.set_logit_scale):
+the model file's probabilities, which eval.py reports and self-labelling trains on, are the student's. Per step,
+before the loss: the teacher follows the heads (t <- m t + (1 - m) s, teacher_momentum), its
 probabilities (softmax of logits / teacher_temperature) update each head's prior (the running mean, prior_momentum),
 and each pair's weight is the mean over heads of sum_k t_k(anchor) t_k(neighbour). Teacher and priors are in the
 checkpoint, so a resumed run continues them.
@@ -24,9 +26,11 @@ class TEMI(ClusteringMethod):
         super().__init__(cfg)
         self.teacher, self.prior, self.saved = None, None, None
 
+    def build(self, model):
+        model.set_logit_scale(1 / self.cfg.criterion_kwargs['student_temperature'])
+
     def build_loss(self, cfg):
-        kw = cfg.criterion_kwargs
-        return TEMILoss(kw['beta'], kw['student_temperature'])
+        return TEMILoss(cfg.criterion_kwargs['beta'], 1.0)  # the model divides by the student temperature (build)
 
     @torch.no_grad()
     def follow(self, heads):

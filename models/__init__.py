@@ -1,7 +1,7 @@
 """Backbones by name, and the models built on them."""
 import inspect
 
-from models.models import ClusteringModel, ContrastiveModel, projection_head
+from models.models import ClusteringModel, ContrastiveModel, MLPHead, projection_head
 from models.pretrained import LIBRARIES, library_backbone, load_backbone_weights, names_weights
 from models.resnet50 import resnet50
 from models.resnet_cifar import resnet18_cifar, resnet18_stl
@@ -84,13 +84,22 @@ def contrastive_model_for(cfg, state):
 
 def get_clustering_model(cfg, state=None):
     """The clustering model; its heads sit on the projection head when `state` (a pretext or clustering
-    state_dict) holds one and cfg.heads_on is 'projection' (or, for a clustering file, whenever it holds one)."""
+    state_dict) holds one and cfg.heads_on is 'projection' (or, for a clustering file, whenever it holds one). The
+    heads' form: a clustering state_dict's own (its first head's layers), else cfg.cluster_head and its kwargs."""
     backbone = get_backbone(cfg)
     projection = None
-    if state is not None and holds_projection(state) and (
-            cfg.get('heads_on') == 'projection' or any(k.startswith('cluster_head.') for k in state)):
+    clustering = state is not None and any(k.startswith('cluster_head.') for k in state)
+    if state is not None and holds_projection(state) and (cfg.get('heads_on') == 'projection' or clustering):
         projection = projection_head(backbone['dim'], **projection_kwargs(state))
-    return ClusteringModel(backbone, cfg.num_classes, cfg.get('num_heads') or 1, projection)
+    head, head_kwargs = cfg.get('cluster_head') or 'linear', cfg.get('cluster_head_kwargs')
+    if clustering:
+        first = min(int(k.split('.')[1]) for k in state if k.startswith('cluster_head.'))
+        head_kwargs = MLPHead.kwargs_of(state, f'cluster_head.{first}.')
+        head = 'linear' if head_kwargs is None else 'mlp'
+    model = ClusteringModel(backbone, cfg.num_classes, cfg.get('num_heads') or 1, projection, head, head_kwargs)
+    if clustering and 'logit_scale' in state:
+        model.set_logit_scale(state['logit_scale'])
+    return model
 
 
 __all__ = ['BACKBONES', 'ClusteringModel', 'ContrastiveModel', 'contrastive_model_for', 'get_backbone',

@@ -35,12 +35,70 @@ class ContrastiveModel(nn.Module):
         return F.normalize(self.contrastive_head(features), dim=1)
 
 
-class ClusteringModel(nn.Module):
-    """backbone + `nheads` linear heads `cluster_head.{h}` (D -> nclusters). With `projection` (the pretext
-    model's projection head, kept as `contrastive_head`) the heads sit on its L2-normalised output instead of on
-    the backbone features (`heads_on: projection`)."""
+HEADS = ('linear', 'mlp')
+MLP_HEAD = {'hidden_dim': 512, 'bottleneck_dim': 256, 'nlayers': 2}  # TEMI's published head (its code's defaults)
 
-    def __init__(self, backbone, nclusters, nheads=1, projection=None):
+
+class MLPHead(nn.Module):
+    """TEMI's clustering head (DINO's projection head without its batch norm): `mlp`, nlayers linear layers with GELU
+    between them (D -> hidden_dim ... -> bottleneck_dim; one layer: D -> bottleneck_dim), its output L2-normalised,
+    then `last`, a linear layer without bias to the clusters whose rows start at unit length (the logits start as
+    cosines). The MLP starts as TEMI's: weights N(0, 0.02) truncated at 2 standard deviations, biases zero. While it
+    trains (scan.py) `last` is weight-normalised, its length and direction apart (ClusteringModel.normalise_heads)."""
+
+    def __init__(self, dim, nclusters, hidden_dim=512, bottleneck_dim=256, nlayers=2):
+        super().__init__()
+        for key, value in (('hidden_dim', hidden_dim), ('bottleneck_dim', bottleneck_dim), ('nlayers', nlayers)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f'cluster_head_kwargs.{key} must be a whole number of at least 1, not {value!r}')
+        sizes = [dim] + [hidden_dim] * (nlayers - 1) + [bottleneck_dim]
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers += [nn.GELU()] * (i > 0) + [nn.Linear(a, b)]
+        self.mlp = nn.Sequential(*layers)
+        for layer in self.mlp[::2]:
+            nn.init.trunc_normal_(layer.weight, std=0.02, a=-0.04, b=0.04)
+            nn.init.zeros_(layer.bias)
+        self.last = nn.Linear(bottleneck_dim, nclusters, bias=False)
+        with torch.no_grad():
+            self.last.weight.div_(self.last.weight.norm(dim=1, keepdim=True))
+        self.in_features, self.out_features = dim, nclusters
+
+    @staticmethod
+    def kwargs_of(state, prefix):
+        """The MLPHead kwargs of the head whose keys start with `prefix` in a (plain) state_dict, or None when that
+        head is a linear one."""
+        layers = sorted({int(k[len(prefix) + 4:].split('.')[0]) for k in state if k.startswith(prefix + 'mlp.')})
+        if not layers:
+            return None
+        shapes = [state[f'{prefix}mlp.{i}.weight'].shape for i in layers]
+        return {'hidden_dim': shapes[0][0] if len(shapes) > 1 else MLP_HEAD['hidden_dim'],
+                'bottleneck_dim': shapes[-1][0], 'nlayers': len(shapes)}
+
+    def forward(self, x):
+        return self.last(F.normalize(self.mlp(x), dim=-1))
+
+
+def make_head(kind, dim, nclusters, kwargs=None):
+    """One clustering head: 'linear' (SCAN's, D -> nclusters) or 'mlp' (MLPHead, with its kwargs)."""
+    if kind == 'mlp':
+        unknown = sorted(set(kwargs or {}) - set(MLP_HEAD))
+        if unknown:
+            raise UserError(f'cluster_head_kwargs.{unknown[0]} is not a setting of the MLP head; valid: '
+                            f'{", ".join(MLP_HEAD)}')
+        return MLPHead(dim, nclusters, **{**MLP_HEAD, **(kwargs or {})})
+    if kwargs:
+        raise UserError(f'cluster_head_kwargs {sorted(kwargs)} are for cluster_head: mlp; a linear head takes none')
+    return nn.Linear(dim, nclusters)
+
+
+class ClusteringModel(nn.Module):
+    """backbone + `nheads` heads `cluster_head.{h}` (D -> nclusters): linear ones (SCAN's), or TEMI's MLP heads
+    (head='mlp', MLPHead with head_kwargs). With `projection` (the pretext model's projection head, kept as
+    `contrastive_head`) the heads sit on its L2-normalised output instead of on the backbone features
+    (`heads_on: projection`)."""
+
+    def __init__(self, backbone, nclusters, nheads=1, projection=None, head='linear', head_kwargs=None):
         super().__init__()
         self.backbone = backbone['backbone']
         self.backbone_dim = backbone['dim']
@@ -50,8 +108,21 @@ class ClusteringModel(nn.Module):
         if projection is not None:
             self.contrastive_head = projection
             dim = [m for m in projection.modules() if isinstance(m, nn.Linear)][-1].out_features
-        self.cluster_head = nn.ModuleList(nn.Linear(dim, nclusters) for _ in range(nheads))
+        self.cluster_head = nn.ModuleList(make_head(head, dim, nclusters, head_kwargs) for _ in range(nheads))
+        # every head's logits times this (set_logit_scale); unset, it is not in the state_dict (SCAN's layout)
+        self.register_buffer('logit_scale', None)
         self.frozen_trunk = False
+
+    def set_logit_scale(self, scale):
+        """Every head's logits times `scale` from now on: TEMI's 1 / student temperature, so the probabilities every
+        stage reads (head selection, eval.py, self-labelling) are those its loss trained. A buffer: the model file
+        keeps it and get_clustering_model reads it back."""
+        self.logit_scale = torch.tensor(float(scale))
+
+    def head_logits(self, features):
+        """Every head's logits [b, C] on what the heads see [b, D]."""
+        output = [head(features) for head in self.cluster_head]
+        return output if self.logit_scale is None else [o * self.logit_scale for o in output]
 
     def trunk(self):
         """The modules below the heads: the backbone, and the projection head when the heads sit on it."""
@@ -82,22 +153,23 @@ class ClusteringModel(nn.Module):
         """'default': list of H logits [b, C]; 'backbone': the heads' input features [b, D]; 'head': heads on
         features x; 'return_all': {'features', 'output'}."""
         if forward_pass == 'head':
-            return [head(x) for head in self.cluster_head]
+            return self.head_logits(x)
         features = self.embed(x)
         if forward_pass == 'backbone':
             return features
-        output = [head(features) for head in self.cluster_head]
+        output = self.head_logits(features)
         if forward_pass == 'return_all':
             return {'features': features, 'output': output}
         return output
 
     def normalise_heads(self):
-        """Every head's weight as g v / |v| per cluster (weight normalisation: its length and direction train apart;
-        TURTLE's task encoders). state_dict() then holds g and v, which a checkpoint resumes; plain_state() is the
-        layout the other stages read."""
+        """Every head's weight (an MLP head's last layer) as g v / |v| per cluster (weight normalisation: its length
+        and direction train apart; TURTLE's task encoders, TEMI's last layer). state_dict() then holds g and v, which
+        a checkpoint resumes; plain_state() is the layout the other stages read."""
         for head in self.cluster_head:
-            if not parametrize.is_parametrized(head, 'weight'):
-                weight_norm(head)
+            layer = head.last if isinstance(head, MLPHead) else head
+            if not parametrize.is_parametrized(layer, 'weight'):
+                weight_norm(layer)
 
     def plain_state(self):
         """state_dict() with each weight-normalised head's weight written out as cluster_head.{h}.weight (SCAN's
@@ -128,7 +200,7 @@ class HeadsOnFeatures(nn.Module):
     def forward(self, x, forward_pass='default'):
         if forward_pass == 'backbone':
             return x
-        output = [head(x) for head in self.model.cluster_head]
+        output = self.model.head_logits(x)
         return {'features': x, 'output': output} if forward_pass == 'return_all' else output
 
     def init_head(self, h, centroids, scale):

@@ -1,8 +1,10 @@
 """scan.py main() on tiny data: both setups, resume, bad input, NaN."""
+import csv
 import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -252,11 +254,16 @@ def test_a_bad_neighbours_file_is_one_line_and_nothing_is_written(env_file, run_
     assert not (run_root / 'scan').exists()
 
 
-def test_temi_resumes_its_teacher_and_priors(env_file, run_root, tmp_path, monkeypatch):
+MLP = ['cluster_head=mlp', 'cluster_head_kwargs.hidden_dim=32', 'cluster_head_kwargs.bottleneck_dim=16']
+
+
+@pytest.mark.parametrize('head', ['linear', 'mlp'])
+def test_temi_resumes_its_teacher_and_priors(env_file, run_root, tmp_path, monkeypatch, head):
     """TEMI's teacher (a moving average of the heads) and cluster priors are in the checkpoint: a run stopped and
-    resumed ends where an uninterrupted one does."""
+    resumed ends where an uninterrupted one does, bit for bit, with linear heads and with TEMI's MLP heads (their
+    weight-normalised last layer resumed as g and v)."""
     args = ['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'scan', 'temi_digits.yml'),
-            *TINY, 'epochs=3']
+            *TINY, 'epochs=3', *(MLP if head == 'mlp' else [])]
     shutil.copytree(run_root / 'pretext', tmp_path / 'full' / 'digits' / 'pretext')
     result = scan.main(args + [f'root_dir={tmp_path}/full'])
     assert 0 < result['acc'] <= 1
@@ -269,6 +276,53 @@ def test_temi_resumes_its_teacher_and_priors(env_file, run_root, tmp_path, monke
     assert torch.equal(reference['prior'], resumed['prior'])
     heads = {k: v for k, v in reference['model'].items() if k.startswith('cluster_head.')}
     assert not all(torch.equal(heads[f'cluster_head.{k}'], v) for k, v in reference['teacher'].items())  # it lags
+    assert any('last.parametrizations' in k for k in heads) == (head == 'mlp')
+
+
+def test_mlp_heads_through_every_stage(env_file, run_root, tmp_path):
+    """TEMI's MLP heads: the model file holds them in plain layers (the last one folded from g and v, rows of length
+    g) and TEMI's logit scale; self-labelling fine-tunes the selected one, and eval.py and --predict rebuild it from
+    the file alone."""
+    from PIL import Image
+
+    import eval as evaluate
+    import selflabel
+    from data import get_dataset
+    from data.loaders import eval_loader
+    from data.transforms import val_transform
+    from models import get_clustering_model
+    from models.models import MLPHead
+    from utils.features import predict
+    args = ['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'scan', 'temi_digits.yml'),
+            *TINY, 'epochs=1', *MLP]
+    scan.main(args)
+    saved = read_model_file(str(run_root / 'scan' / 'model.pth.tar'))
+    assert MLPHead.kwargs_of(saved.state, 'cluster_head.1.') == {'hidden_dim': 32, 'bottleneck_dim': 16,
+                                                                 'nlayers': 2}
+    assert saved.num_clusters == 10 and not any('parametrizations' in k for k in saved.state)
+    cfg = scan.prepare(scan.parse_args(scan.base_parser('t'), args), 'clustering')[0]
+    cfg.num_heads = 1
+    single = get_clustering_model(cfg, saved.state)
+    single.load_state_dict(saved.single_head())
+    assert float(single.logit_scale) == pytest.approx(1 / 0.1)  # TEMI's student temperature travels with the file
+    data = get_dataset(cfg, 'val', val_transform(cfg.transformation_kwargs))
+    probs = predict(single, eval_loader(data, cfg), 'cpu')['probs'][0]
+    images = tmp_path / 'images'
+    images.mkdir()
+    for i in range(4):
+        Image.fromarray((np.random.default_rng(i).random((8, 8)) * 255).astype(np.uint8)).save(images / f'{i}.png')
+    linear = scan_args(env_file, 'scan')[3]  # a config that says nothing of MLP heads: the file does
+    result = evaluate.main(['--config_env', env_file, '--config_exp', linear, '--model',
+                            str(run_root / 'scan' / 'model.pth.tar'), '--report', '--predict', str(images), *TINY])
+    assert result['cluster_sizes'] == torch.bincount(probs.argmax(1), minlength=10).tolist()
+    rows = list(csv.DictReader(open(result['predictions'])))
+    assert [os.path.basename(r['path']) for r in rows] == [f'{i}.png' for i in range(4)]
+    selflabel.main(['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'selflabel',
+                    'selflabel_digits.yml'), *TINY[:-1], 'epochs=1'])
+    labelled = torch.load(run_root / 'selflabel' / 'model.pth.tar', weights_only=True)
+    assert labelled['cluster_head.0.mlp.0.weight'].shape == (32, 16) and labelled['cluster_head.0.last.weight'].shape \
+        == (10, 16)
+    assert float(labelled['logit_scale']) == pytest.approx(1 / 0.1)
 
 
 @pytest.mark.parametrize('setup', ['scan', 'temi'])

@@ -222,7 +222,10 @@ class ModelFile:
 
     @property
     def num_clusters(self):
-        return None if self.kind != 'clustering' else self.single_head()['cluster_head.0.weight'].shape[0]
+        if self.kind != 'clustering':
+            return None
+        state = self.single_head()
+        return state.get('cluster_head.0.weight', state.get('cluster_head.0.last.weight')).shape[0]
 
     def part(self, module):
         """The weights of one top-level module ('backbone', 'contrastive_head'), without its prefix."""
@@ -268,13 +271,13 @@ def load_pretext_model(model, path):
 
 
 def single_head_state(state, head):
-    """A clustering state_dict with H heads -> backbone (and projection head, when the heads sit on it) + that
-    head as cluster_head.0 (self-labelling, eval)."""
+    """A clustering state_dict with H heads -> backbone (and projection head, when the heads sit on it), the logits'
+    scale when it has one, and that head as cluster_head.0 (self-labelling, eval)."""
     prefix = f'cluster_head.{head}.'
     if not any(k.startswith(prefix) for k in state):
         heads = sorted({k.split('.')[1] for k in state if k.startswith('cluster_head.')})
         raise UserError(f'the model has no head {head} (heads: {", ".join(heads) or "none"})')
-    out = {k: v for k, v in state.items() if k.startswith(('backbone.', 'contrastive_head.'))}
+    out = {k: v for k, v in state.items() if k.startswith(('backbone.', 'contrastive_head.')) or k == 'logit_scale'}
     out.update({'cluster_head.0.' + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
     return out
 
