@@ -22,7 +22,7 @@ from data.base import IMAGE_EXTENSIONS, FileDataset, open_image
 from data.loaders import eval_loader
 from data.transforms import val_transform
 from methods import STAGES
-from models import contrastive_model_for, get_clustering_model
+from models import backbone_label, contrastive_model_for, get_clustering_model
 from models.models import HeadsOnFeatures
 from stages.feature_cache import cached
 from stages.run import prepare, run_cli
@@ -183,7 +183,7 @@ def report(cfg, args, out_dir, result, clusters):
     plots += [(f'{stage} training', os.path.join(run_dir, stage, 'training_curve.png')) for stage in STAGE_FOLDERS]
     data = cfg.val_db_name + (f" ({cfg.db_kwargs['path']})" if (cfg.db_kwargs or {}).get('path') else '')
     config = [('model', os.path.abspath(args.model)), ('data', data), ('split', cfg.val_split or 'all images'),
-              ('backbone', cfg.backbone), ('clusters', cfg.num_classes)]
+              ('backbone', backbone_label(cfg)), ('clusters', cfg.num_classes)]
     metrics = [(k, v) for k, v in result.items() if isinstance(v, float)]
     predictions = os.path.basename(result['predictions']) if result.get('predictions') else None
     return write_report(out_dir, run_dir, f'Clusters of {os.path.basename(run_dir)}',

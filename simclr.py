@@ -12,12 +12,10 @@ model), or with --mine_only, it loads the model and only mines.
 import os
 import time
 
-import torch.nn.functional as F
-
 from data import complete_transforms, get_dataset, same_data
 from data.loaders import eval_loader, view_batches
 from data.transforms import val_transform
-from models import get_backbone, get_contrastive_model
+from models import backbone_label, get_backbone, get_contrastive_model
 from models.pretrained import check_input_size, names_weights
 from stages.epochs import EpochRunner
 from stages.feature_cache import trunk_features
@@ -25,7 +23,7 @@ from stages.run import cap_epochs, prepare, run_cli, start_run, training_model, 
 from utils.checkpoint import atomic_save, atomic_save_npy, load_pretext_model
 from utils.config import base_parser, parse_args, save_config
 from utils.errors import UserError
-from utils.features import knn_accuracy, pretext_features
+from utils.features import knn_accuracy, normalise_spaces, pretext_features
 from utils.neighbors import mine_neighbors, neighbor_accuracy
 
 
@@ -42,9 +40,11 @@ def training_step(net, method, device):
 
 def mining_features(model, dataset, cfg, device, cache=False):
     """The features the stage mines on ([N, D], L2-normalised) and the targets. With `cache` (a frozen backbone:
-    setup pretrained) the backbone's go through the feature cache that the later stages read."""
+    setup pretrained) the backbone's go through the feature cache that the later stages read; backbones side by side
+    weigh the same (normalise_spaces)."""
     if cache:
-        return F.normalize(trunk_features(model, [model.backbone], dataset, cfg, device), dim=1), dataset.targets
+        features = trunk_features(model, [model.backbone], dataset, cfg, device)
+        return normalise_spaces(features, getattr(model.backbone, 'dims', None)), dataset.targets
     return pretext_features(model, eval_loader(dataset, cfg), cfg, device)
 
 
@@ -86,14 +86,20 @@ def main(argv=None):
 def run(args):
     t_start = time.time()
     cfg, method_class, device = prepare(args, 'pretext')
-    if not method_class.trains and not (cfg.get('backbone_weights') or names_weights(cfg)):
+    if cfg.get('backbones') and method_class.trains:
+        raise UserError(f"backbones: (several backbones side by side) is for setup: pretrained, not '{cfg.setup}': "
+                        'their features are used as they are; to train one, give it as backbone: NAME')
+    if cfg.get('backbones') and (cfg.transformation_kwargs or {}).get('normalize') not in (None, 'auto'):
+        raise UserError('with backbones: each backbone normalises its own input; leave transformation_kwargs.'
+                        "normalize unset (or give an entry's own as its normalize: {mean, std})")
+    if not method_class.trains and not (cfg.get('backbones') or cfg.get('backbone_weights') or names_weights(cfg)):
         raise UserError('setup: pretrained needs pretrained weights: backbone_kwargs: {pretrained: true} for '
                         'timm/<name>, {weights: NAME} for torchvision/<name>, or backbone_weights: PATH')
     # the weights (fetched or read from the cache) before anything is written; they bring their normalisation
     backbone = get_backbone(cfg, load_weights=True)
     train_set = get_dataset(cfg, 'train')
     complete_transforms(cfg, train_set, backbone['preprocessing'])
-    check_input_size(backbone['backbone'], cfg.backbone, cfg.transformation_kwargs['crop_size'])
+    check_input_size(backbone['backbone'], backbone_label(cfg), cfg.transformation_kwargs['crop_size'])
     evaluation = val_transform(cfg.transformation_kwargs)
     train_eval = get_dataset(cfg, 'train', evaluation)
     val_set = train_eval if same_data(cfg) else get_dataset(cfg, 'val', evaluation)
@@ -110,8 +116,8 @@ def run(args):
         cfg.mining_features = 'backbone'  # the projection head is untrained
         start_run(cfg.pretext_dir, cfg, 'pretext', cfg.pretext_checkpoint, args.resume)
         atomic_save(model.state_dict(), cfg.pretext_model)
-        print(f"pretrained: {cfg.backbone} with {cfg.get('backbone_weights') or 'its named weights'}, no training; "
-              'mining on its features')
+        weights = 'their weights' if cfg.get('backbones') else cfg.get('backbone_weights') or 'its named weights'
+        print(f"pretrained: {backbone_label(cfg)} with {weights}, no training; mining on the backbone features")
     else:
         method = method_class(cfg, train_set, device)  # e.g. the memory bank (after the model: same random draws)
         # on the device path every image is decoded here: a bad file stops the run before its folder is claimed

@@ -76,6 +76,16 @@ PROFILES = {
         'overrides': [f'backbone=timm/tf_efficientnet_{lite}'] if lite != 'lite0' else [],
         'weights': f'efficientnet_{lite}',
     } for suffix, lite in (('', 'lite0'), ('-lite2', 'lite2'))},
+    # both ImageNet EfficientNets side by side (backbones:, TURTLE's several representation spaces): their features
+    # concatenated, mined with each space weighing the same
+    'cifar10-jpg-pretrained-lite0-lite2': {
+        'pretext': 'configs/pretext/pretrained_cifar10_jpg_pretrained.yml',
+        'clustering': {'scan': 'configs/scan/scan_cifar10_jpg_pretrained.yml',
+                       'turtle': 'configs/scan/turtle_cifar10_jpg_pretrained.yml'},
+        'selflabel': {setup: 'configs/selflabel/selflabel_cifar10_jpg_pretrained.yml' for setup in ('turtle', 'scan')},
+        'overrides': [],
+        'backbones': ('efficientnet_lite0', 'efficientnet_lite2'),
+    },
     # the published protocol (ResNet-18, 500 pretext epochs): GPU profiles, e.g. under torchrun
     **{db: {'pretext': f'configs/pretext/simclr_{db}.yml',
             'clustering': {'scan': f'configs/scan/scan_{db}.yml', 'nnm': f'configs/scan/nnm_{db}.yml'},
@@ -410,6 +420,9 @@ def main(argv=None):
     if args.cluster_seeds > 1 and 'pretexts' in profile:
         parser.error(f'--cluster-seeds applies to profiles with one pretext setup, not {args.profile}')
     weights = [f'backbone_weights={package_weights(profile["weights"])}'] if 'weights' in profile else []
+    if 'backbones' in profile:
+        weights = ['backbones=' + json.dumps([{'backbone': f"timm/tf_{name}", 'backbone_weights': package_weights(name),
+                                               'backbone_kwargs': {}} for name in profile['backbones']])]
     runs = run_seeds(args.profile, profile, args.out, range(1, args.seeds + 1),
                      profile['overrides'] + weights + args.overrides, args.jobs, args.cluster_seeds)
     table = aggregate(runs)

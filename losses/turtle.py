@@ -24,8 +24,10 @@ class TURTLELoss(nn.Module):
     linear classifier just fitted to q on the same images (fit_linear), held fixed here: a labelling the classifier
     already predicts well costs little, so the head moves towards labellings a linear classifier separates with a
     margin (the paper's first-order update of its bilevel problem).
-    Shape: labels [b, C] the head's logits; predicted [b, C] the inner classifier's logits. Returns {'total',
-    'error', 'entropy'}.
+    With several representation spaces, predicted is a list of one inner classifier's logits per space and the
+    error is the sum of theirs (TURTLE's multi-space loss).
+    Shape: labels [b, C] the head's logits; predicted [b, C] the inner classifier's logits (or a list of them).
+    Returns {'total', 'error', 'entropy'}.
     """
 
     def __init__(self, entropy_weight):
@@ -34,6 +36,7 @@ class TURTLELoss(nn.Module):
 
     def forward(self, labels, predicted):
         q = labels.softmax(1)
-        error = -(q * predicted.detach().log_softmax(1)).sum(1).mean()
+        predicted = predicted if isinstance(predicted, (list, tuple)) else [predicted]
+        error = sum(-(q * p.detach().log_softmax(1)).sum(1).mean() for p in predicted)
         ent = entropy(q.mean(0))
         return {'total': error - self.entropy_weight * ent, 'error': error.detach(), 'entropy': ent.detach()}

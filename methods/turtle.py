@@ -9,6 +9,11 @@ torchrun job fits the same one (on a CIFAR-10 train folder the two starts differ
 head's classifier and its optimiser from step to step (and in the checkpoint). The heads are weight-normalised while
 they train (weight_norm: true, the paper's task encoder; models.ClusteringModel.normalise_heads); the model file
 holds their plain weights.
+
+With several backbones side by side (`backbones:`, TURTLE's representation spaces) the head is one linear layer on
+their concatenated features, its logits the sum of one per space as the paper's task encoder (normalised as one
+weight here, per space in the paper), and every space gets its own inner classifier: the labelling must be linearly
+separable in each of them, the loss the sum of the spaces' (losses/turtle.py).
 """
 import torch
 import torch.nn as nn
@@ -16,6 +21,13 @@ import torch.nn as nn
 from losses.turtle import TURTLELoss, fit_linear
 from methods.base import ClusteringMethod
 from utils.distributed import gather
+
+
+def spaces(model, dim):
+    """The widths of the representation spaces the heads see: those of backbones side by side (models.SideBySide)
+    when the heads sit on their features, else one of `dim`."""
+    dims = getattr(getattr(model, 'backbone', None), 'dims', None)
+    return [dim] if dims is None or hasattr(model, 'contrastive_head') else list(dims)
 
 
 class TURTLE(ClusteringMethod):
@@ -33,34 +45,42 @@ class TURTLE(ClusteringMethod):
     def build_loss(self, cfg):
         return TURTLELoss(cfg.criterion_kwargs['entropy_weight'])
 
-    def learners(self, heads, device):
-        """One (linear classifier, Adam) per head: fresh at zero each step, or kept with warm_start."""
+    def learners(self, heads, device, spaces=None):
+        """Per head, one (linear classifier, Adam) per representation space (`spaces`: their widths; by default one,
+        the head's input): fresh at zero each step, or kept with warm_start."""
         kw = self.cfg.criterion_kwargs
         if self.inner is not None and kw['warm_start']:
             return self.inner
         self.inner = []
         for head in heads:
-            classifier = nn.Linear(head.in_features, head.out_features).to(device)
-            nn.init.zeros_(classifier.weight)
-            nn.init.zeros_(classifier.bias)
-            self.inner.append((classifier, torch.optim.Adam(classifier.parameters(), lr=kw['inner_lr'])))
+            self.inner.append([])
+            for dim in spaces or [head.in_features]:
+                classifier = nn.Linear(dim, head.out_features).to(device)
+                nn.init.zeros_(classifier.weight)
+                nn.init.zeros_(classifier.bias)
+                self.inner[-1].append((classifier, torch.optim.Adam(classifier.parameters(), lr=kw['inner_lr'])))
         if self.saved is not None:  # resumed with warm_start: the checkpoint's classifiers
-            for (classifier, optimizer), state in zip(self.inner, self.saved):
-                classifier.load_state_dict(state['classifier'])
-                optimizer.load_state_dict(state['optimizer'])
+            for learners, states in zip(self.inner, self.saved):
+                for (classifier, optimizer), state in zip(learners, states):
+                    classifier.load_state_dict(state['classifier'])
+                    optimizer.load_state_dict(state['optimizer'])
             self.saved = None
         return self.inner
 
     def step_context(self, model, batch, features, device):
         x = gather(features[0].detach().float())  # the anchors of the global batch
+        widths = spaces(model, x.shape[1])
+        parts = x.split(widths, 1)
         predicted = []
-        for head, (classifier, optimizer) in zip(model.cluster_head, self.learners(model.cluster_head, device)):
+        for head, learners in zip(model.cluster_head, self.learners(model.cluster_head, device, widths)):
             with torch.no_grad():
                 labels = head(x).float().softmax(1)
-            with torch.enable_grad():
-                fit_linear(classifier, optimizer, x, labels, self.cfg.criterion_kwargs['inner_steps'])
-            with torch.no_grad():
-                predicted.append(classifier(x))
+            predicted.append([])
+            for part, (classifier, optimizer) in zip(parts, learners):
+                with torch.enable_grad():
+                    fit_linear(classifier, optimizer, part, labels, self.cfg.criterion_kwargs['inner_steps'])
+                with torch.no_grad():
+                    predicted[-1].append(classifier(part))
         return predicted
 
     def inputs(self, logits, head, index, context):
@@ -69,7 +89,8 @@ class TURTLE(ClusteringMethod):
     def state_dict(self):
         if not self.cfg.criterion_kwargs['warm_start'] or self.inner is None:
             return {'inner': self.saved}
-        return {'inner': [{'classifier': c.state_dict(), 'optimizer': o.state_dict()} for c, o in self.inner]}
+        return {'inner': [[{'classifier': c.state_dict(), 'optimizer': o.state_dict()} for c, o in learners]
+                          for learners in self.inner]}
 
     def load_state_dict(self, checkpoint):
         self.saved = checkpoint.get('inner')

@@ -1,7 +1,9 @@
 """Backbones by name, and the models built on them."""
 import inspect
 
-from models.models import ClusteringModel, ContrastiveModel, MLPHead, projection_head
+from easydict import EasyDict
+
+from models.models import ClusteringModel, ContrastiveModel, MLPHead, SideBySide, projection_head
 from models.pretrained import LIBRARIES, library_backbone, load_backbone_weights, names_weights
 from models.resnet50 import resnet50
 from models.resnet_cifar import resnet18_cifar, resnet18_stl
@@ -27,13 +29,68 @@ BUILT_IN = {
 BACKBONES = BackboneNames([*BUILT_IN, 'timm/<model name>', 'torchvision/<model name>'])
 
 
+ENTRY_KEYS = ('backbone', 'backbone_weights', 'backbone_kwargs', 'normalize')
+
+
+def backbone_entries(cfg):
+    """`backbones:` as one config per backbone: each entry's backbone, backbone_weights, backbone_kwargs and
+    normalize ({mean, std}: for weights that bring none, e.g. a file for a built-in backbone) over the config's."""
+    subs = []
+    for i, entry in enumerate(cfg.backbones):
+        if not isinstance(entry, dict) or not isinstance(entry.get('backbone'), str):
+            raise UserError(f'backbones[{i}] must be a mapping with backbone: NAME (and backbone_weights, '
+                            f'backbone_kwargs, normalize); got {entry!r}')
+        unknown = sorted(set(entry) - set(ENTRY_KEYS))
+        if unknown:
+            raise UserError(f"backbones[{i}] has '{unknown[0]}'; an entry takes {', '.join(ENTRY_KEYS)}")
+        if entry['backbone'] not in BACKBONES:
+            raise UserError(f"backbones[{i}]: unknown backbone '{entry['backbone']}'; valid: {', '.join(BACKBONES)}")
+        subs.append(EasyDict({**cfg, 'backbones': None, 'backbone_weights': None, 'backbone_kwargs': {},
+                              'normalize': None, **entry}))
+    if len(subs) < 2:
+        raise UserError(f'backbones: lists {len(subs)} backbone(s); give two or more, or one as backbone: NAME')
+    return subs
+
+
+def backbone_label(cfg):
+    """The backbone's name for messages and reports: 'a + b' for backbones side by side."""
+    return ' + '.join(e['backbone'] for e in cfg.backbones) if cfg.get('backbones') else cfg.backbone
+
+
+def side_by_side(cfg, load_weights):
+    """get_backbone for `backbones:`: models.models.SideBySide of each entry's backbone (with load_weights, its
+    weights, and its normalisation: the entry's normalize, else what its weights expect). Its preprocessing leaves
+    the pixels in [0, 1] (mean 0, std 1): each backbone normalises its own input."""
+    parts, norms = [], []
+    for i, sub in enumerate(backbone_entries(cfg)):
+        if load_weights and not (sub.backbone_weights or names_weights(sub)):
+            raise UserError(f'backbones[{i}] ({sub.backbone}) names no weights: give it backbone_weights: PATH, or '
+                            'backbone_kwargs {pretrained: true} (timm) / {weights: NAME} (torchvision)')
+        part = get_backbone(sub, load_weights)
+        norm = sub.normalize or part['preprocessing']
+        if load_weights and not norm:
+            raise UserError(f'backbones[{i}] ({sub.backbone}): its weights bring no normalisation; give the entry '
+                            'normalize: {mean: [...], std: [...]}')
+        parts.append(part)
+        norms.append(norm)
+    channels = cfg.channels or 3
+    module = SideBySide([p['backbone'] for p in parts], [p['dim'] for p in parts], norms, channels)
+    preprocessing = None
+    if load_weights:
+        preprocessing = {'mean': [0.0] * channels, 'std': [1.0] * channels, 'input_size': None,
+                         'source': 'pixels in [0, 1]: each of backbones normalises its own input'}
+    return {'backbone': module, 'dim': sum(module.dims), 'preprocessing': preprocessing}
+
+
 def get_backbone(cfg, load_weights=False):
     """{'backbone': nn.Module, 'dim': D, 'preprocessing': ...}. Without `load_weights` the architecture alone (the
     stages after the pretext load its model file into it). With it (the pretext stage) the pretrained weights the
     config names: `backbone_weights: PATH`, else the library's own (backbone_kwargs `pretrained: true` for timm,
     `weights: NAME` for torchvision); 'preprocessing' is then what those weights expect ({mean, std, input_size,
     source}: timm's pretrained_cfg for the model's name and tag, torchvision's weights.transforms()), and None
-    for built-in backbones and for untrained ones."""
+    for built-in backbones and for untrained ones. With `backbones:` (a list) several side by side (side_by_side)."""
+    if cfg.get('backbones'):
+        return side_by_side(cfg, load_weights)
     name = cfg.backbone
     kwargs = dict(cfg.get('backbone_kwargs') or {})
     path = cfg.get('backbone_weights') if load_weights else None
@@ -102,6 +159,5 @@ def get_clustering_model(cfg, state=None):
     return model
 
 
-__all__ = ['BACKBONES', 'ClusteringModel', 'ContrastiveModel', 'contrastive_model_for', 'get_backbone',
-           'get_contrastive_model',
-           'get_clustering_model']
+__all__ = ['BACKBONES', 'ClusteringModel', 'ContrastiveModel', 'backbone_label', 'contrastive_model_for',
+           'get_backbone', 'get_contrastive_model', 'get_clustering_model']

@@ -18,6 +18,25 @@ def projection_head(dim, head='mlp', features_dim=128):
     raise UserError(f"model_kwargs.head '{head}' is not one of mlp, linear")
 
 
+class SideBySide(nn.Module):
+    """Several backbones on one image (`backbones:`, representation spaces side by side): each normalises the image
+    its own way, (x - mean) / std with the statistics its weights were trained with (buffers, so the model file keeps
+    them; the data transform leaves the pixels in [0, 1]), and their features are concatenated, [b, sum of D].
+    `dims` says which columns are whose (TURTLE's spaces)."""
+
+    def __init__(self, trunks, dims, norms, channels=3):
+        super().__init__()
+        self.trunks = nn.ModuleList(trunks)
+        self.dims = list(dims)
+        stats = [(n['mean'], n['std']) if n else ([0.0] * channels, [1.0] * channels) for n in norms]
+        self.register_buffer('mean', torch.tensor([m for m, _ in stats], dtype=torch.float32))  # [trunks, C]
+        self.register_buffer('std', torch.tensor([s for _, s in stats], dtype=torch.float32))
+
+    def forward(self, x):
+        return torch.cat([trunk((x - m.view(1, -1, 1, 1)) / s.view(1, -1, 1, 1))
+                          for trunk, m, s in zip(self.trunks, self.mean, self.std)], 1)
+
+
 class ContrastiveModel(nn.Module):
     """backbone -> projection head (`mlp`: D -> D -> features_dim, or `linear`) -> L2-normalise."""
 

@@ -149,6 +149,8 @@ def library_backbone(name, in_channels=3, load_weights=False, **kwargs):
 def check_input_size(backbone, name, crop):
     """A ViT built for one input size (timm's patch embedding with a strict image size) takes only that size:
     another stops the stage before anything is written, instead of failing in its first forward pass."""
+    for trunk in getattr(backbone, 'trunks', ()):  # backbones side by side (models.SideBySide): each of them
+        check_input_size(trunk, name, crop)
     embed = getattr(backbone, 'patch_embed', None)
     if embed is None or not getattr(embed, 'strict_img_size', False) or getattr(backbone, 'dynamic_img_size', False):
         return

@@ -13,7 +13,7 @@ except ImportError:  # Windows: no advisory locks, one run per folder is then up
     fcntl = None
 
 from methods import get_method
-from stages.schema import AFTER_PRETEXT, ENV, RESUME_MAY_DIFFER, SCHEMAS, add_paths
+from stages.schema import AFTER_PRETEXT, ENV, OPTIONAL_AFTER_PRETEXT, RESUME_MAY_DIFFER, SCHEMAS, add_paths
 from utils import distributed
 from utils.checkpoint import CANNOT_WRITE, atomic_save, cannot_write, load_file
 from utils.common import get_device, keep_freed_memory, seed_all
@@ -69,9 +69,9 @@ def prepare(args, stage):
 
 
 def inherit_pretext_settings(cfg):
-    """Backbone, backbone_kwargs and transformation_kwargs: the pretext run's (its config.yml) where the config
-    leaves them out (or their entries unset or auto); a value that contradicts it is a UserError naming both. The
-    frozen-backbone settings follow the pretext's setup (follow_frozen_backbone)."""
+    """Backbone, backbone_kwargs, backbones and transformation_kwargs: the pretext run's (its config.yml) where the
+    config leaves them out (or their entries unset or auto); a value that contradicts it is a UserError naming both.
+    The frozen-backbone settings follow the pretext's setup (follow_frozen_backbone)."""
     path = os.path.join(cfg.pretext_dir, 'config.yml')
     saved = read_yaml(path, 'pretext run config') if os.path.isfile(path) else {}
     follow_frozen_backbone(cfg, saved.get('setup') == 'pretrained')
@@ -88,7 +88,7 @@ def inherit_pretext_settings(cfg):
         elif mine != spec.default and theirs is not None and mine != theirs:
             raise UserError(f'{key} is {mine!r} here but {theirs!r} in the pretext run ({path}): the pretext '
                             f'model was trained with that one; drop {key} from the config or make them equal')
-        elif cfg[key] is None:
+        elif cfg[key] is None and key not in OPTIONAL_AFTER_PRETEXT:
             raise UserError(f"'{key}' is not set and there is no pretext run config ({path}) to take it from; "
                             f'set {key} in the config, or run simclr.py first')
 

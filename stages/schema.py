@@ -53,6 +53,9 @@ COMMON = {
     'backbone_kwargs': Key({}, dict, replace=True),
     # a pretrained backbone's weights file (any layout of models/pretrained.py); read by the pretext stage
     'backbone_weights': Key(None, str),
+    # several pretrained backbones side by side, in place of backbone (setup: pretrained): a list of
+    # {backbone, backbone_weights, backbone_kwargs, normalize}; their features are concatenated (models.SideBySide)
+    'backbones': Key(None, list),
     # evaluation transform {crop_size, normalize: {mean, std}}; left out: the images' size and the train split's
     # statistics (augmentation_kwargs without normalize or crop size take these)
     'transformation_kwargs': Key({}, dict),
@@ -98,8 +101,10 @@ PRETEXT = {
 AFTER_PRETEXT = {
     'backbone': Key(None, str, BACKBONES),
     'backbone_kwargs': Key({}, dict, replace=True),
+    'backbones': Key(None, list),
     'transformation_kwargs': Key(None, dict),
 }
+OPTIONAL_AFTER_PRETEXT = ('backbones',)  # unset in the pretext run too: one backbone
 
 CLUSTERING = {
     **COMMON,

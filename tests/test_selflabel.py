@@ -209,3 +209,29 @@ def test_selflabel_on_cached_features_trains_the_head_alone(env_file, run_root, 
     state = torch.load(run_root / 'selflabel' / 'checkpoint.pth.tar', weights_only=True)['model']
     assert all(torch.equal(v, state[k]) for k, v in start.items() if not k.startswith('cluster_head.'))
     assert not torch.equal(state['cluster_head.0.weight'], start[f"cluster_head.{clustering['head']}.weight"])
+
+
+def test_label_neighbors_teach_the_mean_prediction_of_each_sample_and_its_neighbours(tmp_path):
+    """label_neighbors K: each sample's pseudo-label and confidence are those of the mean of its own and its first K
+    mined neighbours' predictions (the mined file's own column left out wherever it stands)."""
+    import numpy as np
+    from easydict import EasyDict
+
+    from methods.selflabel_per_cluster import SelfLabelPerCluster
+    from utils.errors import UserError
+    torch.manual_seed(3)
+    n, k = 12, 2
+    mined = np.array([[i, (i + 1) % n, (i + 5) % n, (i + 7) % n] for i in range(n)])
+    mined[3] = [4, 3, 8, 10]  # the sample itself in the second column
+    np.save(tmp_path / 'topk-train-neighbors.npy', mined)
+    cfg = EasyDict(topk_neighbors_train_path=str(tmp_path / 'topk-train-neighbors.npy'),
+                   criterion_kwargs={**SelfLabelPerCluster.kwargs, 'label_neighbors': k, 'fraction': 1.0})
+    method = SelfLabelPerCluster(cfg, range(n))
+    probs = torch.randn(n, 3).softmax(1)
+    method.start_epoch(lambda: {'probs': probs[None]})
+    others = [[j for j in row if j != i][:k] for i, row in enumerate(mined)]
+    mean = torch.stack([(probs[i] + probs[others[i]].sum(0)) / (k + 1) for i in range(n)])
+    assert torch.equal(method.labels, mean.argmax(1)) and not torch.equal(mean.argmax(1), probs.argmax(1))
+    cfg.criterion_kwargs['label_neighbors'] = 4
+    with pytest.raises(UserError, match='mined 3 neighbours per image; give at most that'):
+        SelfLabelPerCluster(cfg, range(n))

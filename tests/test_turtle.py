@@ -52,7 +52,7 @@ def turtle_objective(x, labels, gamma, cfg):
     method = TURTLE(cfg)
     head = nn.Linear(x.shape[1], 2)
     q = torch.nn.functional.one_hot(labels, 2).float()
-    classifier, optimizer = method.learners([head], 'cpu')[0]
+    classifier, optimizer = method.learners([head], 'cpu')[0][0]
     fit_linear(classifier, optimizer, x, q, cfg.criterion_kwargs['inner_steps'])
     with torch.no_grad():
         error = -(q * classifier(x).log_softmax(1)).sum(1).mean()
@@ -100,3 +100,27 @@ def test_weight_normalised_heads_start_predict_and_save_as_plain_ones():
     assert set(state) == set(plain.state_dict())
     plain.load_state_dict(state)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain(x), normalised(x)))
+
+
+def test_backbones_side_by_side_get_one_inner_classifier_per_space():
+    """Two representation spaces (models.SideBySide): each head's labelling is fitted by one inner classifier per
+    space on that space's columns alone, and the error is the sum of the two cross-entropies."""
+    from models.models import SideBySide
+    torch.manual_seed(0)
+    cfg = EasyDict(criterion_kwargs={'entropy_weight': 1.0, 'inner_steps': 5, 'inner_lr': 0.1, 'warm_start': False})
+    model = EasyDict(backbone=SideBySide([nn.Identity(), nn.Identity()], [2, 3], [None, None]),
+                     cluster_head=nn.ModuleList([nn.Linear(5, 4)]))
+    x = torch.randn(16, 5)
+    method = TURTLE(cfg)
+    context = method.step_context(model, None, [x], 'cpu')
+    labels = model.cluster_head[0](x).softmax(1).detach()
+    expected = 0.0
+    for columns, (classifier, _) in zip((x[:, :2], x[:, 2:]), method.inner[0]):
+        alone = nn.Linear(columns.shape[1], 4)
+        nn.init.zeros_(alone.weight)
+        nn.init.zeros_(alone.bias)
+        fit_linear(alone, torch.optim.Adam(alone.parameters(), lr=0.1), columns, labels, 5)
+        assert torch.allclose(classifier.weight, alone.weight) and torch.allclose(classifier.bias, alone.bias)
+        expected += float(-(labels * alone(columns).log_softmax(1)).sum(1).mean())
+    out = method.criterion(**method.inputs([model.cluster_head[0](x)], 0, None, context))
+    assert float(out['error']) == pytest.approx(expected, rel=1e-5)

@@ -32,6 +32,15 @@ def extract_features(model, loader, device, forward_pass='default', normalize=Tr
     return feats, targets
 
 
+def normalise_spaces(features, dims=None):
+    """Features [N, D] L2-normalised; with several representation spaces side by side (dims: their widths, as
+    models.SideBySide concatenates them) each space's columns first, so every space weighs the same in a cosine
+    similarity (the mean of the spaces' cosines) whatever the lengths of its vectors."""
+    if dims and len(dims) > 1:
+        features = torch.cat([F.normalize(part, dim=1) for part in features.split(list(dims), 1)], 1)
+    return F.normalize(features, dim=1)
+
+
 def pretext_features(model, loader, cfg, device):
     """The features the pretext stage mines and reports kNN on: the L2-normalised projection, or the backbone's
     with `mining_features: backbone`."""
