@@ -261,26 +261,32 @@ def predictions(model, dataset, cfg, device, store=True):
     return predict(HeadsOnFeatures(model), eval_loader(cached(model, dataset, cfg, device, store), cfg), device)
 
 
+PREDICT_CHUNK = 4096  # --predict images per pass: memory stays that of one chunk's features however many there are
+
+
 def predict_files(cfg, model, device, args, mapping, classes, out_dir, val=None):
     """One CSV row per --predict image: path, cluster, matched class (when the val split has labels), confidence,
-    into predictions_file. Each image is resized as the training images were (data.outside_image_size). `val`:
-    (the val split, its predictions), reused when --predict names the val split's own files."""
+    into predictions_file, written chunk by chunk of PREDICT_CHUNK images (the file appears whole, when all are
+    done). Each image is resized as the training images were (data.outside_image_size). `val`: (the val split, its
+    predictions), reused when --predict names the val split's own files."""
     paths = args.predict_paths
     if val is not None and [os.path.abspath(p) for p in getattr(val[0], 'paths', [])] == [
             os.path.abspath(p) for p in paths]:
-        probs = val[1]['probs'][0]
+        chunks = [(paths, val[1]['probs'][0])]
     else:
-        files = FileDataset(paths, [-1] * len(paths), [], cfg.channels, val_transform(cfg.transformation_kwargs),
-                            outside_image_size(cfg))
-        probs = predictions(model, files, cfg, device, store=False)['probs'][0]
-    confidence, cluster = probs.max(1)
-    lines = [['path', 'cluster', 'class', 'confidence']]
-    for path, c, p in zip(paths, cluster.tolist(), confidence.tolist()):
-        cls = classes[mapping[c]] if mapping is not None and mapping[c] >= 0 else ''
-        lines.append([path, c, cls, f'{p:.4f}'])
+        transform, size = val_transform(cfg.transformation_kwargs), outside_image_size(cfg)
+        chunks = ((part, predictions(model, FileDataset(part, [-1] * len(part), [], cfg.channels, transform, size),
+                                     cfg, device, store=False)['probs'][0])
+                  for part in (paths[i:i + PREDICT_CHUNK] for i in range(0, len(paths), PREDICT_CHUNK)))
     out = predictions_file(out_dir, args.predict)
     with open(out + '.tmp', 'w', newline='') as f:
-        csv.writer(f).writerows(lines)
+        writer = csv.writer(f)
+        writer.writerow(['path', 'cluster', 'class', 'confidence'])
+        for part, probs in chunks:
+            confidence, cluster = probs.max(1)
+            for path, c, p in zip(part, cluster.tolist(), confidence.tolist()):
+                cls = classes[mapping[c]] if mapping is not None and mapping[c] >= 0 else ''
+                writer.writerow([path, c, cls, f'{p:.4f}'])
     os.replace(out + '.tmp', out)
     print(f'predictions of {len(paths)} images: {out}')
     return out

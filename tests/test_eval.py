@@ -1,6 +1,5 @@
 """eval.py on the checkpoint layouts users download from SCAN and NNM, plots, unlabelled data, --predict."""
 import csv
-import json
 import os
 
 import numpy as np
@@ -190,9 +189,13 @@ def test_pretext_knn_leaves_out_only_when_val_is_the_train_set(tmp_path, env_fil
     assert result['knn30_acc'] == pytest.approx(expected)
 
 
-def test_predict_without_the_dataset_files(tmp_path, env_file, capsys):
+@pytest.mark.parametrize('chunk', [None, 4])
+def test_predict_without_the_dataset_files(tmp_path, env_file, capsys, monkeypatch, chunk):
     """A SCAN-layout CIFAR-10 checkpoint and configs/scan/scan_cifar10.yml: --predict writes predictions_photos.csv with
-    no CIFAR-10 file on disk (cluster ids; naming them by class needs the labelled val split)."""
+    no CIFAR-10 file on disk (cluster ids; naming them by class needs the labelled val split); streamed in chunks
+    (here also of 4 images: 4 + 2), the rows are the same."""
+    if chunk:
+        monkeypatch.setattr(evaluate, 'PREDICT_CHUNK', chunk)
     cfg = EasyDict(backbone='resnet18', train_db_name='cifar-10', channels=3, num_classes=10, num_heads=1,
                    backbone_kwargs={})
     torch.manual_seed(0)
