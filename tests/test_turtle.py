@@ -124,3 +124,19 @@ def test_backbones_side_by_side_get_one_inner_classifier_per_space():
         expected += float(-(labels * alone(columns).log_softmax(1)).sum(1).mean())
     out = method.criterion(**method.inputs([model.cluster_head[0](x)], 0, None, context))
     assert float(out['error']) == pytest.approx(expected, rel=1e-5)
+
+
+def test_heads_are_selected_by_hard_label_agreement_not_sharpness():
+    """TURTLE's label-free selection is Cohen's kappa of the hard labels against the mined neighbours: a sharper copy
+    of the same labelling scores the same, a labelling that splits neighbours scores worse."""
+    from losses.scan import neighbour_agreement
+    torch.manual_seed(0)
+    labels = torch.arange(40) // 10  # four groups of ten; each sample's neighbours are the rest of its group
+    neighbors = torch.stack([torch.tensor([j for j in range(40) if j // 10 == i // 10 and j != i][:5])
+                             for i in range(40)])
+    soft = (torch.nn.functional.one_hot(labels, 4) * 1.0 + torch.rand(40, 4)).softmax(1)
+    sharp = (torch.nn.functional.one_hot(labels, 4) * 20.0).softmax(1)
+    split = (torch.nn.functional.one_hot(torch.arange(40) % 4, 4) * 5.0).softmax(1)
+    losses = TURTLE(EasyDict(criterion_kwargs=TURTLE.kwargs)).val_losses(torch.stack([soft, sharp, split]), neighbors)
+    assert losses[0] == losses[1] == -neighbour_agreement(labels, neighbors) == -1.0
+    assert losses[2] > 0.0  # neighbours in other clusters more often than chance
