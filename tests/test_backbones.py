@@ -19,10 +19,10 @@ from benchmarks.digits_folder import write_digits
 from data import get_dataset
 from data.loaders import eval_loader
 from data.transforms import val_transform
-from models import get_backbone, get_clustering_model
+from models import contrastive_model_for, get_backbone, get_clustering_model
 from test_image_folder_template import TEMPLATE
 from utils.checkpoint import read_model_file
-from utils.features import normalise_spaces, predict
+from utils.features import normalise_spaces, predict, pretext_features
 
 WIDTHS = ([8, 16, 16, 16], [4, 8, 8, 12])
 NORMS = ({'mean': [0.5, 0.4, 0.3], 'std': [0.2, 0.25, 0.3]}, {'mean': [0.1, 0.1, 0.1], 'std': [1.5, 1.5, 1.5]})
@@ -74,6 +74,10 @@ def test_two_backbones_mine_on_both_spaces_each_with_its_normalisation(two_trunk
     assert torch.allclose(cached, torch.cat(by_hand, 1), atol=1e-5)
     mined = normalise_spaces(torch.cat(by_hand, 1), [16, 12])
     assert torch.allclose(mined, torch.cat([F.normalize(f, dim=1) for f in by_hand], 1) / 2 ** 0.5, atol=1e-6)
+    model = contrastive_model_for(cfg, state)  # as eval.py and feature_extract.py read the pretext model
+    model.load_state_dict(state)
+    reported = pretext_features(model.eval(), eval_loader(data, cfg), EasyDict(mining_features='backbone'), 'cpu')[0]
+    assert torch.allclose(reported, mined, atol=1e-5)
     neighbours = np.load(out / 'pretext' / 'topk-train-neighbors.npy')
     similarity = mined @ mined.T
     k = neighbours.shape[1] - 1

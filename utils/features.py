@@ -43,7 +43,11 @@ def normalise_spaces(features, dims=None):
 
 def pretext_features(model, loader, cfg, device):
     """The features the pretext stage mines and reports kNN on: the L2-normalised projection, or the backbone's
-    with `mining_features: backbone`."""
+    with `mining_features: backbone` (backbones side by side: each space normalised first, normalise_spaces)."""
+    dims = getattr(model.backbone, 'dims', None)
+    if cfg.get('mining_features') == 'backbone' and dims:
+        features, targets = extract_features(model, loader, device, 'backbone', normalize=False)
+        return normalise_spaces(features, dims), targets
     return extract_features(model, loader, device, 'backbone' if cfg.get('mining_features') == 'backbone' else 'default')
 
 
