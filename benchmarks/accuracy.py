@@ -179,7 +179,7 @@ def pretext_markdown(name, table, machine, seeds, profile):
     clusters = list(profile['clustering'])
     head = ['setup', 'top-20 neighbour acc', 'weighted kNN K=200', 'weighted kNN K=30', '1-NN']
     head += [f'{c.upper()} ACC' for c in clusters] + ['pretext seconds']
-    lines = [f'Profile `{name}`, {seeds} seed(s), mean ± standard deviation; {machine}.', '',
+    lines = [f'Profile `{name}`, {seed_words(seeds)}, mean ± standard deviation; {machine}.', '',
              '| ' + ' | '.join(head) + ' |', '|---' * len(head) + '|']
     cell = lambda row, key: f'{row[key][0]:.3f} ± {row[key][1]:.3f}' if key in row else 'n/a'  # noqa: E731
     for setup in profile['pretexts']:
@@ -284,10 +284,15 @@ def stage_minutes(runs):
                 and not k.startswith('kmeans')) / 60 for r in runs if 'pretext' in r]
 
 
+def seed_words(seeds):
+    """'seed 2' or 'seeds 2, 3': the table names its seeds, so the seeds a setting was chosen on stay apart."""
+    return ('seed ' if len(seeds) == 1 else 'seeds ') + ', '.join(map(str, seeds))
+
+
 def sample_words(seeds, cluster_seeds):
     if cluster_seeds == 1:
-        return f'{seeds} seed(s)'
-    return f'{seeds} pretext seeds x {cluster_seeds} clustering seeds'
+        return seed_words(seeds)
+    return f'{seed_words(seeds)} (pretext) x {cluster_seeds} clustering seeds'
 
 
 def markdown(name, table, machine, sample, paired=None, minutes=None):
@@ -405,7 +410,9 @@ def machine():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--profile', choices=sorted(PROFILES), required=True)
-    parser.add_argument('--seeds', type=int, default=3)
+    parser.add_argument('--seeds', type=int, default=3, help='how many pretext seeds')
+    parser.add_argument('--first-seed', type=int, default=1,
+                        help='seeds first, first + 1, ...: report on seeds no setting was chosen on')
     parser.add_argument('--jobs', type=int, default=1, help='seeds run at a time, each in its own process')
     parser.add_argument('--cluster-seeds', type=int, default=1,
                         help='clustering (and self-labelling) runs per pretext model, with seeds k, k + 100, ...')
@@ -423,14 +430,15 @@ def main(argv=None):
     if 'backbones' in profile:
         weights = ['backbones=' + json.dumps([{'backbone': f"timm/tf_{name}", 'backbone_weights': package_weights(name),
                                                'backbone_kwargs': {}} for name in profile['backbones']])]
-    runs = run_seeds(args.profile, profile, args.out, range(1, args.seeds + 1),
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    runs = run_seeds(args.profile, profile, args.out, seeds,
                      profile['overrides'] + weights + args.overrides, args.jobs, args.cluster_seeds)
     table = aggregate(runs)
     where = machine() + (f', {args.jobs} seeds at a time' if args.jobs > 1 else '')
     paired = paired_difference(runs)
-    sample = sample_words(args.seeds, args.cluster_seeds)
+    sample = sample_words(seeds, args.cluster_seeds)
     if 'pretexts' in profile:
-        text = pretext_markdown(args.profile, table, where, args.seeds, profile)
+        text = pretext_markdown(args.profile, table, where, seeds, profile)
     else:
         text = markdown(args.profile, table, where, sample, paired, stage_minutes(runs))
     os.makedirs(args.results, exist_ok=True)

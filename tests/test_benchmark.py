@@ -23,10 +23,10 @@ def tiny(monkeypatch):
 def test_tiny_profile(tmp_path, monkeypatch, tiny):
     readme = tmp_path / 'README.md'
     readme.write_text('intro\n<!-- results:tiny start -->\nold\n<!-- results:tiny end -->\noutro\n')
-    argv = ['--profile', 'tiny', '--seeds', '2', '--out', str(tmp_path / 'runs'), '--results', str(tmp_path),
+    argv = ['--profile', 'tiny', '--seeds', '2', '--first-seed', '2', '--out', str(tmp_path / 'runs'), '--results', str(tmp_path),
             '--readme', str(readme)]
     table = accuracy.main(argv + ['--jobs', '2'])  # both seeds at once, each in a spawned process
-    for seed in (1, 2):  # each seed's own output, and its own results in seed order
+    for seed in (2, 3):  # each seed's own output, and its own results in seed order
         assert 'selected head' in (tmp_path / 'runs' / 'tiny' / f'seed{seed}.log').read_text()
     assert 'seeds at a time' in readme.read_text()
     for method in ('scan', 'nnm', 'nnm+selflabel', 'kmeans_pixels', 'kmeans_pretext'):
@@ -35,12 +35,12 @@ def test_tiny_profile(tmp_path, monkeypatch, tiny):
     accs = [s['nnm']['acc'] for s in saved['seeds']]
     assert saved['summary']['nnm']['acc'][0] == pytest.approx(sum(accs) / 2)
     text = readme.read_text()
-    assert text.startswith('intro\n<!-- results:tiny start -->\nProfile `tiny`, 2 seed(s)') and 'old' not in text
+    assert text.startswith('intro\n<!-- results:tiny start -->\nProfile `tiny`, seeds 2, 3,') and 'old' not in text
     diffs = [r['nnm']['acc'] - r['scan']['acc'] for r in saved['seeds']]
     paired = saved['nnm_minus_scan']
     assert paired['mean'] == pytest.approx(sum(diffs) / 2) and paired['se'] == pytest.approx(abs(diffs[0] - diffs[1]) / 2)
     assert paired['ahead'] + paired['level'] + paired['behind'] == 2 and f"{paired['mean']:+.4f} ± " in text
-    for seed, row in zip((1, 2), saved['seeds']):
+    for seed, row in zip((2, 3), saved['seeds']):
         folder = tmp_path / 'runs' / 'tiny' / f'seed{seed}' / 'digits'
         assert row['nnm'] == json.load(open(folder / 'scan_nnm' / 'metrics.json'))
     assert '| NNM |' in text and text.endswith('<!-- results:tiny end -->\noutro\n')
