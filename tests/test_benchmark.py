@@ -78,7 +78,7 @@ def test_cluster_seeds_cluster_each_pretext_model_again(tmp_path, tiny):
     paired = saved['nnm_minus_scan']  # standard error over the two pretext seeds' average differences
     assert paired['pairs'] == 4 and paired['seeds'] == 2 and paired['mean'] == pytest.approx(sum(d) / 4)
     assert paired['se'] == pytest.approx(abs((d[0] + d[1]) - (d[2] + d[3])) / 4)
-    assert '2 pretext seeds x 2 clustering seeds' in (tmp_path / 'tiny.md').read_text()
+    assert 'seeds 1, 2 (pretext) x 2 clustering seeds' in (tmp_path / 'tiny.md').read_text()
 
 
 def test_pretext_profile_reports_every_setup(tmp_path, monkeypatch):
