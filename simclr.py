@@ -43,7 +43,7 @@ def mining_features(model, dataset, cfg, device, cache=False):
     setup pretrained) the backbone's go through the feature cache that the later stages read; backbones side by side
     weigh the same (normalise_spaces)."""
     if cache:
-        features = trunk_features(model, [model.backbone], dataset, cfg, device)
+        features = trunk_features(model, [model.backbone], dataset, cfg, device).float()
         return normalise_spaces(features, getattr(model.backbone, 'dims', None)), dataset.targets
     return pretext_features(model, eval_loader(dataset, cfg), cfg, device)
 

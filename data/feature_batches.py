@@ -17,7 +17,7 @@ class FeatureSet(ImageDataset):
         self.targets, self.classes = dataset.targets, dataset.classes
 
     def __getitem__(self, i):
-        return {'image': self.features[i], 'index': i, 'target': int(self.targets[i])}
+        return {'image': self.features[i].float(), 'index': i, 'target': int(self.targets[i])}
 
 
 class FeatureBatches(ShuffledBatches):
@@ -25,7 +25,11 @@ class FeatureBatches(ShuffledBatches):
 
     def __init__(self, features, batch_size, device):
         super().__init__(len(features), batch_size)
-        self.features = features.to(device)
+        self.features = features.to(device)  # on the CPU a memory-mapped cache stays on disk, paged in by batch
+
+    def rows(self, index):
+        """The vectors of `index`, float32 whatever the cache holds (feature_cache_dtype)."""
+        return self.features[index].float()
 
 
 class FeaturePairs(FeatureBatches):
@@ -39,7 +43,7 @@ class FeaturePairs(FeatureBatches):
     def batch(self, index):
         pick = torch.randint(self.neighbors.shape[1], (len(index),))
         anchors = local(index)
-        out = {'anchor': self.features[anchors], 'neighbor': self.features[local(self.neighbors[index, pick])],
+        out = {'anchor': self.rows(anchors), 'neighbor': self.rows(local(self.neighbors[index, pick])),
                'index': anchors}
         if self.second:
             out['second'] = out['anchor']
@@ -52,4 +56,5 @@ class FeatureViews(FeatureBatches):
 
     def batch(self, index):
         index = local(index)
-        return {'image': self.features[index], 'image_augmented': self.features[index], 'index': index}
+        rows = self.rows(index)
+        return {'image': rows, 'image_augmented': rows, 'index': index}

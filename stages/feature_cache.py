@@ -6,10 +6,14 @@ With the trunk frozen, what the heads see of an image (its evaluation view, thro
 `heads_on: projection`, the projection head) never changes, so the clustering stage computes it once for the train
 and val splits and then trains, evaluates and initialises its heads on those vectors: no image forward per step.
 
-The vectors are kept in <pretext folder>/feature_cache/<key>.pt, the key a hash of the trunk's weights, the images
-(files' paths, sizes and times, or pixels) and the evaluation transform: every stage over the same frozen trunk
-(the pretext stage of `setup: pretrained`, each clustering setup, self-labelling) computes them once between them.
-Deleting the folder frees the space; a changed weight, image or transform never reads a stale file.
+The vectors are kept in <pretext folder>/feature_cache/<key>-<dtype>.npy, the key a hash of the trunk's weights, the
+images (files' paths, sizes and times, or pixels) and the evaluation transform: every stage over the same frozen
+trunk (the pretext stage of `setup: pretrained`, each clustering setup, self-labelling) computes them once between
+them. Deleting the folder frees the space; a changed weight, image or transform never reads a stale file.
+
+A stage reads the file memory-mapped (copy on write: nothing is written back), so a million 1,280-d vectors (5 GB
+in float32) are paged in as batches touch them rather than loaded whole. `feature_cache_dtype: float16` stores
+them in half the space; the heads read each batch as float32.
 """
 import hashlib
 import os
@@ -19,7 +23,7 @@ import torch
 
 from data.feature_batches import FeatureSet
 from data.loaders import eval_loader
-from utils.checkpoint import atomic_save
+from utils.checkpoint import atomic_save_npy
 from utils.distributed import is_main
 from utils.errors import UserError
 from utils.features import extract_features
@@ -53,14 +57,18 @@ CPU_FEATURE_BATCH = 32
 
 
 def trunk_features(model, modules, dataset, cfg, device, store=True):
-    """model(x, 'backbone') over `dataset` in order, unnormalised [N, D]: computed by the frozen `modules` (the
-    trunk that produces them) once, then read from pretext_dir/feature_cache (module docstring); not written there
-    without `store` (images seen once, e.g. eval.py --predict)."""
-    path = os.path.join(cfg.pretext_dir, 'feature_cache', cache_key(modules, dataset) + '.pt')
+    """model(x, 'backbone') over `dataset` in order, unnormalised [N, D] (feature_cache_dtype): computed by the frozen
+    `modules` (the trunk that produces them) once, then read memory-mapped from pretext_dir/feature_cache (module
+    docstring); not written there without `store` (images seen once, e.g. eval.py --predict)."""
+    dtype = cfg.get('feature_cache_dtype') or 'float32'
+    path = os.path.join(cfg.pretext_dir, 'feature_cache', f'{cache_key(modules, dataset)}-{dtype}.npy')
     if os.path.isfile(path):
         try:
-            return torch.load(path, weights_only=True)
-        except (RuntimeError, EOFError, OSError) as e:  # damaged on disk: computed again and rewritten
+            features = np.load(path, mmap_mode='c', allow_pickle=False)
+            if features.ndim == 2 and len(features) == len(dataset) and features.dtype == np.dtype(dtype):
+                return torch.from_numpy(features)
+            raise ValueError(f'shape {features.shape} {features.dtype}')
+        except (ValueError, OSError, EOFError) as e:  # damaged on disk: computed again and rewritten
             print(f'warning: feature cache {path} is unreadable ({str(e).splitlines()[0]}); computing the features '
                   'again')
     if cfg.get('channels_last'):  # as training_model does: about 1.8x the throughput of NCHW on this CPU
@@ -71,9 +79,10 @@ def trunk_features(model, modules, dataset, cfg, device, store=True):
     loader = eval_loader(dataset, cfg, batch)
     features, _ = extract_features(model, progress(loader, len(loader), f'features of {len(dataset)} images'), device,
                                    'backbone', normalize=False)
+    features = features.to(getattr(torch, dtype))
     if store and is_main():
         try:
-            atomic_save(features, path)
+            atomic_save_npy(features.numpy(), path)
         except UserError as e:  # a read-only or full pretext folder: this run goes on without the cache
             print(f'warning: the features are not cached ({e})')
     return features

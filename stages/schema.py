@@ -75,6 +75,8 @@ COMMON = {
     'channels_last': False,               # NHWC memory format (faster convolutions on recent GPUs)
     'compile': False,                     # torch.compile the training model
     'sync_bn': False,                     # under torchrun: BatchNorm statistics over the global batch
+    # the feature cache of a frozen trunk (stages/feature_cache.py) on disk, memory-mapped: float16 halves its size
+    'feature_cache_dtype': Key('float32', str, ('float32', 'float16')),
 }
 
 PRETEXT = {

@@ -79,11 +79,11 @@ def test_a_damaged_or_unwritable_cache_never_stops_the_stage(tmp_path, monkeypat
     path.write_bytes(path.read_bytes()[:100])  # truncated
     assert torch.equal(trunk_features(model, [model.backbone], dataset, cfg, 'cpu'), first)
     assert 'unreadable' in capsys.readouterr().out
-    assert torch.equal(torch.load(path, weights_only=True), first)  # rewritten whole
+    assert torch.equal(torch.from_numpy(np.load(path)), first)  # rewritten whole
 
     def full_disk(obj, target):
         raise UserError(f'cannot write {target}: No space left on device')
-    monkeypatch.setattr(feature_cache, 'atomic_save', full_disk)
+    monkeypatch.setattr(feature_cache, 'atomic_save_npy', full_disk)
     path.unlink()
     assert torch.equal(trunk_features(model, [model.backbone], dataset, cfg, 'cpu'), first)
     assert 'not cached (cannot write' in capsys.readouterr().out and not path.exists()
@@ -108,3 +108,24 @@ def test_a_subset_decodes_its_own_images_once(tmp_path, monkeypatch):
     whole = dataset.uint8_tensor()
     assert len(opened) == len(dataset) and torch.equal(whole[[0, 2, 5]], first)
     assert torch.equal(part.uint8_tensor(), first) and len(opened) == len(dataset)  # now indexed in memory
+
+
+def test_a_float16_cache_takes_half_the_space_and_is_read_memory_mapped_as_float32_batches(tmp_path):
+    from data.feature_batches import FeaturePairs, FeatureSet
+    write_digits(str(tmp_path / 'digits'), size=16, classes=[0, 1], limit=12)
+    model, dataset = small_model(), folder_set(tmp_path)
+    cfg = EasyDict(pretext_dir=str(tmp_path / 'pretext'), batch_size=5, num_workers=0)
+    full = trunk_features(model, [model.backbone], dataset, cfg, 'cpu')
+    half = trunk_features(model, [model.backbone], dataset, EasyDict(cfg, feature_cache_dtype='float16'), 'cpu')
+    assert half.dtype == torch.float16 and torch.allclose(half.float(), full, rtol=1e-3, atol=1e-4)
+    files = {p.name.rpartition('-')[2]: p.stat().st_size for p in (tmp_path / 'pretext' / 'feature_cache').iterdir()}
+    header = 128  # the .npy header
+    assert files['float16.npy'] - header == (files['float32.npy'] - header) // 2
+    again = trunk_features(model, [model.backbone], dataset, EasyDict(cfg, feature_cache_dtype='float16'), 'cpu')
+    assert torch.equal(again, half)
+    [path] = [p for p in (tmp_path / 'pretext' / 'feature_cache').iterdir() if p.name.endswith('float16.npy')]
+    if os.path.isfile('/proc/self/maps'):  # Linux: read through a memory map of the file, not loaded whole
+        assert str(path) in open('/proc/self/maps').read()
+    batch = FeaturePairs(again, np.tile(np.arange(12)[:, None], (1, 3)), 4, 'cpu').batch(torch.arange(4))
+    assert batch['anchor'].dtype == torch.float32 and torch.equal(batch['anchor'], half[:4].float())
+    assert FeatureSet(again, dataset)[3]['image'].dtype == torch.float32

@@ -1,5 +1,5 @@
 """num_classes: auto: the number of clusters from the mined neighbours (utils/num_clusters.py)."""
-import networkx as nx
+import igraph
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -51,9 +51,10 @@ def test_k_range_bounds_the_estimate():
     assert estimate_num_clusters(indices, [10, 20])[0] == 10  # fewer communities than k_min: k_min
 
 
-def test_shared_neighbour_weights_are_jaccard_overlaps():
+@pytest.mark.parametrize('chunk', [7, 65536])  # counted a few rows at a time, or all at once
+def test_shared_neighbour_weights_are_jaccard_overlaps(chunk):
     indices = planted_neighbours(3, 20, 5, noise=0.3, seed=2)
-    graph = shared_neighbour_graph(indices).toarray()
+    graph = shared_neighbour_graph(indices, chunk).toarray()
     adjacency = knn_graph(indices).toarray()
     lists = [set(row) for row in indices.tolist()]
     for i in range(len(indices)):
@@ -129,16 +130,15 @@ def test_two_groups_in_one_cluster_are_split_apart():
     assert (split_large(graph, joined, 0.5, 20)[0] == joined).all()  # 60 <= 30 / 0.5
 
 
-def test_modularity_along_the_merge_path_matches_networkx():
+def test_modularity_along_the_merge_path_matches_igraph():
     indices = planted_neighbours(4, 30, 6, noise=0.3, seed=1)
     graph = knn_graph(indices)
-    G = nx.from_scipy_sparse_array(graph)
+    G = igraph.Graph.Weighted_Adjacency(graph.toarray(), mode='upper')
     start = np.arange(120) // 15  # 8 communities: halves of the planted groups
     path = modularity_path(graph, start, 2)
     assert sorted(path) == list(range(2, 9))
     for k, (q, labels) in path.items():
-        parts = [set(np.flatnonzero(labels == c)) for c in range(k)]
-        assert q == pytest.approx(nx.community.modularity(G, parts, resolution=RESOLUTION), abs=1e-9)
+        assert q == pytest.approx(G.modularity(labels.tolist(), weights='weight', resolution=RESOLUTION), abs=1e-9)
     # the greedy merges first rejoin the halves of each planted group
     assert len({frozenset(np.flatnonzero(path[4][1] == c)) for c in range(4)}
                & {frozenset(range(i, i + 30)) for i in range(0, 120, 30)}) == 4

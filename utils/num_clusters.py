@@ -4,7 +4,7 @@ the small ones merged into the community they are most connected to, the large o
 1. The graph (PhenoGraph's): images i and j are joined when one is among the other's mined neighbours, with the
    weight |N(i) & N(j)| / |N(i) | N(j)| (N: the neighbour list with the image itself), so an edge backed by many
    shared neighbours counts more than a stray one.
-2. Louvain (networkx, resolution 0.5, a fixed seed) splits it into communities of high modularity,
+2. Louvain (igraph's, in C; resolution 0.5, a fixed seed) splits it into communities of high modularity,
    Q = sum_c [w_c / W - g (d_c / 2W)^2] (w_c: weight inside c, d_c: its degree, W: all weight).
 3. Features separate handwriting styles and poses as well as classes, and such a sub-style shows up as a small
    community that the graph links to nothing in particular. While the smallest community holds fewer than
@@ -47,7 +47,9 @@ the number of clusters found, against modularity's resolution limit, changed non
 over median / MIN_SHARE gave the true K on all 12 (seeds 0 and 10-14, both cases). Benchmarked on seeds 1-5
 (benchmarks/num_clusters.py).
 """
-import networkx as nx
+import random
+
+import igraph
 import numpy as np
 import scipy.sparse as sp
 
@@ -69,17 +71,29 @@ def knn_graph(indices):
     return graph
 
 
-def shared_neighbour_graph(indices):
-    """The kNN graph with each edge weighted by the Jaccard overlap of the two neighbour lists (self included)."""
+SHARED_CHUNK = 65536  # rows of the shared-neighbour counts computed at a time: memory stays linear in N
+
+
+def shared_neighbour_graph(indices, chunk=SHARED_CHUNK):
+    """The kNN graph with each edge weighted by the Jaccard overlap of the two neighbour lists (self included).
+    The overlaps are counted `chunk` rows at a time, only for the graph's edges: time and memory grow as N (all
+    pairs sharing a neighbour at once would be N x (k + 1)^2 entries: 5 GB at a million images)."""
     n, width = indices.shape
     member = sp.csr_matrix((np.ones(n * width), (np.repeat(np.arange(n), width), indices.ravel())), shape=(n, n))
     member.data[:] = 1.0  # a repeated index counts once
-    shared = (member @ member.T).tocsr()
+    member_t = member.T.tocsc()
     size = np.asarray(member.sum(1)).ravel()
-    graph = knn_graph(indices).tocoo()
-    common = np.asarray(shared[graph.row, graph.col]).ravel()
-    weight = common / (size[graph.row] + size[graph.col] - common)
-    return sp.csr_matrix((weight, (graph.row, graph.col)), shape=(n, n))
+    graph = knn_graph(indices).tocsr()
+    graph.sort_indices()
+    common = np.empty(graph.nnz)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        lo, hi = graph.indptr[start], graph.indptr[stop]
+        rows = np.repeat(np.arange(stop - start), np.diff(graph.indptr[start:stop + 1]))
+        common[lo:hi] = np.asarray((member[start:stop] @ member_t)[rows, graph.indices[lo:hi]]).ravel()
+    rows = np.repeat(np.arange(n), np.diff(graph.indptr))
+    graph.data = common / (size[rows] + size[graph.indices] - common)
+    return graph
 
 
 def community_links(graph, labels, k):
@@ -154,13 +168,16 @@ def split_large(graph, labels, min_share, k_max, resolution=RESOLUTION, referenc
 
 
 def louvain(graph, resolution=RESOLUTION, seed=0):
-    """Louvain communities of a sparse graph as labels [N] (a fixed seed: the same answer every run)."""
-    communities = nx.community.louvain_communities(nx.from_scipy_sparse_array(graph), resolution=resolution,
-                                                   seed=seed)
-    labels = np.empty(graph.shape[0], dtype=np.int64)
-    for c, members in enumerate(communities):
-        labels[list(members)] = c
-    return labels
+    """Louvain communities of a sparse symmetric graph as labels [N] (igraph's multilevel method, in C; a fixed
+    seed: the same answer every run)."""
+    upper = sp.triu(graph, k=1).tocoo()
+    g = igraph.Graph(n=graph.shape[0], edges=np.column_stack([upper.row, upper.col]), directed=False)
+    igraph.set_random_number_generator(random.Random(seed))
+    try:
+        parts = g.community_multilevel(weights=upper.data, resolution=resolution)
+    finally:
+        igraph.set_random_number_generator(random)
+    return np.asarray(parts.membership, dtype=np.int64)
 
 
 def modularity_path(graph, labels, k_min, resolution=RESOLUTION):

@@ -1,0 +1,30 @@
+"""benchmarks/scale.py on a few hundred vectors: every step measured per n, in the shape README and issue ask for."""
+import json
+
+import numpy as np
+
+from benchmarks import scale
+
+
+def test_planted_lists_hold_other_images_of_the_same_group_mostly():
+    groups = np.random.default_rng(0).integers(4, size=400)
+    lists = scale.planted_lists(groups)
+    assert lists.shape == (400, 1 + scale.TOPK) and (lists[:, 0] == np.arange(400)).all()
+    assert not (lists[:, 1:] == np.arange(400)[:, None]).any()
+    assert 0.85 < (groups[lists[:, 1:]] == groups[:, None]).mean() < 0.99  # 1 in 10 drawn from anywhere
+
+
+def test_every_step_is_measured_per_n(tmp_path):
+    readme = tmp_path / 'README.md'
+    readme.write_text('a\n<!-- results:scale start -->\nold\n<!-- results:scale end -->\nb\n')
+    scale.main(['--n', '300', '600', '--dim', '16', '--groups', '4', '--results', str(tmp_path),
+                '--readme', str(readme)])
+    saved = json.loads((tmp_path / 'scale.json').read_text())
+    assert set(saved['steps']) == set(scale.STEPS) and saved['dim'] == 16
+    for step, row in saved['steps'].items():
+        assert row['n'] == [300, 600] and all(s > 0 for s in row['seconds']) and all(g > 0 for g in row['peak_gb'])
+    assert saved['steps']['num_clusters']['k'] == [4, 4]  # the planted groups
+    mine = saved['steps']['mine']
+    assert mine['search'] == ['exact', 'exact'] and min(mine['neighbour_group_agreement']) > 0.9
+    text = readme.read_text()
+    assert '| mine | ' in text and 'old' not in text and (tmp_path / 'scale.png').stat().st_size > 0
