@@ -1,12 +1,16 @@
 """Benchmark of num_classes: auto: the number of clusters estimated without labels, against the true one.
 
     python benchmarks/num_clusters.py --seeds 5 [--cifar results/benchmarks/cifar10-jpg-cpu/seed1/cifar10-jpg/pretext]
-        [--photos results/benchmarks/image-folder/folders-pretrained/test/pretext] [--out DIR]
+        [--photos results/benchmarks/image-folder/folders-pretrained/test/pretext]
+        [--pretrained results/benchmarks/cifar10-jpg-pretrained-lite0-lite2/seed2/cifar10-jpg-pretrained/pretext]
+        [--out DIR]
 
 For each seed, scikit-learn's digits written as a folder of 32-pixel PNGs (all 10 classes, and a 5-class subset)
 goes through the pretext stage of configs/image_folder.yml exactly as the README tells a user, then the estimate
 scan.py makes before training its heads. With --cifar, the estimate on that pretext run's neighbours too; with
---photos, on the photo path's (benchmarks/image_folder.py --pretrained); rows not rerun keep their earlier values.
+--photos, on the photo path's (benchmarks/image_folder.py --pretrained); with --pretrained, on the frozen
+Lite0 + Lite2 features of the accuracy profile (a frozen backbone's features, and so the estimate, are the same on
+every seed); rows not rerun keep their earlier values.
 With --out results/benchmarks/image-folder the digits pretext runs of benchmarks/image_folder.py (the same
 template, folder and seeds) are read instead of trained again.
 Writes benchmarks/results/num_clusters.{json,md} and replaces the README block 'num-clusters'.
@@ -59,7 +63,8 @@ def run_case(name, classes, seed, out, extra):
 
 
 OTHERS = {'cifar': 'CIFAR-10 (JPEG), profile pretext model (train split)',
-          'photos': 'CIFAR-10 (JPEG) test split, photo path (ImageNet EfficientNet-Lite2 features)'}
+          'photos': 'CIFAR-10 (JPEG) test split, photo path (ImageNet EfficientNet-Lite2 features)',
+          'pretrained': 'CIFAR-10 (JPEG) train split, ImageNet EfficientNet-Lite0 + Lite2 features side by side'}
 
 
 def markdown(rows, others, seeds):
@@ -84,6 +89,8 @@ def main(argv=None):
     parser.add_argument('--cifar', default=None, help='a pretext run folder with topk-train-neighbors.npy (the '
                         'CIFAR-10 JPEG profile)')
     parser.add_argument('--photos', default=None, help='the same, of the photo path on the CIFAR-10 JPEG test split')
+    parser.add_argument('--pretrained', default=None, help='the same, of the cifar10-jpg-pretrained-lite0-lite2 '
+                        'profile (train split)')
     parser.add_argument('--results', default=os.path.join(HERE, 'results'))
     parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
     parser.add_argument('overrides', nargs='*', help='key=value for the pretext stage')
