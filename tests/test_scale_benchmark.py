@@ -28,3 +28,16 @@ def test_every_step_is_measured_per_n(tmp_path):
     assert mine['search'] == ['exact', 'exact'] and min(mine['neighbour_group_agreement']) > 0.9
     text = readme.read_text()
     assert '| mine | ' in text and 'old' not in text and (tmp_path / 'scale.png').stat().st_size > 0
+
+
+def test_the_peak_is_the_step_process_own():
+    """A spawned step reports its own peak, not its parent's: the parent holds 600 MB more here."""
+    import os
+    import tempfile
+    held = np.ones(600 * 2 ** 20 // 8)  # touched: resident in this process
+    with tempfile.TemporaryDirectory() as folder:
+        groups = scale.write_vectors(os.path.join(folder, 'features.npy'), 200, 8, 2)
+        np.save(os.path.join(folder, 'groups.npy'), groups)
+        np.save(os.path.join(folder, 'neighbours.npy'), scale.planted_lists(groups))
+        row = scale.measure('num_clusters', 200, 8, folder)
+    assert row['peak_gb'] < scale.peak_gib() - 0.4 and held.sum() > 0
