@@ -278,7 +278,14 @@ def predict_files(cfg, model, device, args, mapping, classes, out_dir, val=None)
         chunks = ((part, predictions(model, FileDataset(part, [-1] * len(part), [], cfg.channels, transform, size),
                                      cfg, device, store=False)['probs'][0])
                   for part in (paths[i:i + PREDICT_CHUNK] for i in range(0, len(paths), PREDICT_CHUNK)))
-    out = predictions_file(out_dir, args.predict)
+    out = write_predictions(predictions_file(out_dir, args.predict), chunks, mapping, classes)
+    print(f'predictions of {len(paths)} images: {out}')
+    return out
+
+
+def write_predictions(out, chunks, mapping=None, classes=()):
+    """The predictions CSV (path, cluster, matched class, confidence) from (paths, probs [n, C]) chunks, one at a
+    time; the file appears whole, when all are written."""
     with open(out + '.tmp', 'w', newline='') as f:
         writer = csv.writer(f)
         writer.writerow(['path', 'cluster', 'class', 'confidence'])
@@ -288,7 +295,6 @@ def predict_files(cfg, model, device, args, mapping, classes, out_dir, val=None)
                 cls = classes[mapping[c]] if mapping is not None and mapping[c] >= 0 else ''
                 writer.writerow([path, c, cls, f'{p:.4f}'])
     os.replace(out + '.tmp', out)
-    print(f'predictions of {len(paths)} images: {out}')
     return out
 
 

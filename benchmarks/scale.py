@@ -17,7 +17,6 @@ Writes benchmarks/results/scale.json ({machine, dim, steps: {step: {n, seconds, 
 plot scale.png and the README block between <!-- results:scale start/end -->.
 """
 import argparse
-import csv
 import json
 import multiprocessing
 import os
@@ -178,19 +177,14 @@ def predict_csv(features, dim, path):
     """eval.py --predict past the trunk: the heads over the cached features chunk by chunk, one CSV row each."""
     from easydict import EasyDict
     from data.loaders import eval_loader
-    from eval import PREDICT_CHUNK
+    from eval import PREDICT_CHUNK, write_predictions
     from utils.features import predict
     _, heads = heads_model(dim)
     cfg = EasyDict(batch_size=PREDICT_BATCH, num_workers=0)
-    with open(path, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['path', 'cluster', 'class', 'confidence'])
-        for start in range(0, len(features), PREDICT_CHUNK):
-            part = features[start:start + PREDICT_CHUNK]
-            probs = predict(heads, eval_loader(feature_set(part), cfg), 'cpu')['probs'][0]
-            confidence, cluster = probs.max(1)
-            for i, c, p in zip(range(start, start + len(part)), cluster.tolist(), confidence.tolist()):
-                writer.writerow([f'image{i}.jpg', c, '', f'{p:.4f}'])
+    chunks = (([f'image{i}.jpg' for i in range(start, min(start + PREDICT_CHUNK, len(features)))],
+               predict(heads, eval_loader(feature_set(features[start:start + PREDICT_CHUNK]), cfg), 'cpu')['probs'][0])
+              for start in range(0, len(features), PREDICT_CHUNK))
+    write_predictions(path, chunks)
 
 
 def _worker(args):
