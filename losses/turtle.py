@@ -7,13 +7,16 @@ import torch.nn.functional as F
 from losses.scan import entropy
 
 
-def fit_linear(classifier, optimizer, x, targets, steps):
+def fit_linear(classifier, optimizer, x, targets, steps, groups=None):
     """`steps` optimiser steps of the linear `classifier` on x [b, D] towards the soft targets [b, C] (cross-entropy;
-    the targets carry no gradient): TURTLE's inner learner."""
+    the targets carry no gradient): TURTLE's inner learner. `groups`: the sizes of several classifiers' outputs side
+    by side in C (one per head), each with its own softmax, their cross-entropies summed."""
     targets = targets.detach()
+    groups = groups or [targets.shape[1]]
     for _ in range(steps):
         optimizer.zero_grad()
-        F.cross_entropy(classifier(x), targets).backward()
+        logits = classifier(x)
+        sum(F.cross_entropy(z, t) for z, t in zip(logits.split(groups, 1), targets.split(groups, 1))).backward()
         optimizer.step()
 
 

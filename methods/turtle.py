@@ -48,43 +48,43 @@ class TURTLE(ClusteringMethod):
     def build_loss(self, cfg):
         return TURTLELoss(cfg.criterion_kwargs['entropy_weight'])
 
-    def learners(self, heads, device, spaces=None):
-        """Per head, one (linear classifier, Adam) per representation space (`spaces`: their widths; by default one,
-        the head's input): fresh at zero each step, or kept with warm_start."""
+    def learners(self, heads, device, spaces):
+        """One (linear classifier, Adam) per representation space (`spaces`: their widths) for all heads at once: its
+        outputs are the heads' classes side by side, fresh at zero each step, or kept with warm_start."""
         kw = self.cfg.criterion_kwargs
         if self.inner is not None and kw['warm_start']:
             return self.inner
         self.inner = []
-        for head in heads:
-            self.inner.append([])
-            for dim in spaces or [head.in_features]:
-                classifier = nn.Linear(dim, head.out_features).to(device)
-                nn.init.zeros_(classifier.weight)
-                nn.init.zeros_(classifier.bias)
-                self.inner[-1].append((classifier, torch.optim.Adam(classifier.parameters(), lr=kw['inner_lr'])))
+        for dim in spaces:
+            classifier = nn.Linear(dim, sum(head.out_features for head in heads)).to(device)
+            nn.init.zeros_(classifier.weight)
+            nn.init.zeros_(classifier.bias)
+            self.inner.append((classifier, torch.optim.Adam(classifier.parameters(), lr=kw['inner_lr'])))
         if self.saved is not None:  # resumed with warm_start: the checkpoint's classifiers
-            for learners, states in zip(self.inner, self.saved):
-                for (classifier, optimizer), state in zip(learners, states):
-                    classifier.load_state_dict(state['classifier'])
-                    optimizer.load_state_dict(state['optimizer'])
+            for (classifier, optimizer), state in zip(self.inner, self.saved):
+                classifier.load_state_dict(state['classifier'])
+                optimizer.load_state_dict(state['optimizer'])
             self.saved = None
         return self.inner
 
     def step_context(self, model, batch, features, device):
+        """Per head, per space, the logits of the inner classifier fitted to the head's labelling of the batch. The
+        heads share one classifier per space whose outputs are theirs side by side: a head's loss reaches only its own
+        columns and Adam is per parameter, so this is one classifier per head in a single pass over the features (the
+        fit reads the batch's features, not the heads' few outputs: five heads cost about what one does)."""
         x = gather(features[0].detach().float())  # the anchors of the global batch
         widths = spaces(model, x.shape[1])
-        parts = x.split(widths, 1)
+        heads = model.cluster_head
+        with torch.no_grad():
+            labels = torch.cat([head(x).float().softmax(1) for head in heads], 1)
+        sizes = [head.out_features for head in heads]
         predicted = []
-        for head, learners in zip(model.cluster_head, self.learners(model.cluster_head, device, widths)):
+        for part, (classifier, optimizer) in zip(x.split(widths, 1), self.learners(heads, device, widths)):
+            with torch.enable_grad():
+                fit_linear(classifier, optimizer, part, labels, self.cfg.criterion_kwargs['inner_steps'], sizes)
             with torch.no_grad():
-                labels = head(x).float().softmax(1)
-            predicted.append([])
-            for part, (classifier, optimizer) in zip(parts, learners):
-                with torch.enable_grad():
-                    fit_linear(classifier, optimizer, part, labels, self.cfg.criterion_kwargs['inner_steps'])
-                with torch.no_grad():
-                    predicted[-1].append(classifier(part))
-        return predicted
+                predicted.append(classifier(part).split(sizes, 1))
+        return [list(per_head) for per_head in zip(*predicted)]
 
     def inputs(self, logits, head, index, context):
         return {'labels': logits[0], 'predicted': context[head]}
@@ -98,8 +98,7 @@ class TURTLE(ClusteringMethod):
     def state_dict(self):
         if not self.cfg.criterion_kwargs['warm_start'] or self.inner is None:
             return {'inner': self.saved}
-        return {'inner': [[{'classifier': c.state_dict(), 'optimizer': o.state_dict()} for c, o in learners]
-                          for learners in self.inner]}
+        return {'inner': [{'classifier': c.state_dict(), 'optimizer': o.state_dict()} for c, o in self.inner]}
 
     def load_state_dict(self, checkpoint):
         self.saved = checkpoint.get('inner')

@@ -52,7 +52,7 @@ def turtle_objective(x, labels, gamma, cfg):
     method = TURTLE(cfg)
     head = nn.Linear(x.shape[1], 2)
     q = torch.nn.functional.one_hot(labels, 2).float()
-    classifier, optimizer = method.learners([head], 'cpu')[0][0]
+    classifier, optimizer = method.learners([head], 'cpu', [x.shape[1]])[0]
     fit_linear(classifier, optimizer, x, q, cfg.criterion_kwargs['inner_steps'])
     with torch.no_grad():
         error = -(q * classifier(x).log_softmax(1)).sum(1).mean()
@@ -115,7 +115,7 @@ def test_backbones_side_by_side_get_one_inner_classifier_per_space():
     context = method.step_context(model, None, [x], 'cpu')
     labels = model.cluster_head[0](x).softmax(1).detach()
     expected = 0.0
-    for columns, (classifier, _) in zip((x[:, :2], x[:, 2:]), method.inner[0]):
+    for columns, (classifier, _) in zip((x[:, :2], x[:, 2:]), method.inner):
         alone = nn.Linear(columns.shape[1], 4)
         nn.init.zeros_(alone.weight)
         nn.init.zeros_(alone.bias)
@@ -124,6 +124,29 @@ def test_backbones_side_by_side_get_one_inner_classifier_per_space():
         expected += float(-(labels * alone(columns).log_softmax(1)).sum(1).mean())
     out = method.criterion(**method.inputs([model.cluster_head[0](x)], 0, None, context))
     assert float(out['error']) == pytest.approx(expected, rel=1e-5)
+
+
+def test_heads_share_one_inner_classifier_that_fits_each_as_its_own():
+    """Three heads (two with 4 clusters, one with 3): the shared classifier's columns of each head, and the logits the
+    loss sees, are those of a classifier fitted to that head's labelling alone."""
+    torch.manual_seed(2)
+    cfg = EasyDict(criterion_kwargs={'entropy_weight': 1.0, 'inner_steps': 7, 'inner_lr': 0.05, 'warm_start': False})
+    model = EasyDict(cluster_head=nn.ModuleList([nn.Linear(6, 4), nn.Linear(6, 3), nn.Linear(6, 4)]))
+    x = torch.randn(32, 6)
+    method = TURTLE(cfg)
+    context = method.step_context(model, None, [x], 'cpu')
+    (classifier, _), = method.inner
+    columns = 0
+    for h, head in enumerate(model.cluster_head):
+        alone = nn.Linear(6, head.out_features)
+        nn.init.zeros_(alone.weight)
+        nn.init.zeros_(alone.bias)
+        fit_linear(alone, torch.optim.Adam(alone.parameters(), lr=0.05), x, head(x).softmax(1).detach(), 7)
+        rows = slice(columns, columns + head.out_features)
+        assert torch.allclose(classifier.weight[rows], alone.weight, atol=1e-6)
+        assert torch.allclose(classifier.bias[rows], alone.bias, atol=1e-6)
+        assert torch.allclose(context[h][0], alone(x), atol=1e-5)
+        columns += head.out_features
 
 
 def test_heads_are_selected_by_hard_label_agreement_not_sharpness():
