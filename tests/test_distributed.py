@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from easydict import EasyDict
 
 import scan
 import selflabel
@@ -93,7 +94,7 @@ def torchrun(*args, processes=2):
 
 
 def losses(folder):
-    return [r['loss'] for r in map(json.loads, open(folder / 'log.jsonl'))]
+    return [r['loss'] for r in map(json.loads, open(folder / 'log.jsonl')) if 'epoch' not in r or r['epoch'] > 0]
 
 
 def assert_same_run(a, b, model='model.pth.tar'):
@@ -144,3 +145,45 @@ def test_two_processes_follow_one_and_resume_on_one(tmp_path, clustered, stage):
     assert len(losses(runs['resumed'][1])) == 1
     module.main(args('resumed') + ['--resume'])
     assert_same_run(runs['one'][1], runs['resumed'][1])
+
+
+# --- the frozen-trunk pipeline on cached features ------------------------------------------------------------------
+
+def test_cached_feature_pipeline_in_two_processes_as_in_one(tmp_path):
+    """configs/image_folder_pretrained.yml (setup: pretrained, cached features, num_classes: auto) under torchrun with
+    two gloo processes: each extracts its shard of the features and searches its shard of the index, the clustering
+    and self-label stages train on their shares of every batch of cached vectors; the neighbours, the K estimate and
+    the heads are those of one process."""
+    from benchmarks.digits_folder import write_digits
+    from models import get_backbone
+    tiny_vit = {'img_size': 16, 'patch_size': 8, 'embed_dim': 24, 'depth': 2, 'num_heads': 2}
+    torch.manual_seed(0)
+    vit = get_backbone(EasyDict(backbone='timm/vit_small_patch16_224', backbone_kwargs=tiny_vit, channels=3))
+    torch.save(vit['backbone'].state_dict(), tmp_path / 'vit.pth')
+    folder = tmp_path / 'photos'
+    write_digits(str(folder), size=16, classes=[0, 1, 7], limit=48)
+    config = os.path.join(ROOT, 'configs', 'image_folder_pretrained.yml')
+    outputs = {}
+    for name in ('one', 'two'):
+        (tmp_path / name).mkdir()
+        env = write_env(tmp_path / name, data_root=tmp_path)
+        args = ['--config_env', env, '--config_exp', config, f'db_kwargs.path={folder}', 'db_kwargs.image_size=16',
+                'device=cpu', 'num_workers=0', 'backbone=timm/vit_small_patch16_224', 'backbone_kwargs={}',
+                f'backbone_kwargs={tiny_vit}', f'backbone_weights={tmp_path / "vit.pth"}', 'clustering.k_range=[2, 5]',
+                'clustering.epochs=2', 'clustering.batch_size=16', 'clustering.num_heads=2', 'selflabel.epochs=2',
+                'selflabel.batch_size=16']
+        for stage in ('simclr', 'scan', 'selflabel'):
+            if name == 'one':
+                {'simclr': simclr, 'scan': scan, 'selflabel': selflabel}[stage].main(args)
+            else:
+                done = torchrun(f'{stage}.py', *args)
+                assert done.returncode == 0, done.stderr[-3000:]
+        outputs[name] = tmp_path / name / 'results' / 'photos'
+    one, two = outputs['one'], outputs['two']
+    for split in ('train', 'val'):
+        a, b = (np.load(out / 'pretext' / f'topk-{split}-neighbors.npy') for out in (one, two))
+        assert np.array_equal(a, b)
+    k = [json.load(open(out / 'scan' / 'metrics.json'))['num_classes'] for out in (one, two)]
+    assert k[0] == k[1] and 2 <= k[0] <= 5
+    for stage in ('scan', 'selflabel'):  # the last epoch's weights (the model files may keep an earlier epoch)
+        assert_same_run(one / stage, two / stage, 'checkpoint.pth.tar')
