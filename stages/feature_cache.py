@@ -79,6 +79,7 @@ def trunk_features(model, modules, dataset, cfg, device, store=True):
     loader = eval_loader(dataset, cfg, batch)
     features, _ = extract_features(model, progress(loader, len(loader), f'features of {len(dataset)} images'), device,
                                    'backbone', normalize=False)
+    check_finite(features, dtype)
     features = features.to(getattr(torch, dtype))
     if store and is_main():
         try:
@@ -86,6 +87,20 @@ def trunk_features(model, modules, dataset, cfg, device, store=True):
         except UserError as e:  # a read-only or full pretext folder: this run goes on without the cache
             print(f'warning: the features are not cached ({e})')
     return features
+
+
+def check_finite(features, dtype):
+    """Stop on features no head can cluster: NaN or infinite values from the trunk (weights that do not suit it), or
+    values beyond float16's range when the cache is to hold float16."""
+    bad = (~torch.isfinite(features).all(1)).nonzero()
+    if len(bad):
+        raise UserError(f'the frozen trunk gives NaN or infinite features for {len(bad)} of {len(features)} images '
+                        f'(the first: image {int(bad[0])}): its weights are damaged or not this backbone\'s; check '
+                        'backbone_weights and backbone')
+    largest = float(features.abs().max()) if features.numel() else 0.0
+    if dtype == 'float16' and largest > torch.finfo(torch.float16).max:
+        raise UserError(f'the frozen trunk\'s features reach {largest:.3g}, beyond float16\'s range: set '
+                        'feature_cache_dtype: float32')
 
 
 def cached(model, dataset, cfg, device, store=True):

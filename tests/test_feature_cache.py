@@ -89,6 +89,36 @@ def test_a_damaged_or_unwritable_cache_never_stops_the_stage(tmp_path, monkeypat
     assert 'not cached (cannot write' in capsys.readouterr().out and not path.exists()
 
 
+def test_features_no_head_can_cluster_stop_the_stage_and_are_not_cached(tmp_path):
+    """A trunk that yields NaN for one image (a damaged weights file) stops with one line naming the setting to check;
+    features beyond float16's range stop a float16 cache; nothing is written either time."""
+    import pytest
+    write_digits(str(tmp_path / 'digits'), size=16, classes=[0, 1], limit=12)
+    model, dataset = small_model(), folder_set(tmp_path)
+    cfg = EasyDict(pretext_dir=str(tmp_path / 'pretext'), batch_size=5, num_workers=0)
+    image3 = dataset[3]['image']
+
+    class Trunk(torch.nn.Module):
+        def __init__(self, scale=1.0, nan_image=None):
+            super().__init__()
+            self.backbone, self.scale, self.nan_image = model.backbone, scale, nan_image
+
+        def forward(self, x, forward_pass='backbone'):
+            out = self.scale * self.backbone(x)
+            if self.nan_image is None:
+                return out
+            return torch.where(torch.isclose(x, self.nan_image).flatten(1).all(1, keepdim=True), torch.nan, out)
+    with pytest.raises(UserError, match=r'NaN or infinite features for 1 of 12 images \(the first: image 3\).*'
+                                        'backbone_weights'):
+        trunk_features(Trunk(nan_image=image3), [model.backbone], dataset, cfg, 'cpu')
+    with pytest.raises(UserError, match="beyond float16's range: set feature_cache_dtype: float32"):
+        trunk_features(Trunk(scale=1e6), [model.backbone], dataset, EasyDict(cfg, feature_cache_dtype='float16'), 'cpu')
+    kept = trunk_features(Trunk(scale=1e6), [model.backbone], dataset, cfg, 'cpu')
+    assert kept.abs().max() > 7e4  # float32 holds them
+    os.remove(next((tmp_path / 'pretext' / 'feature_cache').iterdir()))
+    assert not os.listdir(tmp_path / 'pretext' / 'feature_cache')
+
+
 def test_a_subset_decodes_its_own_images_once(tmp_path, monkeypatch):
     """train_subset of a large folder: only its images are decoded, and the whole folder's decoding later reuses
     them; a grey image among colour ones gets the same pixels either way."""
