@@ -105,3 +105,26 @@ def test_bad_neighbour_files_are_one_line_errors(tmp_path, content, expected):
     with pytest.raises(UserError) as info:
         load_neighbors(str(path), 4, 2, 'train')
     assert expected in str(info.value) and '\n' not in str(info.value) and 'rerun simclr.py' in str(info.value)
+
+
+def test_faiss_gpu_index_is_sharded_over_the_gpus_or_on_the_process_own(monkeypatch):
+    """With faiss-GPU (faked here: this machine has faiss-cpu): one process shards the exact index over every GPU it
+    sees; under torchrun each process puts its slice of the base on its own GPU (utils.neighbors._on_gpus)."""
+    import faiss
+    from utils import neighbors as nb
+    calls = []
+
+    class Options:
+        shard = False
+    monkeypatch.setattr(faiss, 'get_num_gpus', lambda: 2, raising=False)
+    monkeypatch.setattr(faiss, 'GpuMultipleClonerOptions', Options, raising=False)
+    monkeypatch.setattr(faiss, 'StandardGpuResources', object, raising=False)
+    monkeypatch.setattr(faiss, 'index_cpu_to_all_gpus', lambda index, co: calls.append(('all', co.shard)) or index,
+                        raising=False)
+    monkeypatch.setattr(faiss, 'index_cpu_to_gpu', lambda res, gpu, index: calls.append(('one', gpu)) or index,
+                        raising=False)
+    flat = faiss.IndexFlatIP(4)
+    assert nb._on_gpus(flat, 'cuda') is flat and calls == [('all', True)]
+    monkeypatch.setattr(nb.distributed, 'world', lambda: 2)
+    nb._on_gpus(flat, torch.device('cuda', 1))
+    assert calls[-1] == ('one', 1)

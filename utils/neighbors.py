@@ -13,7 +13,25 @@ except ImportError:  # the chunked torch search below takes over
     faiss = None
 
 
-def _search_faiss(base, queries, k, nlist=None):
+_GPU_RESOURCES = {}
+
+
+def _on_gpus(index, device):
+    """faiss-GPU builds: the exact index on this process's GPU under torchrun (each process searches its own slice of
+    the base: _search_sharded), else sharded over every GPU the process sees (each GPU holds a slice of the base, the
+    top-k lists merged by faiss). faiss-cpu: the index itself."""
+    if not (hasattr(faiss, 'get_num_gpus') and faiss.get_num_gpus() > 0):
+        return index
+    if distributed.world() > 1 and device is not None and torch.device(device).type == 'cuda':
+        gpu = torch.device(device).index or 0
+        resources = _GPU_RESOURCES.setdefault(gpu, faiss.StandardGpuResources())  # kept alive with the index
+        return faiss.index_cpu_to_gpu(resources, gpu, index)
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = True
+    return faiss.index_cpu_to_all_gpus(index, co=options)
+
+
+def _search_faiss(base, queries, k, nlist=None, device=None):
     base = np.ascontiguousarray(base, dtype=np.float32)
     if nlist:  # approximate: an inverted file of nlist cells, 1/16 of them probed
         quantizer = faiss.IndexFlatIP(base.shape[1])
@@ -21,9 +39,7 @@ def _search_faiss(base, queries, k, nlist=None):
         index.train(base)
         index.nprobe = max(1, nlist // 16)
     else:
-        index = faiss.IndexFlatIP(base.shape[1])
-        if hasattr(faiss, 'get_num_gpus') and faiss.get_num_gpus() > 0:
-            index = faiss.index_cpu_to_all_gpus(index)
+        index = _on_gpus(faiss.IndexFlatIP(base.shape[1]), device)
     index.add(base)
     sims, idx = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     return sims, idx.astype(np.int64)
@@ -59,7 +75,7 @@ def _search_local(base, queries, k, backend, device, nlist):
     if backend == 'faiss' and faiss is None:
         raise RuntimeError('faiss is not installed; use backend torch')
     if backend == 'faiss' or (backend == 'auto' and faiss is not None):
-        return _search_faiss(base, queries, k, nlist)
+        return _search_faiss(base, queries, k, nlist, device)
     if nlist:
         raise RuntimeError('the approximate (IVF) index needs faiss')
     return _search_torch(base, queries, k, device)
