@@ -24,8 +24,10 @@ def test_every_step_is_measured_per_n(tmp_path):
     for step, row in saved['steps'].items():
         assert row['n'] == [300, 600] and all(s > 0 for s in row['seconds']) and all(g > 0 for g in row['peak_gb'])
     assert saved['steps']['num_clusters']['k'] == [4, 4]  # the planted groups
-    mine = saved['steps']['mine']
+    mine, approximate = saved['steps']['mine'], saved['steps']['mine_approximate']
     assert mine['search'] == ['exact', 'exact'] and min(mine['neighbour_group_agreement']) > 0.9
+    assert approximate['search'] == ['ivf', 'ivf'] and min(approximate['recall']) > 0.5
+    assert saved['exact_search_max'] >= 600
     text = readme.read_text()
     assert '| mine | ' in text and 'old' not in text and (tmp_path / 'scale.png').stat().st_size > 0
 
