@@ -104,3 +104,6 @@ class TURTLE(ClusteringMethod):
 
     def load_state_dict(self, checkpoint):
         self.saved = checkpoint.get('inner')
+        if self.saved and isinstance(self.saved[0], list):  # one classifier per head, as versions before 2026-12
+            print('note: the checkpoint keeps one inner classifier per head (an earlier version); they start afresh')
+            self.saved = None
