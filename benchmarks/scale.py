@@ -171,7 +171,7 @@ def run_step(step, n, dim, folder):
     elif step == 'predict':
         predict_csv(features, dim, os.path.join(folder, 'predictions.csv'))
     seconds = time.perf_counter() - t0
-    return {'seconds': round(seconds, 2), 'peak_gb': round(peak_gib(), 3), **extra}
+    return {'seconds': float(f'{seconds:.4g}'), 'peak_gb': round(peak_gib(), 3), **extra}
 
 
 def peak_gib():
