@@ -61,7 +61,7 @@ def evaluate(model, cfg, device, val_set, val_lists=None):
     """Cluster sizes; with val_lists the label-free criteria on the val split's mined pairs: SCAN's loss (entropy
     weight 1) and the neighbours' agreement (kappa of the hard labels); the metrics when there are labels (only to
     report)."""
-    pred = predict(model, eval_loader(val_set, cfg), device)
+    pred = predict(model, eval_loader(val_set, cfg), device, features=False)
     probs = pred['probs'][0]
     report = {'cluster_sizes': sorted(torch.bincount(probs.argmax(1), minlength=cfg.num_classes).tolist(),
                                       reverse=True)}
@@ -149,7 +149,8 @@ def run(args):
         return {**record, **report}
 
     runner.fit(net, batches, training_step(net, model, method, cfg, device, ema),
-               begin=lambda epoch: method.start_epoch(lambda: predict(scorer, eval_loader(train_eval(), cfg), device)),
+               begin=lambda epoch: method.start_epoch(
+                   lambda: predict(scorer, eval_loader(train_eval(), cfg), device, features=False)),
                evaluate=end_epoch)
     runner.log.plot(os.path.join(cfg.selflabel_dir, 'training_curve.png'), ['loss', 'confident_share', 'acc'])
     report = runner.best['report']  # every epoch keeps or compares (epochs >= 1), and val_loss also epoch 0

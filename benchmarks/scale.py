@@ -113,7 +113,7 @@ def one_epoch(stage, config, features, batches_of, step_of, folder):
         cfg.topk_neighbors_train_path = os.path.join(folder, 'neighbours.npy')
         train = feature_set(features)
         method = method_class(cfg, train)
-        method.start_epoch(lambda: predict(heads, eval_loader(train, cfg, PREDICT_BATCH), 'cpu'))
+        method.start_epoch(lambda: predict(heads, eval_loader(train, cfg, PREDICT_BATCH), 'cpu', features=False))
     optimizer = get_optimizer(cfg, list(model.parameters()))
     return train_epoch(heads, batches_of(cfg), step_of(heads, model, method, cfg), optimizer, cfg, 0)
 
@@ -193,7 +193,8 @@ def predict_csv(features, dim, path):
     _, heads = heads_model(dim)
     cfg = EasyDict(batch_size=PREDICT_BATCH, num_workers=0)
     chunks = (([f'image{i}.jpg' for i in range(start, min(start + PREDICT_CHUNK, len(features)))],
-               predict(heads, eval_loader(feature_set(features[start:start + PREDICT_CHUNK]), cfg), 'cpu')['probs'][0])
+               predict(heads, eval_loader(feature_set(features[start:start + PREDICT_CHUNK]), cfg), 'cpu',
+                       features=False)['probs'][0])
               for start in range(0, len(features), PREDICT_CHUNK))
     write_predictions(path, chunks)
 
@@ -262,11 +263,19 @@ def main(argv=None):
     parser.add_argument('--groups', type=int, default=100)
     parser.add_argument('--steps', nargs='+', default=list(STEPS), choices=STEPS)
     parser.add_argument('--results', default=os.path.join(HERE, 'results'))
+    parser.add_argument('--merge', action='store_true',
+                        help="measure only --steps and keep the other steps' rows of the scale.json in --results")
     parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
     args = parser.parse_args(argv)
     from stages.schema import PRETEXT
     result = {'machine': machine(), 'dim': args.dim, 'groups': args.groups, 'n': sorted(args.n),
               'exact_search_max': PRETEXT['exact_search_max'], 'steps': {}}
+    saved = os.path.join(args.results, 'scale.json')
+    if args.merge and os.path.isfile(saved):
+        kept = json.load(open(saved))
+        if kept['n'] != result['n'] or kept['dim'] != args.dim:
+            sys.exit(f"error: --merge needs the same --n and --dim as {saved} ({kept['n']}, {kept['dim']})")
+        result['steps'] = {step: row for step, row in kept['steps'].items() if step not in args.steps}
     for n in sorted(args.n):
         last = {}
         with tempfile.TemporaryDirectory() as folder:
@@ -283,8 +292,9 @@ def main(argv=None):
                 entry['n'].append(n)
                 for key, value in row.items():
                     entry.setdefault(key, []).append(value)
+    result['steps'] = {step: result['steps'][step] for step in STEPS if step in result['steps']}
     os.makedirs(args.results, exist_ok=True)
-    atomic_write_text(os.path.join(args.results, 'scale.json'), json.dumps(result, indent=2))
+    atomic_write_text(saved, json.dumps(result, indent=2))
     text = markdown(result)
     atomic_write_text(os.path.join(args.results, 'scale.md'), text + '\n')
     plot(result, os.path.join(args.results, 'scale.png'))

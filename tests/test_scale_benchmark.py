@@ -30,6 +30,13 @@ def test_every_step_is_measured_per_n(tmp_path):
     assert saved['exact_search_max'] >= 600
     text = readme.read_text()
     assert '| mine | ' in text and 'old' not in text and (tmp_path / 'scale.png').stat().st_size > 0
+    # --merge measures the steps given again and keeps the others' rows
+    scale.main(['--n', '300', '600', '--dim', '16', '--groups', '4', '--results', str(tmp_path),
+                '--readme', str(readme), '--merge', '--steps', 'predict'])
+    merged = json.loads((tmp_path / 'scale.json').read_text())
+    assert list(merged['steps']) == list(scale.STEPS)
+    assert all(merged['steps'][step] == saved['steps'][step] for step in scale.STEPS if step != 'predict')
+    assert merged['steps']['predict']['n'] == [300, 600]
 
 
 def test_the_peak_is_the_step_process_own():

@@ -61,8 +61,12 @@ def knn_accuracy(train_feats, train_targets, val_feats, val_targets, k, temperat
     return float((pred.numpy() == np.asarray(val_targets)).mean())
 
 
-def predict(model, loader, device):
-    """One in-order pass (eval mode): backbone features [N, D] and per-head probabilities [H, N, C], on the CPU."""
-    (feats, probs), targets = forward_in_order(model, loader, device, 'return_all', lambda out: (
-        out['features'].float().cpu(), torch.stack([o.float().softmax(1) for o in out['output']], dim=1).cpu()))
-    return {'features': feats, 'probs': probs.transpose(0, 1).contiguous(), 'targets': targets}
+def predict(model, loader, device, features=True):
+    """One in-order pass (eval mode): backbone features [N, D] (None without `features`: a million 1,280-d vectors
+    are 5 GB) and per-head probabilities [H, N, C], on the CPU."""
+    def keep(out):
+        probs = torch.stack([o.float().softmax(1) for o in out['output']], dim=1).cpu()
+        return (out['features'].float().cpu(), probs) if features else (probs,)
+    parts, targets = forward_in_order(model, loader, device, 'return_all', keep)
+    return {'features': parts[0] if features else None, 'probs': parts[-1].transpose(0, 1).contiguous(),
+            'targets': targets}
