@@ -36,9 +36,10 @@ def _on_gpus(index, device):
 # "fast-scan" layout, d/4 sub-vectors), and the REFINE * k best codes of each query re-ranked by exact inner product
 # on the full vectors. The cells probed hold about CANDIDATES vectors whatever the number of images, so the search
 # costs the same per image at 100,000 images as at 1,000,000; with 4 sqrt(N) cells trained on 64 rows each, training
-# grows as N too. Measured against exact search (benchmarks/scale.py): top-20 overlap 0.985 on 50,000 Lite0 + Lite2
-# CIFAR-10 features (2,560-d) and 0.987 on 200,000 synthetic 1,280-d vectors, where 8-bit codes and plain vectors
-# reached the same overlap at 4-5x the search time.
+# grows as N too. Measured against exact search: top-20 overlap 0.985 on 50,000 Lite0 + Lite2 CIFAR-10 features
+# (2,560-d) and 0.987 on 200,000 synthetic 1,280-d vectors, where 8-bit codes and plain vectors reached the same
+# overlap at 4 to 11 times the search time. The overlap falls as N grows at this fixed budget (benchmarks/scale.py:
+# under 0.95 at a million synthetic vectors).
 CANDIDATES, REFINE, TRAIN_PER_CELL = 8192, 10, 64
 
 
