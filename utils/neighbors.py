@@ -41,6 +41,7 @@ def _on_gpus(index, device):
 # overlap at 4 to 11 times the search time. The overlap falls as N grows at this fixed budget (benchmarks/scale.py:
 # under 0.95 at a million synthetic vectors).
 CANDIDATES, REFINE, TRAIN_PER_CELL = 8192, 10, 64
+CHUNK = 65536  # rows added to an index, or searched, at a time
 
 
 def approximate_index(base, nlist):
@@ -64,17 +65,15 @@ def approximate_index(base, nlist):
 
 def _search_faiss(base, queries, k, nlist=None, device=None):
     index = approximate_index(base, nlist) if nlist else _on_gpus(faiss.IndexFlatIP(base.shape[1]), device)
-    for start in range(0, len(base), ADD_CHUNK):  # a memory-mapped base is converted a chunk at a time
-        index.add(np.ascontiguousarray(base[start:start + ADD_CHUNK], dtype=np.float32))
+    for start in range(0, len(base), CHUNK):  # a memory-mapped base is converted a chunk at a time
+        index.add(np.ascontiguousarray(base[start:start + CHUNK], dtype=np.float32))
     sims, idx = [], []
-    for start in range(0, len(queries), ADD_CHUNK):
-        s, i = index.search(np.ascontiguousarray(queries[start:start + ADD_CHUNK], dtype=np.float32), k)
+    for start in range(0, len(queries), CHUNK):
+        s, i = index.search(np.ascontiguousarray(queries[start:start + CHUNK], dtype=np.float32), k)
         sims.append(s)
         idx.append(i)
     return np.concatenate(sims), np.concatenate(idx).astype(np.int64)
 
-
-ADD_CHUNK = 65536
 
 
 @torch.no_grad()
