@@ -37,7 +37,7 @@ from utils.plots import save_num_clusters_plot
 
 def training_step(net, model, method, cfg, device):
     """The clustering step (stages/epochs.py) through `net` (`model`, its heads on cached features, or their
-    DDP/compiled wrapper): the sum of every head's loss on the batch's views (anchors, neighbours[, second views]),
+    DDP/compiled wrapper): the sum of every head's loss on the batch's views (anchors[, neighbours][, second views]),
     under torchrun computed on the whole global batch, gathered from every process. Logs each part's mean over the
     heads."""
     def step(batch):
@@ -50,7 +50,7 @@ def training_step(net, model, method, cfg, device):
         index = gather(batch['index'].to(device))
         total, parts = 0.0, {}
         for h, logits in enumerate(out['output']):
-            chunks = [gather(c.float()) for c in logits.split(b)]  # anchors, neighbours[, second views]
+            chunks = [gather(c.float()) for c in logits.split(b)]  # anchors[, neighbours][, second views]
             loss = method.criterion(**method.inputs(chunks, h, index, context))
             total = total + loss['total']
             for k, v in loss.items():
@@ -60,9 +60,11 @@ def training_step(net, model, method, cfg, device):
     return step
 
 
-def evaluate(model, method, cfg, device, val_set, val_lists):
-    """Label-free head selection on val (the method's own criterion on mined pairs); metrics only to report."""
-    pred = predict(model, eval_loader(val_set, cfg), device)
+def evaluate(model, method, cfg, device, val_set, val_lists, features=False):
+    """Label-free head selection on val (the method's own criterion on mined pairs); metrics only to report. Returns
+    the report and the prediction (with the features under the heads when `features`, for reuse as the train
+    split's)."""
+    pred = predict(model, eval_loader(val_set, cfg), device, features)
     losses = method.val_losses(pred['probs'], val_lists)
     head = int(losses.argmin())
     labels = pred['targets']
@@ -207,17 +209,18 @@ def run(args):
               [round(s, 4) for s in init_heads(heads, cfg, train_eval, device)])
         report = evaluate(heads, method, cfg, device, val_set, val_lists)[0]
         runner.log.log(keep_best(runner, 0, {'epoch': 0}, report, model, cfg))
+    pairs = train_lists if method.neighbor_view else None
     if cfg.cache_features:
-        batches = FeaturePairs(train_eval.features, train_lists, cfg.batch_size, device, method.second_view)
+        batches = FeaturePairs(train_eval.features, pairs, cfg.batch_size, device, method.second_view)
     else:
-        batches = neighbor_batches(train_set, train_lists, cfg, device, second=method.second_view,
+        batches = neighbor_batches(train_set, pairs, cfg, device, second=method.second_view,
                                    weak_transform=evaluation if method.weak_view() else None)
     net = training_model(heads, cfg, device)
 
     def end_epoch(epoch, record):
-        report, val_pred = evaluate(heads, method, cfg, device, val_set, val_lists)
-        method.end_epoch(lambda: val_pred if train_eval is val_set else predict(heads, eval_loader(train_eval, cfg),
-                                                                               device))
+        same = train_eval is val_set
+        report, val_pred = evaluate(heads, method, cfg, device, val_set, val_lists, features=same)
+        method.end_epoch(lambda: val_pred if same else predict(heads, eval_loader(train_eval, cfg), device))
         return keep_best(runner, epoch + 1, record, report, model, cfg)
 
     runner.fit(net, batches, training_step(net, model, method, cfg, device), evaluate=end_epoch)

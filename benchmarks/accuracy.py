@@ -78,12 +78,16 @@ PROFILES = {
     } for suffix, lite in (('', 'lite0'), ('-lite2', 'lite2'))},
     # both ImageNet EfficientNets side by side (backbones:, TURTLE's several representation spaces): their features
     # concatenated, mined with each space weighing the same
+    # bfloat16 autocast (amp=bf16) for the features and TURTLE's inner classifiers: about twice the speed of float32
+    # on a CPU with AVX-512 BF16 (benchmarks/RESULTS.md); give amp=none after the profile on one without. SCAN once
+    # more on a float16 feature cache: what half the cache's space costs in accuracy.
     'cifar10-jpg-pretrained-lite0-lite2': {
         'pretext': 'configs/pretext/pretrained_cifar10_jpg_pretrained.yml',
         'clustering': {'scan': 'configs/scan/scan_cifar10_jpg_pretrained.yml',
+                       'scan_float16': ('configs/scan/scan_cifar10_jpg_pretrained.yml', ['feature_cache_dtype=float16']),
                        'turtle': 'configs/scan/turtle_cifar10_jpg_pretrained.yml'},
         'selflabel': {setup: 'configs/selflabel/selflabel_cifar10_jpg_pretrained.yml' for setup in ('turtle', 'scan')},
-        'overrides': [],
+        'overrides': ['amp=bf16'],
         'backbones': ('efficientnet_lite0', 'efficientnet_lite2'),
     },
     # the published protocol (ResNet-18, 500 pretext epochs): GPU profiles, e.g. under torchrun
@@ -212,10 +216,11 @@ def run_seed(name, profile, out, seed, extra, cluster_seeds=1):
         c = seed + CLUSTER_SEED_STEP * r
         suffix = f'_seed{c}' if r else ''
         results = {}
-        for setup, path in profile['clustering'].items():
+        for setup, entry in profile['clustering'].items():
+            path, more = config_entry(entry)
             folder = f'scan_{setup}{suffix}'
             results[setup] = _stage_metrics(root, path, folder) or scan.main(
-                env + _config_args(path, root, c, extra) + [f'scan_folder={folder}', '--resume'])
+                env + _config_args(path, root, c, extra + more) + [f'scan_folder={folder}', '--resume'])
         for setup, path in profile.get('selflabel', {}).items():
             folder = f'selflabel_{setup}{suffix}'
             results[f'{setup}+selflabel'] = _stage_metrics(root, path, folder) or selflabel.main(
@@ -227,6 +232,11 @@ def run_seed(name, profile, out, seed, extra, cluster_seeds=1):
         atomic_write_text(kmeans, json.dumps(kmeans_baselines(profile, root, seed, extra), indent=2))
     runs[0] = {'pretext': pretext, **runs[0], **json.load(open(kmeans))}
     return runs
+
+
+def config_entry(entry):
+    """A profile's clustering entry: a config's path, or (path, [key=value overrides of that setup alone])."""
+    return (entry, []) if isinstance(entry, str) else entry
 
 
 def _stage_file(root, config_path, folder, name):
@@ -257,7 +267,7 @@ def aggregate(runs):
 
 
 ORDER = [('kmeans_pixels', 'k-means on raw pixels'), ('kmeans_pretext', 'k-means on pretext features'),
-         ('scan', 'SCAN'), ('nnm', 'NNM'), ('temi', 'TEMI (linear heads)'), ('temi_mlp', 'TEMI (MLP heads)'),
+         ('scan', 'SCAN'), ('scan_float16', 'SCAN, float16 feature cache'), ('nnm', 'NNM'), ('temi', 'TEMI (linear heads)'), ('temi_mlp', 'TEMI (MLP heads)'),
          ('turtle', 'TURTLE'),
          ('scan+selflabel', 'SCAN + self-label'), ('nnm+selflabel', 'NNM + self-label'),
          ('temi+selflabel', 'TEMI + self-label'), ('turtle+selflabel', 'TURTLE + self-label')]
@@ -284,6 +294,20 @@ def stage_minutes(runs):
                 and not k.startswith('kmeans')) / 60 for r in runs if 'pretext' in r]
 
 
+def best_pipeline(table, runs):
+    """The row with the highest mean ACC among the clustering and self-label rows, and per pretext seed the minutes
+    of the stages that produce it (the pretext, its clustering setup, and its self-labelling for a '+selflabel'
+    row): (label, [minutes]), or None."""
+    rows = [key for key, _ in ORDER if key in table and not key.startswith('kmeans') and 'acc' in table[key]]
+    if not rows:
+        return None
+    best = max(rows, key=lambda key: table[key]['acc'][0])
+    stages = ['pretext', best.partition('+')[0]] + ([best] if '+' in best else [])
+    minutes = [sum(r[s]['seconds'] for s in stages) / 60 for r in runs
+               if all('seconds' in r.get(s, {}) for s in stages)]
+    return dict(ORDER)[best], minutes
+
+
 def seed_words(seeds):
     """'seed 2' or 'seeds 2, 3': the table names its seeds, so the seeds a setting was chosen on stay apart."""
     return ('seed ' if len(seeds) == 1 else 'seeds ') + ', '.join(map(str, seeds))
@@ -295,7 +319,7 @@ def sample_words(seeds, cluster_seeds):
     return f'{seed_words(seeds)} (pretext) x {cluster_seeds} clustering seeds'
 
 
-def markdown(name, table, machine, sample, paired=None, minutes=None):
+def markdown(name, table, machine, sample, paired=None, minutes=None, best=None):
     lines = [f'Profile `{name}`, {sample}, mean ± standard deviation over the runs; {machine}.', '',
              '| method | ACC | NMI | ARI | seconds |', '|---|---|---|---|---|']
     for key, label in ORDER:
@@ -311,6 +335,9 @@ def markdown(name, table, machine, sample, paired=None, minutes=None):
     if minutes:
         lines += ['', f'Stage time per seed (pretext, clustering and self-label stages, features included): '
                       f'{np.mean(minutes):.1f} min on average, {max(minutes):.1f} min at most.']
+    if best and best[1]:
+        lines += ['', f'The best row\'s pipeline ({best[0]}: the pretext stage, features included, and the stages that '
+                      f'produce it) per seed: {np.mean(best[1]):.1f} min on average, {max(best[1]):.1f} min at most.']
     if paired:
         lines += ['', f"NNM minus SCAN accuracy, paired by run (same pretext model and seed): {paired['mean']:+.4f} ± "
                       f"{paired['se']:.4f} (standard error over the {paired['seeds']} pretext seeds); NNM ahead in "
@@ -335,7 +362,8 @@ def eval_pictures(name, profile, out, results_dir, extra):
         folder = f'selflabel_{setup}'
         title = f'{setup.upper()} + self-label'
     else:
-        setup, path = list(profile['clustering'].items())[-1]
+        setup, entry = list(profile['clustering'].items())[-1]
+        path = config_entry(entry)[0]
         folder = f'scan_{setup}'
         title = setup.upper()
     root = os.path.join(out, name, 'seed1')
@@ -440,7 +468,7 @@ def main(argv=None):
     if 'pretexts' in profile:
         text = pretext_markdown(args.profile, table, where, seeds, profile)
     else:
-        text = markdown(args.profile, table, where, sample, paired, stage_minutes(runs))
+        text = markdown(args.profile, table, where, sample, paired, stage_minutes(runs), best_pipeline(table, runs))
     os.makedirs(args.results, exist_ok=True)
     atomic_write_text(os.path.join(args.results, f'{args.profile}.json'),
                       json.dumps({'profile': args.profile, 'machine': where, 'seeds': runs,

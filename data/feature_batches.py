@@ -33,18 +33,20 @@ class FeatureBatches(ShuffledBatches):
 
 
 class FeaturePairs(FeatureBatches):
-    """Clustering batches: {'anchor', 'neighbor' (one of its mined neighbours, uniformly), ['second'], 'index'}."""
+    """Clustering batches: {'anchor', ['neighbor'] (one of its mined neighbours, uniformly; none when neighbors is
+    None), ['second'], 'index'}."""
 
     def __init__(self, features, neighbors, batch_size, device, second=False):
         super().__init__(features, batch_size, device)
-        self.neighbors = torch.as_tensor(np.asarray(neighbors))
+        self.neighbors = None if neighbors is None else torch.as_tensor(np.asarray(neighbors))
         self.second = second
 
     def batch(self, index):
-        pick = torch.randint(self.neighbors.shape[1], (len(index),))
         anchors = local(index)
-        out = {'anchor': self.rows(anchors), 'neighbor': self.rows(local(self.neighbors[index, pick])),
-               'index': anchors}
+        out = {'anchor': self.rows(anchors), 'index': anchors}
+        if self.neighbors is not None:
+            pick = torch.randint(self.neighbors.shape[1], (len(index),))
+            out['neighbor'] = self.rows(local(self.neighbors[index, pick]))
         if self.second:
             out['second'] = out['anchor']
         return out

@@ -128,9 +128,11 @@ class NeighborPairs(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i):
-        j = int(self.neighbors[i, torch.randint(self.neighbors.shape[1], ())])
         anchor = self.dataset.get_image(i)
-        item = {'anchor': self.transform(anchor), 'neighbor': self.transform(self.dataset.get_image(j)), 'index': i}
+        item = {'anchor': self.transform(anchor), 'index': i}
+        if self.neighbors is not None:
+            j = int(self.neighbors[i, torch.randint(self.neighbors.shape[1], ())])
+            item['neighbor'] = self.transform(self.dataset.get_image(j))
         if self.second:
             item['second'] = self.transform(anchor)
         if self.weak is not None:
@@ -144,8 +146,9 @@ class DevicePairs(DeviceBatches):
         self.neighbors, self.second, self.with_weak = neighbors, second, weak
 
     def batch(self, index):
-        pick = torch.randint(self.neighbors.shape[1], (len(index),))
-        out = {'anchor': self.view(index), 'neighbor': self.view(self.neighbors[index, pick]), 'index': local(index)}
+        out = {'anchor': self.view(index), 'index': local(index)}
+        if self.neighbors is not None:
+            out['neighbor'] = self.view(self.neighbors[index, torch.randint(self.neighbors.shape[1], (len(index),))])
         if self.second:
             out['second'] = self.view(index)
         if self.with_weak:
@@ -154,8 +157,9 @@ class DevicePairs(DeviceBatches):
 
 
 def neighbor_batches(dataset, neighbors, cfg, device, second=False, weak_transform=None):
-    """Clustering batches: {'anchor', 'neighbor', ['second'], ['weak'], 'index'}; neighbors [N, K] without self;
-    'weak' (the anchor under weak_transform) only when weak_transform is given."""
+    """Clustering batches: {'anchor', ['neighbor'], ['second'], ['weak'], 'index'}; neighbors [N, K] without self
+    (None: no neighbour view, for a method that reads none); 'weak' (the anchor under weak_transform) only when
+    weak_transform is given."""
     if cfg.augment_on_device:
         return DevicePairs(dataset, neighbors, cfg, device, second, weak=weak_transform is not None)
     transform = train_transform(cfg.augmentation_strategy, cfg.augmentation_kwargs)

@@ -103,6 +103,7 @@ class ClusteringMethod(Method):
     [b, C] of the batch's views (see `views`), gathered over processes, through inputs()."""
     kwargs = {'entropy_weight': 5.0}
     second_view = False  # batches carry a second strong view of each anchor ('second')
+    neighbor_view = True  # batches carry one mined neighbour of each anchor ('neighbor'; TURTLE reads none)
 
     def weak_view(self):
         """Whether batches carry each anchor's evaluation-transform view ('weak')."""
@@ -113,11 +114,11 @@ class ClusteringMethod(Method):
 
     def step_context(self, model, batch, features, device):
         """Per-step values every head's inputs share; features: what the heads see of each view of the batch
-        (anchors, neighbours[, second views]), each [b, D]."""
+        (anchors[, neighbours][, second views]), each [b, D]."""
         return None
 
     def inputs(self, logits, head, index, context):
-        """The loss's keyword arguments for one head; logits: [anchors, neighbors(, second)], each [b, C]."""
+        """The loss's keyword arguments for one head; logits: [anchors(, neighbors)(, second)], each [b, C]."""
         return {'anchors': logits[0], 'neighbors': logits[1]}
 
     def val_losses(self, probs, neighbors):

@@ -8,7 +8,8 @@ classifier each step) begins it at zero here, not at random as the authors' code
 torchrun job fits the same one (on a CIFAR-10 train folder the two starts differed by 0.01); warm_start: true keeps each
 head's classifier and its optimiser from step to step (and in the checkpoint). The heads' inner classifiers are one
 linear layer per space whose outputs are the heads' side by side (step_context): exactly one classifier per head, in
-one pass over the features. The heads are weight-normalised while
+one pass over the features, its gradient in closed form (losses.turtle.fit_linear), its two matrix products per
+step in bfloat16 under amp: bf16 (about 2.4x faster on a CPU with AVX-512 BF16). The heads are weight-normalised while
 they train (weight_norm: true, the paper's task encoder; models.ClusteringModel.normalise_heads); the model file
 holds their plain weights. Epochs and heads are selected by the hard labels' agreement with the mined val neighbours
 (val_losses): on Lite0 + Lite2 features of CIFAR-10 (seed 1) SCAN's val loss picked epoch 76 of 200 (0.582), the
@@ -37,6 +38,7 @@ def spaces(model, dim):
 
 class TURTLE(ClusteringMethod):
     loss = TURTLELoss
+    neighbor_view = False
     kwargs = {'entropy_weight': 10.0, 'inner_steps': 10, 'inner_lr': 0.001, 'warm_start': False, 'weight_norm': True}
 
     def __init__(self, cfg):
@@ -82,8 +84,8 @@ class TURTLE(ClusteringMethod):
         sizes = [head.out_features for head in heads]
         predicted = []
         for part, (classifier, optimizer) in zip(x.split(widths, 1), self.learners(heads, device, widths)):
-            with torch.enable_grad():
-                fit_linear(classifier, optimizer, part, labels, self.cfg.criterion_kwargs['inner_steps'], sizes)
+            fit_linear(classifier, optimizer, part, labels, self.cfg.criterion_kwargs['inner_steps'], sizes,
+                       torch.bfloat16 if self.cfg.get('amp') == 'bf16' else None)
             with torch.no_grad():
                 predicted.append(classifier(part).split(sizes, 1))
         return [list(per_head) for per_head in zip(*predicted)]

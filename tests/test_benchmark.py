@@ -44,6 +44,11 @@ def test_tiny_profile(tmp_path, monkeypatch, tiny):
         folder = tmp_path / 'runs' / 'tiny' / f'seed{seed}' / 'digits'
         assert row['nnm'] == json.load(open(folder / 'scan_nnm' / 'metrics.json'))
     assert '| NNM |' in text and text.endswith('<!-- results:tiny end -->\noutro\n')
+    best = max(('scan', 'nnm', 'nnm+selflabel'), key=lambda k: table[k]['acc'][0])  # in the table's order
+    stages = ['pretext', best.partition('+')[0]] + ([best] if '+' in best else [])
+    minutes = [sum(row[stage]['seconds'] for stage in stages) / 60 for row in saved['seeds']]
+    assert (f"({dict(accuracy.ORDER)[best]}: the pretext stage" in text
+            and f'{sum(minutes) / 2:.1f} min on average, {max(minutes):.1f} min at most.' in text.split('pipeline')[1])
     assert (tmp_path / 'tiny.md').read_text().strip() in text
     chart = Image.open(tmp_path / 'tiny.png')
     assert chart.size[0] > 300 and len(set(chart.convert('RGB').getdata())) > 3  # drawn, not blank
@@ -116,9 +121,10 @@ def test_every_profile_names_configs_that_load(tmp_path):
     env = tmp_path / 'env.yml'
     env.write_text(f'root_dir: {tmp_path}\ndata_root: {tmp_path}\n')
     for name, profile in accuracy.PROFILES.items():
-        paths = [(p, 'pretext') for p in [profile.get('pretext'), *profile.get('pretexts', {}).values()] if p]
-        paths += [(p, 'clustering') for p in profile['clustering'].values()]
-        paths += [(p, 'selflabel') for p in profile.get('selflabel', {}).values()]
-        for path, stage in paths:  # with the stage: a file's stage sections count
-            args = parse_args(base_parser('t'), ['--config_env', str(env), '--config_exp', os.path.join(ROOT, path)])
+        paths = [(p, 'pretext', []) for p in [profile.get('pretext'), *profile.get('pretexts', {}).values()] if p]
+        paths += [(path, 'clustering', more) for path, more in map(accuracy.config_entry, profile['clustering'].values())]
+        paths += [(p, 'selflabel', []) for p in profile.get('selflabel', {}).values()]
+        for path, stage, overrides in paths:  # with the stage: a file's stage sections count
+            args = parse_args(base_parser('t'), ['--config_env', str(env), '--config_exp', os.path.join(ROOT, path),
+                                                 *profile['overrides'], *overrides])
             assert load_config(args, accuracy.ENV, SCHEMAS[stage], stage).setup, (name, path)

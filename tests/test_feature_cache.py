@@ -61,6 +61,19 @@ def test_trunk_features_are_computed_once_then_read(tmp_path, monkeypatch):
     assert len(os.listdir(tmp_path / 'pretext' / 'feature_cache')) == 1
 
 
+def test_the_trunk_computes_in_the_precision_of_amp(tmp_path):
+    """amp: bf16 runs the frozen trunk under bfloat16 autocast: features within its rounding of float32's, not
+    theirs; the cache holds float32 either way."""
+    write_digits(str(tmp_path / 'digits'), size=16, classes=[0, 1], limit=12)
+    model, dataset = small_model(), folder_set(tmp_path)
+    full = trunk_features(model, [model.backbone], dataset, EasyDict(pretext_dir=str(tmp_path / 'a'), batch_size=5,
+                                                                    num_workers=0, amp='none'), 'cpu')
+    bf16 = trunk_features(model, [model.backbone], dataset, EasyDict(pretext_dir=str(tmp_path / 'b'), batch_size=5,
+                                                                    num_workers=0, amp='bf16'), 'cpu')
+    assert bf16.dtype == torch.float32 and not torch.equal(bf16, full)
+    assert torch.allclose(bf16, full, rtol=0.05, atol=0.05 * float(full.abs().max()))
+
+
 def test_an_image_folder_decodes_on_first_use(tmp_path):
     write_digits(str(tmp_path / 'digits'), size=20, classes=[0, 1], limit=6)
     dataset = folder_set(tmp_path)
@@ -140,14 +153,21 @@ def test_a_subset_decodes_its_own_images_once(tmp_path, monkeypatch):
     assert torch.equal(part.uint8_tensor(), first) and len(opened) == len(dataset)  # now indexed in memory
 
 
-def test_a_float16_cache_takes_half_the_space_and_is_read_memory_mapped_as_float32_batches(tmp_path):
+def test_a_float16_cache_takes_half_the_space_and_is_read_memory_mapped_as_float32_batches(tmp_path, monkeypatch):
     from data.feature_batches import FeaturePairs, FeatureSet
     write_digits(str(tmp_path / 'digits'), size=16, classes=[0, 1], limit=12)
     model, dataset = small_model(), folder_set(tmp_path)
     cfg = EasyDict(pretext_dir=str(tmp_path / 'pretext'), batch_size=5, num_workers=0)
+    passes = []
+    real = feature_cache.extract_features
+    monkeypatch.setattr(feature_cache, 'extract_features', lambda *a, **kw: passes.append(1) or real(*a, **kw))
     full = trunk_features(model, [model.backbone], dataset, cfg, 'cpu')
     half = trunk_features(model, [model.backbone], dataset, EasyDict(cfg, feature_cache_dtype='float16'), 'cpu')
-    assert half.dtype == torch.float16 and torch.allclose(half.float(), full, rtol=1e-3, atol=1e-4)
+    assert half.dtype == torch.float16 and torch.equal(half, full.half())
+    assert len(passes) == 1  # the float16 file made from the float32 one, not by the trunk again
+    fresh = trunk_features(model, [model.backbone], dataset, EasyDict(cfg, feature_cache_dtype='float16',
+                                                                      pretext_dir=str(tmp_path / 'other')), 'cpu')
+    assert len(passes) == 2 and torch.equal(fresh, half)  # with no float32 file, from the trunk
     files = {p.name.rpartition('-')[2]: p.stat().st_size for p in (tmp_path / 'pretext' / 'feature_cache').iterdir()}
     header = 128  # the .npy header
     assert files['float16.npy'] - header == (files['float32.npy'] - header) // 2

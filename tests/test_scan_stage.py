@@ -11,6 +11,8 @@ import torch
 import scan
 import simclr
 from conftest import ROOT, interrupted_then_resumed, tiny_digits_args, write_env
+from data.feature_batches import FeaturePairs
+from data.loaders import NeighborPairs
 from methods.scan import SCAN
 from utils.checkpoint import read_model_file
 
@@ -347,6 +349,19 @@ def test_cache_features_needs_a_frozen_trunk(env_file, run_root, capsys):
                                    'local_neighbor_view=weak'), 'needs images')
 
 
+def test_pairs_of_images_carry_a_neighbour_only_when_given_the_lists():
+    class Images:
+        def __len__(self):
+            return 3
+
+        def get_image(self, i):
+            return torch.full((1, 2, 2), float(i))
+    lists = np.array([[1], [2], [0]])
+    with_lists, without = NeighborPairs(Images(), lists, lambda x: x)[0], NeighborPairs(Images(), None, lambda x: x)[0]
+    assert set(with_lists) == {'anchor', 'neighbor', 'index'} and float(with_lists['neighbor'].max()) == 1.0
+    assert set(without) == {'anchor', 'index'} and torch.equal(without['anchor'], with_lists['anchor'])
+
+
 def turtle_args(env_file, *extra):
     return ['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'scan', 'turtle_digits.yml'),
             'epochs=3', 'batch_size=128', 'train_subset=256', 'val_subset=256',
@@ -360,8 +375,17 @@ def test_turtle_trains_through_scan_and_resumes_its_inner_learners(env_file, run
     are in the checkpoint, and a run stopped and resumed ends where an uninterrupted one does."""
     args = turtle_args(env_file, f'criterion_kwargs.warm_start={str(warm_start).lower()}')
     shutil.copytree(run_root / 'pretext', tmp_path / 'full' / 'digits' / 'pretext')
+    views = set()
+
+    class Recorded(FeaturePairs):
+        def batch(self, index):
+            out = super().batch(index)
+            views.update(out)
+            return out
+    monkeypatch.setattr(scan, 'FeaturePairs', Recorded)
     result = scan.main(args + [f'root_dir={tmp_path}/full'])
     assert result['num_classes'] == 10 and 0 < result['acc'] <= 1
+    assert views == {'anchor', 'index'}  # TURTLE reads no mined neighbour: none is fetched
     reference = torch.load(tmp_path / 'full' / 'digits' / 'scan' / 'checkpoint.pth.tar', weights_only=True)
     assert (reference['inner'] is not None) == warm_start
     assert any('parametrizations' in k for k in reference['model'])  # weight-normalised heads resume as g and v

@@ -47,6 +47,32 @@ def test_the_inner_learners_first_step_from_zero():
     assert torch.allclose(classifier.bias, -0.01 * (1 / 3 - targets).mean(0).sign(), atol=1e-7)
 
 
+def autograd_fit(classifier, optimizer, x, targets, steps, groups):
+    """The reference inner learner: the summed cross-entropies of the groups, differentiated by autograd."""
+    for _ in range(steps):
+        optimizer.zero_grad()
+        logits = classifier(x)
+        sum(-(t * z.log_softmax(1)).sum(1).mean() for z, t in zip(logits.split(groups, 1), targets.split(groups, 1))
+            ).backward()
+        optimizer.step()
+
+
+def test_the_inner_learners_closed_form_gradient_is_autograds():
+    """Several Adam steps of fit_linear, two heads side by side, targets that are not distributions (the gradient's
+    sum(t) factor), against autograd's; in bfloat16 the products stay within bfloat16's rounding of float32's."""
+    torch.manual_seed(2)
+    x, targets = torch.randn(64, 12) * 3, torch.rand(64, 7) * 2
+    fitted = []
+    for fit, dtype in ((autograd_fit, None), (fit_linear, None), (fit_linear, torch.bfloat16)):
+        torch.manual_seed(3)  # the same start for each
+        classifier = nn.Linear(12, 7)
+        optimizer = torch.optim.Adam(classifier.parameters(), lr=0.05)
+        fit(classifier, optimizer, x, targets, 6, [3, 4], *([dtype] if fit is fit_linear else []))
+        fitted.append(torch.cat([classifier.weight.flatten(), classifier.bias]).detach())
+    assert torch.allclose(fitted[1], fitted[0], atol=1e-5)
+    assert not torch.equal(fitted[2], fitted[1]) and torch.allclose(fitted[2], fitted[1], atol=0.02)
+
+
 def turtle_objective(x, labels, gamma, cfg):
     """TURTLE's loss for one hard labelling: the inner learner fitted as a step fits it, then the loss."""
     method = TURTLE(cfg)

@@ -55,9 +55,10 @@ AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
 
 def autocast(cfg, device):
     """The forward pass's precision, `amp: none|bf16|fp16` (BatchNorm and the losses stay fp32)."""
-    if cfg.amp == 'none':
+    amp = cfg.get('amp', 'none')
+    if amp == 'none':
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=AMP_DTYPES[cfg.amp])
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
 
 
 def grad_scaler(cfg, device):
