@@ -84,7 +84,8 @@ PROFILES = {
     'cifar10-jpg-pretrained-lite0-lite2': {
         'pretext': 'configs/pretext/pretrained_cifar10_jpg_pretrained.yml',
         'clustering': {'scan': 'configs/scan/scan_cifar10_jpg_pretrained.yml',
-                       'scan_float16': ('configs/scan/scan_cifar10_jpg_pretrained.yml', ['feature_cache_dtype=float16']),
+                       'scan_float16': ('configs/scan/scan_cifar10_jpg_pretrained.yml',
+                                        ['feature_cache_dtype=float16']),
                        'turtle': 'configs/scan/turtle_cifar10_jpg_pretrained.yml'},
         'selflabel': {setup: 'configs/selflabel/selflabel_cifar10_jpg_pretrained.yml' for setup in ('turtle', 'scan')},
         'overrides': ['amp=bf16'],
@@ -267,7 +268,8 @@ def aggregate(runs):
 
 
 ORDER = [('kmeans_pixels', 'k-means on raw pixels'), ('kmeans_pretext', 'k-means on pretext features'),
-         ('scan', 'SCAN'), ('scan_float16', 'SCAN, float16 feature cache'), ('nnm', 'NNM'), ('temi', 'TEMI (linear heads)'), ('temi_mlp', 'TEMI (MLP heads)'),
+         ('scan', 'SCAN'), ('scan_float16', 'SCAN, float16 feature cache'), ('nnm', 'NNM'),
+         ('temi', 'TEMI (linear heads)'), ('temi_mlp', 'TEMI (MLP heads)'),
          ('turtle', 'TURTLE'),
          ('scan+selflabel', 'SCAN + self-label'), ('nnm+selflabel', 'NNM + self-label'),
          ('temi+selflabel', 'TEMI + self-label'), ('turtle+selflabel', 'TURTLE + self-label')]

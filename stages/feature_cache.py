@@ -14,9 +14,8 @@ them. Deleting the folder frees the space; a changed weight, image or transform 
 A stage reads the file memory-mapped (copy on write: nothing is written back), so a million 1,280-d vectors (5 GB
 in float32) are paged in as batches touch them rather than loaded whole. `feature_cache_dtype: float16` stores
 them in half the space (converted from a float32 file of the same key when there is one); the heads read each
-batch as float32. The trunk computes them in the precision of `amp`
-(bf16: about twice the images per second of float32 on a CPU with AVX-512 BF16); the file keeps what the first
-stage to compute it computed, whatever a later stage's amp.
+batch as float32. The trunk computes them in the precision of `amp` (bf16: faster than float32 on a GPU or a CPU
+with AVX-512 BF16); the file keeps what the first stage to compute it computed, whatever a later stage's amp.
 """
 import hashlib
 import os
@@ -109,7 +108,7 @@ def compute_features(model, dataset, cfg, device):
     # far more images per second in batches of 32 than of 256 (on a GPU the config's batch is used)
     batch = min(cfg.batch_size, CPU_FEATURE_BATCH) if torch.device(device).type == 'cpu' else None
     loader = eval_loader(dataset, cfg, batch)
-    with autocast(cfg, torch.device(device)):  # amp: bf16 about doubles a frozen EfficientNet's images per second
+    with autocast(cfg, torch.device(device)):  # amp: bf16 is faster on a GPU or a CPU with AVX-512 BF16
         return extract_features(model, progress(loader, len(loader), f'features of {len(dataset)} images'), device,
                                 'backbone', normalize=False)[0]
 

@@ -122,7 +122,8 @@ def test_every_profile_names_configs_that_load(tmp_path):
     env.write_text(f'root_dir: {tmp_path}\ndata_root: {tmp_path}\n')
     for name, profile in accuracy.PROFILES.items():
         paths = [(p, 'pretext', []) for p in [profile.get('pretext'), *profile.get('pretexts', {}).values()] if p]
-        paths += [(path, 'clustering', more) for path, more in map(accuracy.config_entry, profile['clustering'].values())]
+        paths += [(path, 'clustering', more)
+                  for path, more in map(accuracy.config_entry, profile['clustering'].values())]
         paths += [(p, 'selflabel', []) for p in profile.get('selflabel', {}).values()]
         for path, stage, overrides in paths:  # with the stage: a file's stage sections count
             args = parse_args(base_parser('t'), ['--config_env', str(env), '--config_exp', os.path.join(ROOT, path),
