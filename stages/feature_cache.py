@@ -65,13 +65,13 @@ def trunk_features(model, modules, dataset, cfg, device, store=True):
     docstring); not written there without `store` (images seen once, e.g. eval.py --predict). A float16 cache is
     made from the float32 one of the same key when that exists (what the trunk would give, without the trunk)."""
     dtype = cfg.get('feature_cache_dtype') or 'float32'
-    key = cache_key(modules, dataset)
-    path = os.path.join(cfg.pretext_dir, 'feature_cache', f'{key}-{dtype}.npy')
+    stem = os.path.join(cfg.pretext_dir, 'feature_cache', cache_key(modules, dataset))
+    path = f'{stem}-{dtype}.npy'
     features = read_cache(path, len(dataset), dtype)
     if features is not None:
         return features
     if dtype != 'float32':
-        features = read_cache(path.replace(f'-{dtype}.npy', '-float32.npy'), len(dataset), 'float32')
+        features = read_cache(f'{stem}-float32.npy', len(dataset), 'float32')
     if features is None:
         features = compute_features(model, dataset, cfg, device)
     check_finite(features, dtype)
