@@ -34,6 +34,26 @@ def _gray(x):
     return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
 
 
+def apply_chosen(x, choice, fns, whole=None):
+    """x with fns[k](x[s], s) in place of the samples s whose `choice` [b] is k, the functions in the order given.
+
+    On a CUDA device every function runs on the whole batch (s = all samples) and torch.where keeps the chosen
+    samples: selecting a subset would stop the host until the device says how many samples it holds, once per
+    function and per call, and a dozen small kernels cost less than that wait. Elsewhere only the chosen samples are
+    computed (`whole` chooses otherwise). Both give the same result: the functions work on each sample on its own.
+    """
+    if x.is_cuda if whole is None else whole:
+        for k, fn in fns.items():
+            x = torch.where((choice == k).view(-1, *[1] * (x.dim() - 1)), fn(x, slice(None)), x)
+        return x
+    x = x.clone()
+    for k, fn in fns.items():
+        s = (choice == k).nonzero().squeeze(1)
+        if len(s):
+            x[s] = fn(x[s], s)
+    return x
+
+
 def take(params, part):
     """The parameters of the samples `part` (a slice or index tensor) of a batch."""
     return {k: v[part] for k, v in params.items()}
@@ -187,12 +207,8 @@ class BatchAugment(BatchTransform):
             yiq = _RGB_TO_YIQ.to(x.device)
             mat = torch.linalg.inv(yiq) @ rot @ yiq
             ops[3] = lambda x, s: torch.einsum('bij,bjhw->bihw', mat[s], x).clamp(0, 1)
-        x = x.clone()
         for position in range(4):
-            for op, fn in ops.items():
-                s = (p['jitter_order'][:, position] == op).nonzero().squeeze(1)
-                if len(s):
-                    x[s] = fn(x[s], s)
+            x = apply_chosen(x, p['jitter_order'][:, position], ops)
         return x
 
     @staticmethod

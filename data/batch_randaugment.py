@@ -9,7 +9,7 @@ blends truncated to integers. Normalisation and Cutout follow, as in the referen
 import torch
 import torch.nn.functional as F
 
-from data.batch_augment import BatchTransform
+from data.batch_augment import BatchTransform, apply_chosen
 from data.randaugment import OPERATIONS
 from data.transforms import check_strong, crop_padding, flips
 
@@ -150,16 +150,18 @@ class BatchStrongAugment(BatchTransform):
     def apply(self, images, p):
         x = self._flip_crop(images, p).float()
         for slot in range(self.n_ops):
-            for op, name in enumerate(NAMES):
-                chosen = (p['ops'][:, slot] == op).nonzero().squeeze(1)
-                if len(chosen) and name != 'identity':
-                    bounds = OPERATIONS[name][1] or (0, 0)
-                    v = bounds[0] + (bounds[1] - bounds[0]) * p['magnitudes'][chosen, slot]
-                    x[chosen] = BATCH_OPERATIONS[name](x[chosen], v)
+            x = apply_chosen(x, p['ops'][:, slot], {op: self._operation(name, p['magnitudes'][:, slot])
+                                                    for op, name in enumerate(NAMES) if name != 'identity'})
         x = self.normalise(x / 255)
         if 'cutout' in p:
             x = x * self._cutout_mask(p['cutout'], x.shape[-2:])
         return x
+
+    @staticmethod
+    def _operation(name, magnitudes):
+        """f(levels, samples) for apply_chosen: the operation `name` at the samples' magnitudes (uniforms [b])."""
+        low, high = OPERATIONS[name][1] or (0, 0)
+        return lambda x, s: BATCH_OPERATIONS[name](x, low + (high - low) * magnitudes[s])
 
     def _flip_crop(self, images, p):
         """Flip, then torchvision's RandomCrop(size, padding, pad_if_needed) with zero fill, as one gather."""

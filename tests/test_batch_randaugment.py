@@ -135,3 +135,26 @@ def test_strong_keys_are_checked_on_both_paths():
             build({'crop_size': 32, 'normalize': NORM, 'blur': 1})
         with pytest.raises(UserError, match='crop_size is required'):
             build({'normalize': NORM})
+
+
+@pytest.mark.parametrize('strong', [True, False])
+def test_whole_batch_selection_gives_what_subset_selection_gives(monkeypatch, strong):
+    """On a CUDA device each operation runs on the whole batch and torch.where keeps the chosen samples (no host
+    synchronisation); on the CPU only the chosen samples are computed. Forced both ways here: the same images."""
+    import functools
+    from data import batch_augment, batch_randaugment
+    torch.manual_seed(0)
+    x = as_batch(photos(40))
+    if strong:
+        aug = BatchStrongAugment({'crop_size': 32, 'normalize': NORM, 'num_strong_augs': 4})
+    else:
+        aug = batch_augment.BatchAugment({'color_jitter': {'brightness': 0.4, 'contrast': 0.4, 'saturation': 0.4,
+                                                           'hue': 0.1}, 'normalize': NORM})
+    p = aug.sample(40, x.shape[1:], 'cpu')
+    outs, chosen = [], batch_augment.apply_chosen
+    for whole in (False, True):
+        module = batch_randaugment if strong else batch_augment
+        monkeypatch.setattr(module, 'apply_chosen', functools.partial(chosen, whole=whole))
+        outs.append(aug.apply(x, p))
+    assert torch.equal(outs[0], outs[1])
+    assert not torch.equal(outs[0], aug.apply(x, aug.sample(40, x.shape[1:], 'cpu')))  # the draw matters

@@ -128,3 +128,20 @@ def test_faiss_gpu_index_is_sharded_over_the_gpus_or_on_the_process_own(monkeypa
     monkeypatch.setattr(nb.distributed, 'world', lambda: 2)
     nb._on_gpus(flat, torch.device('cuda', 1))
     assert calls[-1] == ('one', 1)
+
+
+def test_auto_search_runs_on_the_gpu_when_faiss_cannot(monkeypatch):
+    """backend 'auto' beside a CUDA device: pip's faiss-cpu would search on the CPU, so the torch matmul runs on the GPU
+    instead; faiss-GPU keeps faiss; on the CPU faiss stays (faked GPUs: this machine has faiss-cpu and no GPU)."""
+    import faiss
+    from utils import neighbors as nb
+    searched = []
+    monkeypatch.setattr(nb, '_search_torch', lambda base, queries, k, device: searched.append(('torch', device)))
+    monkeypatch.setattr(nb, '_search_faiss', lambda base, queries, k, nlist, device: searched.append(('faiss', nlist)))
+    x = np.eye(4, dtype=np.float32)
+    nb.search(x, x, 2, device='cuda')
+    nb.search(x, x, 2, device='cpu')
+    nb.search(x, x, 2, device='cuda', nlist=3)  # the approximate index is faiss's alone
+    monkeypatch.setattr(faiss, 'get_num_gpus', lambda: 1, raising=False)
+    nb.search(x, x, 2, device='cuda')
+    assert searched == [('torch', 'cuda'), ('faiss', None), ('faiss', 3), ('faiss', None)]

@@ -27,13 +27,15 @@ def keep_freed_memory():
 
 
 def get_device(cfg):
-    """`device: auto|cpu|cuda` (auto = cuda when available); `gpus` restricts the visible devices."""
+    """`device: auto|cpu|cuda` (auto = cuda when available); `gpus` restricts the visible devices. On CUDA, cuDNN's
+    autotuner is on (as in SCAN's scripts)."""
     if cfg.get('gpus'):
         os.environ['CUDA_VISIBLE_DEVICES'] = str(cfg.gpus)  # before CUDA initialises
     if cfg.device == 'cpu' or (cfg.device == 'auto' and not torch.cuda.is_available()):
         return torch.device('cpu')
     if not torch.cuda.is_available():
         raise UserError("device is 'cuda' but no CUDA GPU is available; use device=auto or device=cpu")
+    torch.backends.cudnn.benchmark = True  # the batches keep one shape: cuDNN times its algorithms once, keeps the best
     return torch.device('cuda')
 
 

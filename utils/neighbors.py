@@ -20,7 +20,7 @@ def _on_gpus(index, device):
     """faiss-GPU builds: the exact index on this process's GPU under torchrun (each process searches its own slice of
     the base: _search_sharded), else sharded over every GPU the process sees (each GPU holds a slice of the base, the
     top-k lists merged by faiss). faiss-cpu: the index itself."""
-    if not (hasattr(faiss, 'get_num_gpus') and faiss.get_num_gpus() > 0):
+    if not _faiss_gpus():
         return index
     if distributed.world() > 1 and device is not None and torch.device(device).type == 'cuda':
         gpu = torch.device(device).index or 0
@@ -102,7 +102,8 @@ def search(base, queries, k, backend='auto', device=None, nlist=None):
     """For each query row, the k most similar base rows by inner product: (similarities, indices), [M, k].
 
     backend: 'faiss' (exact IndexFlatIP, on all GPUs when faiss has them), 'torch' (chunked matmul +
-    top-k on `device`) or 'auto' (faiss when installed). nlist: the approximate faiss index (approximate_index)
+    top-k on `device`) or 'auto' (_exact_backend: faiss when installed, the GPU matmul beside a CUDA device that
+    faiss cannot use). nlist: the approximate faiss index (approximate_index)
     with that many cells instead of exact search (for pools too large for exact search).
     """
     base, queries = _as_numpy(base), _as_numpy(queries)
@@ -111,10 +112,23 @@ def search(base, queries, k, backend='auto', device=None, nlist=None):
     return _search_local(base, queries, k, backend, device, nlist)
 
 
+def _faiss_gpus():
+    return faiss is not None and hasattr(faiss, 'get_num_gpus') and faiss.get_num_gpus() > 0
+
+
+def _exact_backend(device):
+    """backend 'auto' for exact search: faiss when installed, except beside a CUDA device that the installed faiss
+    cannot use (pip's faiss-cpu): there the chunked matmul runs on the GPU, far faster than faiss on the CPU."""
+    if faiss is None:
+        return 'torch'
+    on_cuda = device is not None and torch.device(device).type == 'cuda'
+    return 'torch' if on_cuda and not _faiss_gpus() else 'faiss'
+
+
 def _search_local(base, queries, k, backend, device, nlist):
     if backend == 'faiss' and faiss is None:
         raise RuntimeError('faiss is not installed; use backend torch')
-    if backend == 'faiss' or (backend == 'auto' and faiss is not None):
+    if backend == 'faiss' or (backend == 'auto' and faiss is not None and (nlist or _exact_backend(device) == 'faiss')):
         return _search_faiss(base, queries, k, nlist, device)
     if nlist:
         raise RuntimeError('the approximate (IVF) index needs faiss')
@@ -141,7 +155,7 @@ def mine_neighbors(features, topk, backend='auto', device=None, exact_max=None):
     {'search': 'exact' | 'ivf', ['nlist', 'recall']}.
 
     `backend`: 'faiss' (exact IndexFlatIP, on all GPUs when faiss has them), 'torch' (chunked matmul +
-    top-k on `device`), or 'auto' (faiss when installed). Above `exact_max` rows (and with faiss) an
+    top-k on `device`), or 'auto' (as in `search`). Above `exact_max` rows (and with faiss) an
     approximate IVF index with 4 sqrt(N) cells is used, and its recall of the exact top-k is measured on
     1,000 rows. Ties between near-duplicates can put another sample first; the row itself is moved to
     column 0 so that files written here always follow SCAN's layout.
