@@ -91,6 +91,16 @@ PROFILES = {
         'overrides': ['amp=bf16'],
         'backbones': ('efficientnet_lite0', 'efficientnet_lite2'),
     },
+    # ResNet-18 with SCAN's published settings on the CIFAR-10 (JPEG) image folder, on the fast path (augmentation
+    # batched on the GPU, channels_last, bfloat16 autocast): a GPU profile. SCAN and its self-labelling only; give
+    # shorter stages after the profile, e.g. pretext.epochs=30 clustering.epochs=15 selflabel.epochs=10.
+    'cifar10-jpg-resnet18': {
+        'pretext': 'configs/pretext/simclr_cifar10.yml',
+        'clustering': {'scan': 'configs/scan/scan_cifar10.yml'},
+        'selflabel': {'scan': 'configs/selflabel/selflabel_cifar10.yml'},
+        'overrides': ['train_db_name=image_folder', 'val_db_name=image_folder', 'db_kwargs.path=cifar10-jpg',
+                      'augment_on_device=true', 'channels_last=true', 'amp=bf16'],
+    },
     # the published protocol (ResNet-18, 500 pretext epochs): GPU profiles, e.g. under torchrun
     **{db: {'pretext': f'configs/pretext/simclr_{db}.yml',
             'clustering': {'scan': f'configs/scan/scan_{db}.yml', 'nnm': f'configs/scan/nnm_{db}.yml'},

@@ -17,12 +17,14 @@ import argparse
 import itertools
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
+from easydict import EasyDict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -39,6 +41,7 @@ from stages.run import training_model  # noqa: E402
 from stages.schema import ENV, SCHEMAS  # noqa: E402
 from utils import neighbors  # noqa: E402
 from utils.checkpoint import atomic_write_text  # noqa: E402
+from utils.common import get_device  # noqa: E402
 from utils.config import base_parser, load_config, parse_args  # noqa: E402
 from utils.optim import get_optimizer, grad_scaler  # noqa: E402
 
@@ -196,9 +199,27 @@ def machine(device):
             f'faiss {"yes" if neighbors.faiss is not None else "no"}')
 
 
-def markdown(rows, search, args, device):
+def rows_from_log(path):
+    """(training rows, search rows) from the lines a run printed: for a run cut short before it wrote its table (a lent
+    GPU's time limit). Every run's images/s and seconds are there; peak memory and recall are not printed."""
+    runs, times = {}, {}
+    for line in open(path):
+        step = re.fullmatch(r'(simclr|scan) (.+) ([\d.]+) images/s', line.strip())
+        found = re.fullmatch(r'(\d+) (.+) ([\d.]+) s', line.strip())
+        if step:
+            runs.setdefault(step.group(1, 2), []).append(float(step.group(3)))
+        elif found:
+            times.setdefault((int(found.group(1)), found.group(2)), []).append(float(found.group(3)))
+    rows = [{'stage': stage, 'path': name, 'images_per_s': round(median(v), 1), 'runs': [round(x) for x in v],
+             'peak_mib': None} for (stage, name), v in runs.items()]
+    search = [{'n': n, 'search': name, 'seconds': round(median(v), 4), 'runs': v, 'recall': None}
+              for (n, name), v in times.items()]
+    return rows, search
+
+
+def markdown(rows, search, args, where, gpu):
     command = ' '.join(['python benchmarks/throughput.py', *sys.argv[1:]])
-    lines = [f'Machine: {machine(device)}. Command: `{command}`.', '',
+    lines = [f'Machine: {where}. Command: `{command}`.', '',
              f'Training loop, 32x32 images, small CNN, global batch {args.batch}, {args.steps} timed steps; median of '
              f'{args.repeats} rounds, each round timing every path once in turn (the runs column):', '',
              '| stage | path | images/s | x reference | runs | peak memory (MiB) |', '|---|---|---:|---:|---|---:|']
@@ -208,7 +229,7 @@ def markdown(rows, search, args, device):
         for r in mine:
             lines.append(f"| {stage} | {r['path']} | {r['images_per_s']:.0f} | {r['images_per_s'] / best_ref:.2f} | "
                          f"{', '.join(map(str, r['runs']))} | "
-                         f"{'n/a (CPU)' if r['peak_mib'] is None else r['peak_mib']} |")
+                         f"{r['peak_mib'] if r['peak_mib'] is not None else 'not recorded' if gpu else 'n/a (CPU)'} |")
     lines += ['', '"x reference" divides by the best reference row (torchvision/PIL augmentation in DataLoader '
               'workers, fp32). "fast" augments on the device with the listed switches; "model only" repeats one '
               'pre-augmented batch on the device with the same switches: the ceiling its fast row approaches.', '',
@@ -223,10 +244,11 @@ def markdown(rows, search, args, device):
                 lines.append(f"| {n:,} | {r['search']} | not run (exact CPU search above --cpu_exact_max) | | | |")
                 continue
             speed = f"{ref / r['seconds']:.2f}" if ref and r['seconds'] else ''  # a tiny N can time as 0
+            recall = 'not recorded' if r['recall'] is None else f"{r['recall']:.3f}"
             lines.append(f"| {n:,} | {r['search']} | {r['seconds']:.2f} | {speed} | {', '.join(map(str, r['runs']))} | "
-                         f"{r['recall']:.3f} |")
+                         f"{recall} |")
     lines += ['', '"x reference" for search is the reference\'s time divided by the row\'s (above 1: faster).']
-    if device.type != 'cuda':
+    if not gpu:
         lines += ['', 'GPU rows: not measured (no CUDA GPU on this machine).']
     return '\n'.join(lines) + '\n'
 
@@ -244,11 +266,20 @@ def main(argv=None):
     parser.add_argument('--search_repeats', type=int, default=3, help='interleaved runs of each exact search')
     parser.add_argument('--cpu_exact_max', type=int, default=200000, help='largest N for exact search on the CPU')
     parser.add_argument('--out', default=os.path.join(HERE, 'RESULTS.md'))
+    parser.add_argument('--from-log', help="rebuild the table from a run's printed lines (a run cut short); give the "
+                                           "run's own --batch, --steps, --repeats, --sizes, --search_repeats")
+    parser.add_argument('--machine', help='with --from-log: the machine the log was printed on')
     args = parser.parse_args(argv)
-    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    rows = stage_rows(args, device, 'simclr') + stage_rows(args, device, 'scan')
-    search = search_rows(args, device)
-    text = '# Throughput (generated by benchmarks/throughput.py)\n\n' + markdown(rows, search, args, device)
+    if args.from_log:
+        rows, search = rows_from_log(args.from_log)
+        where = f'{args.machine} (table rebuilt from the printed runs: peak memory and recall not recorded)'
+        text = markdown(rows, search, args, where, 'GPU: none' not in args.machine)
+    else:
+        device = get_device(EasyDict(device='auto'))  # the stages' device and its settings
+        print('machine:', machine(device), flush=True)
+        rows = stage_rows(args, device, 'simclr') + stage_rows(args, device, 'scan')
+        text = markdown(rows, search_rows(args, device), args, machine(device), device.type == 'cuda')
+    text = '# Throughput (generated by benchmarks/throughput.py)\n\n' + text
     atomic_write_text(args.out, text)
     print(text)
 

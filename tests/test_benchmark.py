@@ -3,6 +3,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -102,17 +103,33 @@ def test_pretext_profile_reports_every_setup(tmp_path, monkeypatch):
     assert '| snca (supervised) |' in text and 'n/a (uses labels)' in text and '| simclr |' in text
 
 
-def test_throughput_benchmark_writes_its_table(tmp_path):
+def test_throughput_benchmark_writes_its_table(tmp_path, capsys):
+    """The table, and the same table rebuilt from the lines the run printed (--from-log: a run cut short)."""
     import throughput
     out = tmp_path / 'RESULTS.md'
-    throughput.main(['--steps', '1', '--repeats', '2', '--images', '128', '--batch', '32', '--workers', '0',
-                     '--fast', '', 'channels_last=true', '--sizes', '600', '--search_repeats', '2', '--out', str(out)])
+    settings = ['--steps', '1', '--repeats', '2', '--batch', '32', '--sizes', '600', '--search_repeats', '2']
+    throughput.main([*settings, '--images', '128', '--workers', '0', '--fast', '', 'channels_last=true',
+                     '--out', str(out)])
     text = out.read_text()
     for stage in ('simclr', 'scan'):
         for path in ('reference (0 workers)', 'fast (fp32)', 'model only (fp32)', 'fast (channels_last=true)'):
             assert f'| {stage} | {path} |' in text
     assert '| 600 | ours: mine_neighbors (auto) |' in text and '| 600 | faiss IVF, nlist 97 |' in text
     assert text.count('| simclr | reference (0 workers) | ') == 1 and '| 1.00 |' in text
+    log = tmp_path / 'run.log'
+    log.write_text(capsys.readouterr().out.split('# Throughput')[0])  # the printed runs, not the final table
+    rebuilt = tmp_path / 'rebuilt.md'
+    throughput.main([*settings, '--from-log', str(log), '--machine', 'a CPU, GPU: none', '--out', str(rebuilt)])
+
+    def rows(table):  # (stage or N, path) -> images/s or seconds, and the runs; recall and memory are not printed
+        cells = [[c.strip() for c in line.split('|')[1:-1]] for line in table.splitlines() if line.startswith('| ')]
+        return {tuple(c[:2]): [float(x) for x in ', '.join([c[2], c[4]]).replace(',', ' ').split()]
+                for c in cells if c[2][:1].isdigit()}
+    ours, theirs = rows(rebuilt.read_text()), rows(text)
+    assert ours.keys() == theirs.keys() and len(ours) == 14
+    for key in ours:  # printed to 0.1 images/s or 0.01 s, the table rounds: the last digit may differ by one
+        assert np.allclose(ours[key], theirs[key], rtol=1e-3, atol=0.011 if key[0].isdigit() else 1.0), key
+    assert 'not recorded' in rebuilt.read_text()
 
 
 def test_every_profile_names_configs_that_load(tmp_path):
