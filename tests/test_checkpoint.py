@@ -7,6 +7,7 @@ import tempfile
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from easydict import EasyDict
 
 from utils.checkpoint import atomic_save, atomic_save_npy, atomic_write_text, load_file
@@ -164,3 +165,20 @@ def test_max_steps_caps_whole_epochs(capsys):
         cfg = EasyDict(epochs=10, batch_size=10, max_steps=max_steps)
         cap_epochs(cfg, images)
         assert cfg.epochs == epochs
+
+
+def test_only_rank_zero_writes_pictures_and_each_write_has_a_temporary_file_of_its_own(tmp_path, monkeypatch):
+    """Under torchrun every process may draw a picture (the K estimate's num_clusters.png): two processes that wrote
+    through one temporary name raced (one renamed the other's file away: FileNotFoundError on rank 1)."""
+    from utils import checkpoint, plots
+    report = {'community_sizes': [30, 20], 'cluster_sizes': [30, 20], 'min_size': 5, 'max_size': 40}
+    monkeypatch.setattr(checkpoint, 'is_main', lambda: False)
+    plots.save_num_clusters_plot(report, 2, str(tmp_path / 'k.png'))
+    assert os.listdir(tmp_path) == []
+    monkeypatch.setattr(checkpoint, 'is_main', lambda: True)
+    names = []
+    monkeypatch.setattr(os, 'replace', lambda src, dst, replace=os.replace: names.append(src) or replace(src, dst))
+    for _ in range(2):
+        plots.save_num_clusters_plot(report, 2, str(tmp_path / 'k.png'))
+    assert os.listdir(tmp_path) == ['k.png'] and len(set(names)) == 2
+    assert Image.open(tmp_path / 'k.png').format == 'PNG'

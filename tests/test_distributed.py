@@ -177,7 +177,7 @@ def test_cached_feature_pipeline_in_two_processes_as_in_one(tmp_path):
                 {'simclr': simclr, 'scan': scan, 'selflabel': selflabel}[stage].main(args)
             else:
                 done = torchrun(f'{stage}.py', *args)
-                assert done.returncode == 0, (stage, [line for line in done.stderr.splitlines() if 'rror' in line])
+                assert done.returncode == 0, f'{stage} under torchrun failed:\n{done.stderr[-4000:]}'
         outputs[name] = tmp_path / name / 'results' / 'photos'
     one, two = outputs['one'], outputs['two']
     for split in ('train', 'val'):

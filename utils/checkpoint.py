@@ -28,8 +28,9 @@ def current_umask():
     return mask
 
 
-def _atomic(path, write):
-    """Write through a temporary file and rename; under torchrun only rank 0 writes. The file gets the mode open()
+def atomic_write(path, write):
+    """write(tmp) into a temporary file of the same folder (a name of its own: processes never share one), then rename
+    it to `path`; under torchrun only rank 0 writes. The file gets the mode open()
     would give it (0666 less the umask), not the temporary file's 0600."""
     if not is_main():
         return
@@ -84,21 +85,21 @@ def atomic_save(obj, path):
                 else f'no good {os.path.basename(path)} was written before')
         raise UserError(f'not saving {path}: {bad} holds NaN or infinite values (the training diverged); lower the '
                         f'learning rate; {kept}')
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def atomic_save_npy(array, path):
     def write(tmp):
         with open(tmp, 'wb') as f:
             np.save(f, array)
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def atomic_write_text(path, text):
     def write(tmp):
         with open(tmp, 'w') as f:
             f.write(text)
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def _numpy_globals():

@@ -5,7 +5,7 @@ import sys
 
 from tqdm import tqdm
 
-from utils.checkpoint import atomic_write_text
+from utils.checkpoint import atomic_write, atomic_write_text
 from utils.distributed import is_main
 from utils.plots import pyplot, whole_number_ticks
 
@@ -72,9 +72,8 @@ class RunLog:
             ax.set_title(key)
             ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(png + '.tmp.png', dpi=90)
+        atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=90, format='png'))
         plt.close(fig)
-        os.replace(png + '.tmp.png', png)
 
 
 def _fmt(v):

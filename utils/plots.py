@@ -1,9 +1,9 @@
 """The pictures eval.py writes (a row-normalised confusion matrix, a grid of cluster prototypes) and the
 accuracy benchmark's bar chart."""
-import os
-
 import numpy as np
 from PIL import Image, ImageDraw
+
+from utils.checkpoint import atomic_write
 
 
 def pyplot():
@@ -94,9 +94,8 @@ def save_num_clusters_plot(report, chosen, path, dpi=100):
 
 
 def _save(fig, path, dpi):
-    tmp = path + '.tmp.png'
-    fig.savefig(tmp, dpi=dpi)  # no bbox='tight': the size stays what confusion_figure_size says
-    os.replace(tmp, path)
+    # no bbox='tight': the size stays what confusion_figure_size says
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format='png'))
 
 
 def prototype_grid_size(rows, cols, cell=64, label_width=120):
@@ -114,6 +113,4 @@ def save_prototype_grid(images, labels, path, cell=64, label_width=120):
         for c, img in enumerate(row):
             canvas.paste(img.convert('RGB').resize((cell - 4, cell - 4), Image.NEAREST),
                          (label_width + c * cell + 2, r * cell + 2))
-    tmp = path + '.tmp.png'
-    canvas.save(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: canvas.save(tmp, format='PNG'))
