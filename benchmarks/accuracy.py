@@ -365,9 +365,9 @@ def bar_chart(name, table, sample, path):
     return f'![{name} accuracy]({os.path.relpath(path, ROOT)})'
 
 
-def eval_pictures(name, profile, out, results_dir, extra):
-    """eval.py on seed 1's final model (the last self-label run, else the last clustering setup):
-    its confusion matrix and prototype grid, copied next to the results for the README."""
+def eval_pictures(name, profile, out, results_dir, extra, seed=1):
+    """eval.py on the final model of `seed` (the run's first; the last self-label run, else the last clustering
+    setup): its confusion matrix and prototype grid, copied next to the results for the README."""
     import eval as evaluate
     if profile.get('selflabel'):
         setup, path = list(profile['selflabel'].items())[-1]
@@ -378,15 +378,15 @@ def eval_pictures(name, profile, out, results_dir, extra):
         path = config_entry(entry)[0]
         folder = f'scan_{setup}'
         title = setup.upper()
-    root = os.path.join(out, name, 'seed1')
+    root = os.path.join(out, name, f'seed{seed}')
     model = _stage_file(root, path, folder, 'model.pth.tar')
     if not os.path.isfile(model):
         return ''
     target = os.path.join(results_dir, f'{name}_eval')
-    evaluate.main(['--config_env', os.path.join(ROOT, 'configs', 'env.yml')] + _config_args(path, root, 1, extra)
+    evaluate.main(['--config_env', os.path.join(ROOT, 'configs', 'env.yml')] + _config_args(path, root, seed, extra)
                   + ['--model', model, '--visualize_prototypes', '--output', target, '--force'])  # regenerated
     rel = os.path.relpath(target, ROOT)
-    return (f'{title}, seed 1, confusion matrix and prototypes (`eval.py --visualize_prototypes`):\n\n'
+    return (f'{title}, seed {seed}, confusion matrix and prototypes (`eval.py --visualize_prototypes`):\n\n'
             f'![confusion matrix]({rel}/confusion_matrix.png) ![prototypes]({rel}/prototypes.png)')
 
 
@@ -488,7 +488,8 @@ def main(argv=None):
     atomic_write_text(os.path.join(args.results, f'{args.profile}.md'), text + '\n')
     if 'pretexts' not in profile:
         text += '\n\n' + bar_chart(args.profile, table, sample, os.path.join(args.results, f'{args.profile}.png'))
-        pictures = eval_pictures(args.profile, profile, args.out, args.results, profile['overrides'] + args.overrides)
+        pictures = eval_pictures(args.profile, profile, args.out, args.results, profile['overrides'] + args.overrides,
+                                 seeds[0])
         if pictures:
             text += '\n\n' + pictures
     update_readme(args.profile, text, args.readme)

@@ -54,6 +54,8 @@ def test_tiny_profile(tmp_path, monkeypatch, tiny):
     chart = Image.open(tmp_path / 'tiny.png')
     assert chart.size[0] > 300 and len(set(chart.convert('RGB').getdata())) > 3  # drawn, not blank
     assert f'![tiny accuracy]({os.path.relpath(tmp_path / "tiny.png", ROOT)})' in text
+    assert 'NNM + self-label, seed 2, confusion matrix and prototypes' in text  # the run's first seed
+    assert Image.open(tmp_path / 'tiny_eval' / 'confusion_matrix.png').size[0] > 100
 
     def no_rerun(*a, **kw):
         raise AssertionError('a finished seed was recomputed')
