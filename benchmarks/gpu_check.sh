@@ -26,7 +26,7 @@ timeout "${THROUGHPUT_SECONDS:-300}" $PYTHON benchmarks/throughput.py --batch 51
 
 timeout "${PIPELINE_SECONDS:-270}" $PYTHON benchmarks/accuracy.py --profile cifar10-jpg-resnet18 --seeds 1 \
   data_root=datasets pretext.epochs="${PRETEXT_EPOCHS:-25}" pretext.knn_every=5 \
-  clustering.epochs="${CLUSTERING_EPOCHS:-10}" selflabel.epochs="${SELFLABEL_EPOCHS:-5}" 2>&1 | tee "$out/pipeline.log"
+  clustering.epochs="${CLUSTERING_EPOCHS:-3}" selflabel.epochs="${SELFLABEL_EPOCHS:-3}" 2>&1 | tee "$out/pipeline.log"
 
 tar czf "$out/gpu_check.tar.gz" --ignore-failed-read benchmarks/results/throughput_gpu.md \
   benchmarks/results/cifar10-jpg-resnet18* \

@@ -5,9 +5,9 @@ import sys
 
 from tqdm import tqdm
 
-from utils.checkpoint import atomic_write, atomic_write_text
+from utils.checkpoint import atomic_write_text
 from utils.distributed import is_main
-from utils.plots import pyplot, whole_number_ticks
+from utils.plots import pyplot, save_figure, whole_number_ticks
 
 
 def progress(iterable, total, desc):
@@ -72,7 +72,7 @@ class RunLog:
             ax.set_title(key)
             ax.grid(alpha=0.3)
         fig.tight_layout()
-        atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=90, format='png'))
+        save_figure(fig, png, dpi=90)
         plt.close(fig)
 
 

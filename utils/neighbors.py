@@ -128,7 +128,9 @@ def _exact_backend(device):
 def _search_local(base, queries, k, backend, device, nlist):
     if backend == 'faiss' and faiss is None:
         raise RuntimeError('faiss is not installed; use backend torch')
-    if backend == 'faiss' or (backend == 'auto' and faiss is not None and (nlist or _exact_backend(device) == 'faiss')):
+    if backend == 'auto':  # the approximate index is faiss's alone
+        backend = 'faiss' if nlist and faiss is not None else _exact_backend(device)
+    if backend == 'faiss':
         return _search_faiss(base, queries, k, nlist, device)
     if nlist:
         raise RuntimeError('the approximate (IVF) index needs faiss')

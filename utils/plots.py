@@ -40,7 +40,7 @@ def save_confusion_matrix(counts, class_names, path, dpi=100):
                             color='white' if rows[i, j] > 0.5 else 'black')
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    _save(fig, path, dpi)
+    save_figure(fig, path, dpi)
     plt.close(fig)
 
 
@@ -61,7 +61,7 @@ def save_bar_chart(rows, metrics, path, title='', dpi=100):
     ax.legend(fontsize=7, loc='lower right')
     ax.grid(axis='y', alpha=0.3)
     fig.tight_layout()
-    _save(fig, path, dpi)
+    save_figure(fig, path, dpi)
     plt.close(fig)
 
 
@@ -89,11 +89,12 @@ def save_num_clusters_plot(report, chosen, path, dpi=100):
     found.legend(fontsize=7)
     kept.set_title(f'number of clusters: K = {chosen}', fontsize=9)
     fig.tight_layout()
-    _save(fig, path, dpi)
+    save_figure(fig, path, dpi)
     plt.close(fig)
 
 
-def _save(fig, path, dpi):
+def save_figure(fig, path, dpi):
+    """A matplotlib figure as a PNG at `path`, through atomic_write (rank 0 only, never half-written)."""
     # no bbox='tight': the size stays what confusion_figure_size says
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format='png'))
 
