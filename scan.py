@@ -55,7 +55,7 @@ def training_step(net, model, method, cfg, device):
             total = total + loss['total']
             for k, v in loss.items():
                 name = 'loss' if k == 'total' else k
-                parts[name] = parts.get(name, 0.0) + v.item() / cfg.num_heads
+                parts[name] = parts.get(name, 0.0) + v.detach() / cfg.num_heads
         return total, parts, None
     return step
 
@@ -64,7 +64,7 @@ def evaluate(model, method, cfg, device, val_set, val_lists, features=False):
     """Label-free head selection on val (the method's own criterion on mined pairs); metrics only to report. Returns
     the report and the prediction (with the features under the heads when `features`, for reuse as the train
     split's)."""
-    pred = predict(model, eval_loader(val_set, cfg), device, features)
+    pred = predict(model, eval_loader(val_set, cfg, device=device), device, features)
     losses = method.val_losses(pred['probs'], val_lists)
     head = int(losses.argmin())
     labels = pred['targets']
@@ -105,7 +105,7 @@ def init_heads(model, cfg, train_eval, device):
     - graph: the means of the clusters of the mined neighbours' shared-neighbour graph (the K estimate's partition
       with exactly num_classes clusters, Louvain seed cfg.seed + h; utils/num_clusters.graph_clusters). On the
       digits folder they started the heads at 0.95 where k-means on the same features gave 0.62 (issue 34)."""
-    features = predict(model, eval_loader(train_eval, cfg), device)['features'].double()
+    features = predict(model, eval_loader(train_eval, cfg, device=device), device)['features'].double()
     seeds = [cfg.seed + h for h in range(cfg.num_heads)]
     if cfg.head_init == 'graph':
         labellings = graph_clusters(np.load(cfg.topk_neighbors_train_path), cfg.num_classes, cfg.k_median, seeds)
@@ -220,7 +220,7 @@ def run(args):
     def end_epoch(epoch, record):
         same = train_eval is val_set
         report, val_pred = evaluate(heads, method, cfg, device, val_set, val_lists, features=same)
-        method.end_epoch(lambda: val_pred if same else predict(heads, eval_loader(train_eval, cfg), device))
+        method.end_epoch(lambda: val_pred if same else predict(heads, eval_loader(train_eval, cfg, device=device), device))
         return keep_best(runner, epoch + 1, record, report, model, cfg)
 
     runner.fit(net, batches, training_step(net, model, method, cfg, device), evaluate=end_epoch)

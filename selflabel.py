@@ -52,7 +52,7 @@ def training_step(net, model, method, cfg, device, ema=None):
         out = method.step_loss(weak_logits, gather(strong_logits.float()), gather(batch['index'].to(device)))
         logs = {'confident_share': (out['confident'], len(strong) * world())}
         if out['total'] is not None:
-            logs['loss'] = out['total'].item()
+            logs['loss'] = out['total'].detach()
         return out['total'], logs, (lambda: ema.update(model)) if ema is not None else None
     return step
 
@@ -61,7 +61,7 @@ def evaluate(model, cfg, device, val_set, val_lists=None):
     """Cluster sizes; with val_lists the label-free criteria on the val split's mined pairs: SCAN's loss (entropy
     weight 1) and the neighbours' agreement (kappa of the hard labels); the metrics when there are labels (only to
     report)."""
-    pred = predict(model, eval_loader(val_set, cfg), device, features=False)
+    pred = predict(model, eval_loader(val_set, cfg, device=device), device, features=False)
     probs = pred['probs'][0]
     report = {'cluster_sizes': sorted(torch.bincount(probs.argmax(1), minlength=cfg.num_classes).tolist(),
                                       reverse=True)}
@@ -150,7 +150,7 @@ def run(args):
 
     runner.fit(net, batches, training_step(net, model, method, cfg, device, ema),
                begin=lambda epoch: method.start_epoch(
-                   lambda: predict(scorer, eval_loader(train_eval(), cfg), device, features=False)),
+                   lambda: predict(scorer, eval_loader(train_eval(), cfg, device=device), device, features=False)),
                evaluate=end_epoch)
     runner.log.plot(os.path.join(cfg.selflabel_dir, 'training_curve.png'), ['loss', 'confident_share', 'acc'])
     report = runner.best['report']  # every epoch keeps or compares (epochs >= 1), and val_loss also epoch 0

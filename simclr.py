@@ -33,7 +33,7 @@ def training_step(net, method, device):
     gathered from every process with their gradients), then its after_step. Logs the loss's parts."""
     def step(batch):
         parts, context = method.training_step(net, batch['image'].to(device, non_blocking=True), batch['index'])
-        logs = {('loss' if k == 'total' else k): v.item() for k, v in parts.items()}
+        logs = {('loss' if k == 'total' else k): v.detach() for k, v in parts.items()}
         return parts['total'], logs, lambda: method.after_step(*context)
     return step
 
@@ -45,7 +45,7 @@ def mining_features(model, dataset, cfg, device, cache=False):
     if cache:
         features = trunk_features(model, [model.backbone], dataset, cfg, device).float()
         return normalise_spaces(features, getattr(model.backbone, 'dims', None)), dataset.targets
-    return pretext_features(model, eval_loader(dataset, cfg), cfg, device)
+    return pretext_features(model, eval_loader(dataset, cfg, device=device), cfg, device)
 
 
 def evaluate(model, cfg, device, train_eval, val_set, cache=False):
@@ -56,7 +56,7 @@ def evaluate(model, cfg, device, train_eval, val_set, cache=False):
     else:
         val_feats, val_targets = mining_features(model, val_set, cfg, device, cache)
     acc = knn_accuracy(train_feats, train_targets, val_feats, val_targets, cfg.knn_k, cfg.knn_temperature,
-                       exclude_self=val_set is train_eval)
+                       exclude_self=val_set is train_eval, device=device)
     return (train_feats, train_targets), (val_feats, val_targets), acc
 
 

@@ -1,9 +1,10 @@
 """Batches for training and evaluation, on either augmentation path; under torchrun, each process's share."""
+import numpy as np
 import torch
 
 from data.batch_augment import BatchAugment, take
 from data.batch_randaugment import BatchStrongAugment
-from data.transforms import Views, train_transform
+from data.transforms import EvalTransform, Views, centre_offsets, train_transform
 from utils import distributed
 from utils.errors import UserError
 
@@ -12,13 +13,64 @@ from utils.errors import UserError
 BATCH_STRATEGIES = {'simclr': BatchAugment, 'ours': BatchStrongAugment}
 
 
-def eval_loader(dataset, cfg, batch_size=None):
+def eval_loader(dataset, cfg, batch_size=None, device=None):
     """In dataset order, no shuffling: feature i belongs to dataset item i. Under torchrun: this process's
-    contiguous shard (utils.features.forward_in_order gathers the shards back in order)."""
+    contiguous shard (utils.features.forward_in_order gathers the shards back in order). With augment_on_device and
+    a `device`, a dataset under the evaluation transform is evaluated from its images held on the device
+    (DeviceInOrder), else through a DataLoader."""
+    if device is not None and cfg.get('augment_on_device') and DeviceInOrder.fits(dataset):
+        return DeviceInOrder(dataset, batch_size or cfg.batch_size, device)
     if distributed.world() > 1:
         dataset = torch.utils.data.Subset(dataset, distributed.shard(len(dataset)))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size or cfg.batch_size, shuffle=False,
                                        num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available())
+
+
+def device_images(dataset, device):
+    """The dataset's images as one uint8 tensor [N, C, H, W] on `device`: decoded and moved once per dataset
+    object, then kept with it for every later pass."""
+    held = getattr(dataset, '_device_images', None)
+    if held is None or held.device != torch.device(device):
+        held = dataset.uint8_tensor().to(device)
+        dataset._device_images = held
+    return held
+
+
+class DeviceInOrder:
+    """eval_loader's batches {'image', 'target', 'index'} in dataset order (this process's shard), the evaluation
+    transform (data/transforms.EvalTransform: centre crop, scaling to [0, 1], normalisation) computed on the device
+    from the images held there: the same numbers as the DataLoader path, without a host pass per image."""
+
+    def __init__(self, dataset, batch_size, device):
+        self.images = device_images(dataset, device)
+        self.targets = torch.as_tensor(dataset.targets)
+        self.rows = distributed.shard(len(dataset)) if distributed.world() > 1 else range(len(dataset))
+        self.batch_size = batch_size
+        t = dataset.transform
+        self.top, self.left = centre_offsets(*self.images.shape[2:], t.crop_size)
+        self.crop = t.crop_size
+        self.mean = torch.tensor(t.normalize['mean'], device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(t.normalize['std'], device=device).view(1, -1, 1, 1)
+
+    @staticmethod
+    def fits(dataset):
+        """Whether the dataset's transform is the evaluation transform and its images stack into one tensor no
+        smaller than the crop (a smaller image would be padded: the DataLoader path does that)."""
+        t = getattr(dataset, 'transform', None)
+        if not isinstance(t, EvalTransform) or not getattr(dataset, 'one_size', False):
+            return False
+        crop = t.crop_size if isinstance(t.crop_size, int) else None
+        return crop is not None and min(dataset.uint8_tensor([0]).shape[2:]) >= crop
+
+    def __len__(self):
+        return -(-len(self.rows) // self.batch_size)
+
+    def __iter__(self):
+        for start in range(self.rows.start, self.rows.stop, self.batch_size):
+            rows = slice(start, min(start + self.batch_size, self.rows.stop))
+            x = self.images[rows, :, self.top:self.top + self.crop, self.left:self.left + self.crop]
+            yield {'image': (x.float().div(255) - self.mean) / self.std, 'target': self.targets[rows],
+                   'index': torch.arange(rows.start, rows.stop)}
 
 
 class EpochLoader(torch.utils.data.DataLoader):
@@ -56,9 +108,13 @@ class ShuffledBatches:
         return self.n // self.batch_size
 
     def __iter__(self):
-        order = torch.randperm(self.n)
+        order = self.permutation()
         for step in range(len(self)):
             yield self.batch(order[step * self.batch_size:(step + 1) * self.batch_size])
+
+
+    def permutation(self):
+        return torch.randperm(self.n)
 
 
 class DeviceBatches(ShuffledBatches):
@@ -74,13 +130,18 @@ class DeviceBatches(ShuffledBatches):
         if cfg.augmentation_strategy not in BATCH_STRATEGIES:
             raise UserError(f"augmentation_strategy '{cfg.augmentation_strategy}' is not one of "
                             f"{', '.join(BATCH_STRATEGIES)}")
-        self.images = dataset.uint8_tensor().to(device)
+        self.images = device_images(dataset, device)
         super().__init__(len(self.images), cfg.batch_size)
         self.augment = BATCH_STRATEGIES[cfg.augmentation_strategy](cfg.augmentation_kwargs)
         kw = cfg.transformation_kwargs
         self.crop = kw['crop_size']
         self.mean = torch.tensor(kw['normalize']['mean'], device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(kw['normalize']['std'], device=device).view(1, -1, 1, 1)
+
+    def permutation(self):
+        """Drawn on the device: the batches' indices never cross from the host, whose copy would wait for the
+        device to finish its queued work."""
+        return torch.randperm(self.n, device=self.images.device)
 
     def view(self, index):
         """Augmented images of this process's share of the global batch `index`."""
@@ -91,8 +152,8 @@ class DeviceBatches(ShuffledBatches):
     def weak(self, index):
         """The evaluation transform on the device (centre crop and normalisation) of this process's share."""
         x = self.images[local(index).to(self.images.device)]
-        top, left = (x.shape[2] - self.crop) // 2, (x.shape[3] - self.crop) // 2
-        return (x[:, :, top:top + self.crop, left:left + self.crop].float() / 255 - self.mean) / self.std
+        top, left = centre_offsets(*x.shape[2:], self.crop)
+        return (x[:, :, top:top + self.crop, left:left + self.crop].float().div(255) - self.mean) / self.std
 
 
 def local(index):
@@ -143,12 +204,14 @@ class NeighborPairs(torch.utils.data.Dataset):
 class DevicePairs(DeviceBatches):
     def __init__(self, dataset, neighbors, cfg, device, second=False, weak=False):
         super().__init__(dataset, cfg, device)
-        self.neighbors, self.second, self.with_weak = neighbors, second, weak
+        self.neighbors = None if neighbors is None else torch.as_tensor(np.asarray(neighbors)).to(device)
+        self.second, self.with_weak = second, weak
 
     def batch(self, index):
         out = {'anchor': self.view(index), 'index': local(index)}
         if self.neighbors is not None:
-            out['neighbor'] = self.view(self.neighbors[index, torch.randint(self.neighbors.shape[1], (len(index),))])
+            pick = torch.randint(self.neighbors.shape[1], (len(index),), device=index.device)
+            out['neighbor'] = self.view(self.neighbors[index, pick])
         if self.second:
             out['second'] = self.view(index)
         if self.with_weak:

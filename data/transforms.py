@@ -94,10 +94,23 @@ def augmentation_transform(aug):
     return T.Compose(ops)
 
 
+class EvalTransform(T.Compose):
+    """SCAN's evaluation transform: centre crop, tensor, normalise. Its settings stay readable, so that
+    data/loaders.eval_loader can apply the same on a batch held on the device."""
+
+    def __init__(self, crop_size, normalize):
+        super().__init__([T.CenterCrop(crop_size), T.ToTensor(), T.Normalize(**normalize)])
+        self.crop_size, self.normalize = crop_size, normalize
+
+
 def val_transform(transformation_kwargs):
-    """SCAN's evaluation transform: centre crop, tensor, normalise."""
     kw = transformation_kwargs
-    return T.Compose([T.CenterCrop(kw['crop_size']), T.ToTensor(), T.Normalize(**kw['normalize'])])
+    return EvalTransform(kw['crop_size'], kw['normalize'])
+
+
+def centre_offsets(height, width, crop):
+    """torchvision CenterCrop's top and left offsets of a crop x crop square."""
+    return int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
 
 
 STRONG_KEYS = ('crop_size', 'normalize', 'num_strong_augs', 'cutout_kwargs', 'horizontal_flip')

@@ -36,7 +36,7 @@ class AND(MemoryMethod):
         return report
 
     def extra_inputs(self, index):
-        return (self.neighbors[index],)
+        return (self.neighbors[index.to(self.neighbors.device)],)
 
     def memory_state(self):
         return {**super().memory_state(), 'neighbors': self.neighbors}

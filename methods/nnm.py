@@ -20,10 +20,10 @@ def nearest_other(features, chunk=2048):
     return torch.cat(out)
 
 
-def global_neighbor_probs(prediction):
+def global_neighbor_probs(prediction, device='cpu'):
     """NNM's dataset-level neighbours from an in-order pass: G[h, i] = probabilities of i's nearest other
-    sample (backbone features, L2) under head h. Returns [H, N, C]."""
-    return prediction['probs'][:, nearest_other(prediction['features'])]
+    sample (backbone features, L2) under head h, searched and returned on `device`. Returns [H, N, C]."""
+    return prediction['probs'].to(device)[:, nearest_other(prediction['features'].to(device))]
 
 
 @torch.no_grad()
@@ -44,7 +44,11 @@ class NNM(ClusteringMethod):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.global_probs = None  # [H, N, C], from the second epoch on
+        self.global_probs = None  # [H, N, C], from the second epoch on, on the model's device
+        self.device = torch.device('cpu')
+
+    def build(self, model):
+        self.device = next(model.parameters()).device  # the global neighbours are searched and kept there
 
     def weak_view(self):
         # in-batch neighbours from the weak (evaluation) view: one extra forward pass without gradients
@@ -58,15 +62,16 @@ class NNM(ClusteringMethod):
         return gather(features.detach().float())
 
     def inputs(self, logits, head, index, context):
-        glob = None if self.global_probs is None else self.global_probs[head, index.cpu()].to(context.device)
+        glob = None if self.global_probs is None else self.global_probs[head, index.to(self.global_probs.device)]
         return {'anchors': logits[0], 'neighbors': logits[1], 'second': logits[2], 'features': context,
                 'global_probs': glob}
 
     def end_epoch(self, train_predictions):
-        self.global_probs = global_neighbor_probs(train_predictions())
+        self.global_probs = global_neighbor_probs(train_predictions(), self.device)
 
     def state_dict(self):
-        return {'global_probs': self.global_probs}
+        return {'global_probs': None if self.global_probs is None else self.global_probs.cpu()}
 
     def load_state_dict(self, checkpoint):
-        self.global_probs = checkpoint.get('global_probs')
+        glob = checkpoint.get('global_probs')
+        self.global_probs = None if glob is None else glob.to(self.device)

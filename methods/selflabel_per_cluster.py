@@ -92,5 +92,7 @@ class SelfLabelPerCluster(SelfLabelMethod):
                 'taught_clusters': int((taught > 0).sum())}
 
     def step_loss(self, weak, strong, index):
-        index = index.cpu()
-        return self.criterion(strong, self.labels[index], self.use[index].to(strong.device))
+        if self.labels.device != strong.device:  # once per epoch: the epoch's choice kept where the steps run
+            self.labels, self.use = self.labels.to(strong.device), self.use.to(strong.device)
+        index = index.to(strong.device)
+        return self.criterion(strong, self.labels[index], self.use[index])

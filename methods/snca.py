@@ -18,4 +18,4 @@ class SNCA(MemoryMethod):
         self.labels = torch.as_tensor(train_set.targets)
 
     def extra_inputs(self, index):
-        return self.labels[index], self.labels
+        return self.labels[index.to(self.labels.device)], self.labels

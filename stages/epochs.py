@@ -11,21 +11,32 @@ A training step is a function of one batch returning (loss, logs, after):
 """
 import time
 
+import torch
+
 from stages.run import save_checkpoint
 from utils.checkpoint import restore
 from utils.common import seed_all
 from utils.logger import RunLog, progress
-from utils.optim import get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
+from utils.optim import check_finite, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
 
 FOLDERS = {'pretext': 'pretext', 'clustering': 'scan', 'selflabel': 'selflabel'}  # cfg.<name>_dir, <name>_checkpoint
+
+
+CHECK_EVERY = 50  # steps between the reads of the running loss on the host (non-finite check, progress)
 
 
 def train_epoch(net, batches, step, optimizer, cfg, epoch, scaler=None, total_epochs=None):
     """One pass over `batches` with `step` (see the module's docstring); the learning rate follows the schedule
     within the epoch (a run of several rounds, AND's, restarts it every cfg.epochs). Returns the epoch's log
-    entries: the logs' means, 'lr', and 'skipped_batches' when a batch gave no loss."""
+    entries: the logs' means, 'lr', 'train_seconds', 'steps' and 'skipped_batches' when a batch gave no loss.
+
+    Nothing inside a step waits for the device: a log value may be a tensor, summed where it lives and read once
+    per epoch, and the loss is checked for a non-finite value every CHECK_EVERY steps and at the end of the epoch,
+    before anything of the epoch is evaluated or saved."""
     net.train()
+    t0 = time.time()
     sums, counts, ratios, skipped, steps = {}, {}, set(), 0, len(batches)
+    running = None  # the sum of the epoch's losses, on the device
     for i, batch in enumerate(progress(batches, steps, f'epoch {epoch + 1}/{total_epochs or cfg.epochs}')):
         set_lr(optimizer, lr_at(cfg, epoch % cfg.epochs + i / steps))
         loss, logs, after = step(batch)
@@ -34,20 +45,30 @@ def train_epoch(net, batches, step, optimizer, cfg, epoch, scaler=None, total_ep
                 ratios.add(key)
             else:
                 value = (value, 1)
-            sums[key] = sums.get(key, 0.0) + value[0]
-            counts[key] = counts.get(key, 0) + value[1]
+            sums[key] = sums.get(key, 0.0) + _detached(value[0])
+            counts[key] = counts.get(key, 0) + _detached(value[1])
         if loss is None:
             skipped += 1
             continue
-        optimizer_step(optimizer, loss, epoch, scaler)
+        running = loss.detach().float() if running is None else running + loss.detach().float()
+        optimizer_step(optimizer, loss, scaler)
         if after is not None:
             after()
-    means = {key: sums[key] / max(counts[key], 1) for key in sums}
+        if (i + 1) % CHECK_EVERY == 0:
+            check_finite(running, epoch)
+    if running is not None:
+        check_finite(running, epoch)
+    means = {key: float(sums[key]) / max(float(counts[key]), 1) for key in sums}
     means.update({key: round(means[key], 5) for key in ratios})
-    record = {'loss': None, **means, 'lr': optimizer.param_groups[0]['lr']}
+    record = {'loss': None, **means, 'lr': optimizer.param_groups[0]['lr'], 'steps': steps - skipped,
+              'train_seconds': round(time.time() - t0, 3)}  # the reads above waited for the device
     if skipped:
         record['skipped_batches'] = skipped
     return record
+
+
+def _detached(value):
+    return value.detach() if isinstance(value, torch.Tensor) else value
 
 
 class EpochRunner:

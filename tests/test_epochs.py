@@ -41,6 +41,31 @@ def test_train_epoch_steps_logs_and_skips():
     assert record['skipped_batches'] == 1 and record['lr'] == 0.1
 
 
+def test_train_epoch_reads_tensor_logs_once_and_checks_the_loss_every_few_steps(monkeypatch):
+    """Log values may be tensors (summed on their device, no host read per step); a non-finite loss is caught at
+    the next check (every CHECK_EVERY steps), so the steps between ran on."""
+    from stages import epochs
+    from utils.errors import UserError
+    w = torch.nn.Parameter(torch.zeros(()))
+    cfg = sgd_config()
+    optimizer = torch.optim.SGD([w], lr=0.1)
+    steps = []
+
+    def step(x):
+        steps.append(x)
+        loss = (w - x) ** 2
+        return loss, {'loss': loss.detach(), 'share': (torch.tensor(1), 2)}, None
+
+    record = train_epoch(torch.nn.Identity(), [1.0, 3.0], step, optimizer, cfg, 0)
+    assert record['loss'] == pytest.approx((1.0 + (0.2 - 3.0) ** 2) / 2) and record['share'] == 0.5
+    assert record['steps'] == 2 and record['train_seconds'] >= 0
+    monkeypatch.setattr(epochs, 'CHECK_EVERY', 3)
+    steps.clear()
+    with pytest.raises(UserError, match='loss became nan in epoch 4; lower the learning rate'):
+        train_epoch(torch.nn.Identity(), [1.0, float('nan'), 2.0, 2.0, 2.0], step, optimizer, cfg, 3)
+    assert len(steps) == 3
+
+
 def test_train_epoch_schedule_follows_the_epoch_within_rounds():
     """A run of several rounds (AND's) restarts the schedule every cfg.epochs: the lr of epoch e is lr_at(e % epochs)."""
     w = torch.nn.Parameter(torch.zeros(()))

@@ -51,12 +51,15 @@ def pretext_features(model, loader, cfg, device):
     return extract_features(model, loader, device, 'backbone' if cfg.get('mining_features') == 'backbone' else 'default')
 
 
-def knn_accuracy(train_feats, train_targets, val_feats, val_targets, k, temperature, exclude_self=False):
-    """Weighted-kNN accuracy of the val split against the train features; None without labels."""
+def knn_accuracy(train_feats, train_targets, val_feats, val_targets, k, temperature, exclude_self=False,
+                 device=None):
+    """Weighted-kNN accuracy of the val split against the train features (searched on `device`, by default where
+    they are); None without labels."""
     if len(train_targets) == 0 or (train_targets < 0).any() or (val_targets < 0).any():
         return None
     num_classes = int(max(train_targets.max(), val_targets.max())) + 1
-    pred = weighted_knn_predict(val_feats, train_feats, torch.as_tensor(train_targets), num_classes, k,
+    bank = train_feats if device is None else train_feats.to(device)
+    pred = weighted_knn_predict(val_feats, bank, torch.as_tensor(train_targets), num_classes, k,
                                 temperature, exclude_self=exclude_self)
     return float((pred.numpy() == np.asarray(val_targets)).mean())
 

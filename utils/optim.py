@@ -66,13 +66,17 @@ def grad_scaler(cfg, device):
     return torch.amp.GradScaler(device.type) if cfg.amp == 'fp16' else None
 
 
-def optimizer_step(optimizer, loss, epoch, scaler=None):
-    """Backward and step (through the grad scaler under fp16); a non-finite loss stops the run before it can
-    spoil the weights."""
+def check_finite(loss, epoch):
+    """A non-finite loss (or a sum of losses) stops the run before the epoch is evaluated or saved, so the weights
+    it spoilt are never kept. Reading it waits for the device: the epoch loop calls it every few steps."""
     if not torch.isfinite(loss):
         kept = ('no epoch had finished, nothing was saved' if epoch == 0
                 else 'the last good epoch is in checkpoint.pth.tar')
         raise UserError(f'loss became {loss.item()} in epoch {epoch + 1}; lower the learning rate ({kept})')
+
+
+def optimizer_step(optimizer, loss, scaler=None):
+    """Backward and step (through the grad scaler under fp16)."""
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
         loss.backward()
