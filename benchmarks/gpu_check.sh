@@ -9,16 +9,7 @@
 # (results, logs) ends up in OUT_DIR/gpu_check.tar.gz.
 set -u
 data_tar=$1 out=$2 wheels=${3:-}
-PYTHON=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1
-mkdir -p "$out"
-if [ -n "$wheels" ]; then
-  $PYTHON -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gpu_check_site \
-    "$wheels"/*.whl && export PYTHONPATH=/tmp/gpu_check_site${PYTHONPATH:+:$PYTHONPATH} || exit 1
-fi
-{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-  $PYTHON -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
-  nproc; } 2>&1 | tee "$out/machine.txt"
+source "$(dirname "$0")/cuda_machine.sh"
 mkdir -p datasets && tar xzf "$data_tar" -C datasets || exit 1
 
 timeout "${THROUGHPUT_SECONDS:-300}" $PYTHON benchmarks/throughput.py --batch 512 --steps 15 --workers 4 8 \
