@@ -282,7 +282,7 @@ def run(args):
     splits, classes = read_archive(args.archive, args.tiny)
     sizes = write_cifar_layout(splits, classes, os.path.join(out, 'data'), args.heldout)
     result['data'] = {'train': sizes[0], 'reported_on': sizes[1],
-                      'split_reported': 'held-out train images' if args.heldout else 'test',
+                      'split_reported': 'held-out train' if args.heldout else 'test',
                       'decode_seconds': round(time.time() - t0, 2)}
     overrides = (TINY if args.tiny else []) + args.overrides
     names = ['pretext', 'scan'] + (['nnm'] if args.nnm else []) + ['selflabel']
