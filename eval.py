@@ -21,20 +21,21 @@ from data import complete_from_train, get_dataset, outside_image_size, same_data
 from data.base import IMAGE_EXTENSIONS, FileDataset, open_image
 from data.loaders import eval_loader
 from data.transforms import val_transform
+from evaluation.features import knn_accuracy, predict, pretext_features
+from evaluation.html_report import write_report
+from evaluation.metrics import cluster_metrics, contingency, hungarian_mapping
+from evaluation.report import STAGES as STAGE_FOLDERS
 from methods import STAGES
 from models import backbone_label, contrastive_model_for, get_clustering_model
+from models.files import holds_projection, read_model_file
 from models.models import HeadsOnFeatures
+from neighbors.search import mine_neighbors, neighbor_accuracy
 from stages.feature_cache import cached
 from stages.run import prepare, run_cli
-from utils.checkpoint import atomic_write_text, holds_projection, load_weights, read_model_file
+from utils.checkpoint import atomic_write_text, load_weights
 from utils.config import base_parser, parse_args, read_layers
 from utils.errors import UserError, one_line
-from utils.features import knn_accuracy, predict, pretext_features
-from utils.html_report import write_report
-from utils.metrics import cluster_metrics, contingency, hungarian_mapping
-from utils.neighbors import mine_neighbors, neighbor_accuracy
 from utils.plots import save_confusion_matrix, save_prototype_grid
-from utils.report import STAGES as STAGE_FOLDERS
 
 
 def config_stage(paths, kind):
@@ -253,7 +254,7 @@ def refuse_overwrite(paths, force):
 
 
 def predictions(model, dataset, cfg, device, store=True):
-    """utils.features.predict over `dataset`; with cache_features (a frozen trunk: a pretrained backbone's run) the
+    """evaluation.features.predict over `dataset`; with cache_features (a frozen trunk: a pretrained backbone's run) the
     heads read the trunk's features from the pretext run's cache, computed there when missing (and kept, with
     `store`). The cache key holds the trunk's weights: a trunk that was fine-tuned never reads another's."""
     if not cfg.get('cache_features'):

@@ -13,14 +13,14 @@ import os
 from data import DATASETS, build_dataset, complete_from_train, outside_image_size
 from data.loaders import eval_loader
 from data.transforms import val_transform
+from evaluation.features import pretext_features
 from models import get_contrastive_model
-from utils.checkpoint import load_pretext_model
+from models.files import load_pretext_model
+from stages.run import prepare, run_cli
 from utils.config import base_parser, parse_args
 from utils.errors import UserError
 from utils.feature_files import write_features
-from utils.features import pretext_features
 from utils.logger import progress
-from stages.run import prepare, run_cli
 
 
 def open_db(cfg, db, split):

@@ -17,11 +17,11 @@ import tempfile
 
 import numpy as np
 
+from neighbors.search import search
+from stages.run import run_cli
 from utils.errors import UserError
 from utils.feature_files import csv_text, read_features
-from utils.neighbors import search
 from utils.plots import pyplot
-from stages.run import run_cli
 
 
 def select(target, pool, k, threshold, nlist=None):

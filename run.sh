@@ -25,7 +25,7 @@ case "${1:-main}" in
     .venv/bin/python simclr.py --config_env configs/env.yml --config_exp configs/pretext/simclr_digits.yml --resume
     .venv/bin/python scan.py --config_env configs/env.yml --config_exp configs/scan/nnm_digits.yml --resume
     .venv/bin/python selflabel.py --config_env configs/env.yml --config_exp configs/selflabel/selflabel_digits.yml --resume
-    .venv/bin/python -m utils.report results/digits
+    .venv/bin/python -m evaluation.report results/digits
     .venv/bin/python eval.py --config_exp configs/selflabel/selflabel_digits.yml \
       --model results/digits/selflabel/model.pth.tar --visualize_prototypes --report --force
     ;;

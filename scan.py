@@ -17,20 +17,22 @@ import torch
 from data import clustering_data, get_dataset, same_data
 from data.feature_batches import FeaturePairs
 from data.loaders import eval_loader, neighbor_batches
+from evaluation.features import predict
+from evaluation.metrics import cluster_metrics
 from models import get_clustering_model
+from models.files import read_model_file
 from models.models import HeadsOnFeatures
+from neighbors.head_init import INITS, head_centroids
+from neighbors.num_clusters import estimate_num_clusters
+from neighbors.search import load_neighbors
 from stages.epochs import EpochRunner
 from stages.feature_cache import cached, check_cache
 from stages.run import cap_epochs, prepare, run_cli, start_run, training_model, write_metrics
-from utils.checkpoint import atomic_save, load_weights, read_model_file
+from utils.checkpoint import atomic_save, load_weights
 from utils.config import base_parser, parse_args, typed
 from utils.distributed import gather
 from utils.errors import UserError
-from utils.features import predict
 from utils.logger import metric_words
-from utils.metrics import cluster_metrics
-from utils.neighbors import load_neighbors
-from utils.num_clusters import estimate_num_clusters, graph_clusters
 from utils.optim import autocast
 from utils.plots import save_num_clusters_plot
 
@@ -92,51 +94,20 @@ def keep_best(runner, epoch, record, report, model, cfg):
     return record
 
 
-INITS = {'kmeans': 'k-means', 'graph': 'the clusters of the neighbour graph'}
-KMEANS_SAMPLE = 20_000  # k-means fits at most this many train features: on 50,000 1,280-d vectors, 5 heads in 28 s
-# instead of 120 s, each head's mean squared distance within 0.04 % of the fit on all
-
-
 def init_heads(model, cfg, train_eval, device):
-    """Start every head as a nearest-centroid classifier on the train split's features under the heads, its
-    softness the mean squared distance to the nearest centroid over all images (returned per head). The centroids:
-    - kmeans: k-means (head h: seed cfg.seed + h, so the heads differ; on more than KMEANS_SAMPLE images, fitted on
-      a random sample of that many drawn with the same seed);
-    - graph: the means of the clusters of the mined neighbours' shared-neighbour graph (the K estimate's partition
-      with exactly num_classes clusters, Louvain seed cfg.seed + h; utils/num_clusters.graph_clusters). On the
-      digits folder they started the heads at 0.95 where k-means on the same features gave 0.62 (issue 34)."""
+    """Every head starts as a nearest-centroid classifier on the train split's features under the heads
+    (neighbors/head_init.py); returns each head's softness, the mean squared distance to the nearest centroid."""
     features = predict(model, eval_loader(train_eval, cfg, device=device), device)['features'].double()
-    seeds = [cfg.seed + h for h in range(cfg.num_heads)]
-    if cfg.head_init == 'graph':
-        labellings = graph_clusters(np.load(cfg.topk_neighbors_train_path), cfg.num_classes, cfg.k_median, seeds)
     spread = []
-    for h, seed in enumerate(seeds):
-        if cfg.head_init == 'graph' and labellings[h].max() + 1 == cfg.num_classes:
-            labels = torch.as_tensor(labellings[h])
-            centroids = torch.zeros(cfg.num_classes, features.shape[1], dtype=features.dtype).index_add_(
-                0, labels, features) / torch.bincount(labels)[:, None]
-        else:
-            if cfg.head_init == 'graph':
-                print(f'note: head {h}: the neighbour graph holds {labellings[h].max() + 1} clusters, not '
-                      f'{cfg.num_classes}: the head starts from k-means')
-            centroids = kmeans_centroids(features, cfg.num_classes, seed)
-        spread.append(torch.cdist(features, centroids).min(1).values.pow(2).mean().item())
-        model.init_head(h, centroids, spread[-1])
+    for h, (centroids, softness) in enumerate(head_centroids(features, cfg)):
+        model.init_head(h, centroids, softness)
+        spread.append(softness)
     return spread
-
-
-def kmeans_centroids(features, k, seed):
-    """k-means centroids [k, D] of features [N, D] (fitted on a sample of KMEANS_SAMPLE when there are more)."""
-    from sklearn.cluster import KMeans  # only this option needs scikit-learn's k-means
-    sample = features
-    if len(features) > KMEANS_SAMPLE:
-        sample = features[np.random.default_rng(seed).choice(len(features), KMEANS_SAMPLE, replace=False)]
-    return torch.as_tensor(KMeans(k, n_init=3, random_state=seed).fit(sample.numpy()).cluster_centers_)
 
 
 def choose_num_clusters(cfg):
     """num_classes: auto -> the number of communities of the train split's shared-neighbour graph, small ones
-    merged and large ones split, within k_range (utils/num_clusters.py). Returns the estimate's report, or None
+    merged and large ones split, within k_range (neighbors/num_clusters.py). Returns the estimate's report, or None
     when num_classes is given."""
     if cfg.num_classes != 'auto':
         return None

@@ -18,21 +18,22 @@ import torch
 from data import clustering_data, get_dataset, same_data
 from data.feature_batches import FeatureViews
 from data.loaders import eval_loader, weak_strong_batches
-from losses.scan import head_losses, neighbour_agreement
+from evaluation.features import predict
+from evaluation.metrics import cluster_metrics
+from evaluation.selection import head_losses, neighbor_agreement
 from models import get_clustering_model
+from models.files import read_model_file
 from models.models import HeadsOnFeatures
+from neighbors.search import load_neighbors
 from stages.epochs import EpochRunner
 from stages.feature_cache import cached
 from stages.run import cap_epochs, prepare, run_cli, start_run, training_model, write_metrics
-from utils.checkpoint import atomic_save, load_weights, read_model_file
+from utils.checkpoint import atomic_save, load_weights
 from utils.config import base_parser, parse_args
 from utils.distributed import gather, world
 from utils.ema import EMA
 from utils.errors import UserError
-from utils.features import predict
 from utils.logger import metric_words
-from utils.metrics import cluster_metrics
-from utils.neighbors import load_neighbors
 from utils.optim import autocast
 
 
@@ -67,7 +68,7 @@ def evaluate(model, cfg, device, val_set, val_lists=None):
                                       reverse=True)}
     if val_lists is not None:
         report['val_loss'] = round(float(head_losses(pred['probs'], val_lists)[0]), 5)
-        report['val_agreement'] = round(neighbour_agreement(probs.argmax(1), val_lists), 5)
+        report['val_agreement'] = round(neighbor_agreement(probs.argmax(1), val_lists), 5)
     if val_set.has_labels:
         m = cluster_metrics(probs.argmax(1).numpy(), pred['targets'], probs.numpy(), len(val_set.classes) or None)
         report.update({k: round(m[k], 5) for k in ('acc', 'nmi', 'ari')})

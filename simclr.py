@@ -15,16 +15,17 @@ import time
 from data import complete_transforms, get_dataset, same_data
 from data.loaders import eval_loader, view_batches
 from data.transforms import val_transform
+from evaluation.features import knn_accuracy, normalise_spaces, pretext_features
 from models import backbone_label, get_backbone, get_contrastive_model
+from models.files import load_pretext_model
 from models.pretrained import check_input_size, names_weights
+from neighbors.search import mine_neighbors, neighbor_accuracy
 from stages.epochs import EpochRunner
 from stages.feature_cache import trunk_features
 from stages.run import cap_epochs, prepare, run_cli, start_run, training_model, write_metrics
-from utils.checkpoint import atomic_save, atomic_save_npy, load_pretext_model
+from utils.checkpoint import atomic_save, atomic_save_npy
 from utils.config import base_parser, parse_args, save_config
 from utils.errors import UserError
-from utils.features import knn_accuracy, normalise_spaces, pretext_features
-from utils.neighbors import mine_neighbors, neighbor_accuracy
 
 
 def training_step(net, method, device):

@@ -31,13 +31,14 @@ import selflabel  # noqa: E402
 import simclr  # noqa: E402
 from data import get_dataset  # noqa: E402
 from data.transforms import val_transform  # noqa: E402
+from evaluation.metrics import cluster_metrics  # noqa: E402
 from methods import get_method  # noqa: E402
 from models import get_contrastive_model  # noqa: E402
-from utils.checkpoint import atomic_write_text, load_pretext_model  # noqa: E402
-from utils.config import base_parser, load_config, parse_args, read_layers, read_yaml  # noqa: E402
-from utils.metrics import cluster_metrics  # noqa: E402
-from utils.plots import save_bar_chart  # noqa: E402
+from models.files import load_pretext_model  # noqa: E402
 from stages.schema import ENV, PRETEXT, add_paths  # noqa: E402
+from utils.checkpoint import atomic_write_text  # noqa: E402
+from utils.config import base_parser, load_config, parse_args, read_layers, read_yaml  # noqa: E402
+from utils.plots import save_bar_chart  # noqa: E402
 
 PROFILES = {
     'digits': {

@@ -31,9 +31,9 @@ sys.path.insert(0, HERE)
 import simclr  # noqa: E402
 from accuracy import machine, update_readme  # noqa: E402
 from digits_folder import write_digits  # noqa: E402
+from neighbors.num_clusters import estimate_num_clusters  # noqa: E402
 from utils.checkpoint import atomic_write_text  # noqa: E402
 from utils.config import read_yaml  # noqa: E402
-from utils.num_clusters import estimate_num_clusters  # noqa: E402
 
 TEMPLATE = os.path.join(ROOT, 'configs', 'image_folder.yml')
 K_RANGE = [2, 20]  # the template's

@@ -5,11 +5,11 @@
 On synthetic vectors shaped like a frozen backbone's (a mixture of --groups groups in a LATENT-dimensional subspace,
 plus noise, L2-normalised; stored as the feature cache is, a memory-mapped .npy), each step runs in a process of its
 own, so that its peak resident memory is its own (the step's inputs included: what a stage would hold):
-- mine: the pretext stage's neighbour mining (utils.neighbors.mine_neighbors, with the stage's exact_search_max:
+- mine: the pretext stage's neighbour mining (neighbors.search.mine_neighbors, with the stage's exact_search_max:
   exact search up to it, the approximate index above, its top-k overlap with exact search measured);
 - mine_approximate: the approximate index at an n where the stage searches exactly (the two rows side by side are
   the measurement behind exact_search_max); above it the mine step's own figures;
-- num_clusters: the K estimate (utils.num_clusters.estimate_num_clusters) on planted neighbour lists (each image's
+- num_clusters: the K estimate (neighbors.num_clusters.estimate_num_clusters) on planted neighbour lists (each image's
   20 neighbours from its own group, 1 in 10 from anywhere): the graph's cost, not the mining's;
 - clustering_epoch: one epoch of SCAN's heads on the cached features and those lists (scan.training_step);
 - selflabel_epoch: one epoch of self-labelling on the cached features (selflabel.training_step);
@@ -101,8 +101,8 @@ def one_epoch(stage, config, features, batches_of, step_of, folder):
     runner does it (the self-label methods first get the train split's predictions)."""
     import torch
     from data.loaders import eval_loader
+    from evaluation.features import predict
     from stages.epochs import train_epoch
-    from utils.features import predict
     from utils.optim import get_optimizer
     torch.manual_seed(0)
     cfg, method_class = stage_config(stage, config)
@@ -119,11 +119,11 @@ def one_epoch(stage, config, features, batches_of, step_of, folder):
 
 
 PREDICT_BATCH = 1024
-STEP_MODULES = {'mine': ['stages.schema', 'utils.neighbors'], 'mine_approximate': ['stages.schema', 'utils.neighbors'],
-                'num_clusters': ['utils.num_clusters'],
+STEP_MODULES = {'mine': ['stages.schema', 'neighbors.search'], 'mine_approximate': ['stages.schema', 'neighbors.search'],
+                'num_clusters': ['neighbors.num_clusters'],
                 'clustering_epoch': ['scan', 'data.feature_batches', 'stages.epochs'],
                 'selflabel_epoch': ['selflabel', 'data.feature_batches', 'stages.epochs'],
-                'predict': ['eval', 'data.loaders', 'utils.features']}
+                'predict': ['eval', 'data.loaders', 'evaluation.features']}
 
 
 def feature_set(features):
@@ -145,14 +145,14 @@ def run_step(step, n, dim, folder):
         importlib.import_module(module)
     t0 = time.perf_counter()
     if step in ('mine', 'mine_approximate'):
+        from neighbors.search import mine_neighbors
         from stages.schema import PRETEXT
-        from utils.neighbors import mine_neighbors
         exact_max = PRETEXT['exact_search_max'] if step == 'mine' else 0
         indices, report = mine_neighbors(features.numpy(), TOPK, exact_max=exact_max)
         extra = {'search': report['search'], 'recall': report.get('recall'),
                  'neighbour_group_agreement': round(float((groups[indices[:, 1:]] == groups[:, None]).mean()), 4)}
     elif step == 'num_clusters':
-        from utils.num_clusters import estimate_num_clusters
+        from neighbors.num_clusters import estimate_num_clusters
         k, _ = estimate_num_clusters(lists, [2, 2 * int(groups.max() + 1)])
         extra = {'k': k}
     elif step == 'clustering_epoch':
@@ -189,7 +189,7 @@ def predict_csv(features, dim, path):
     from easydict import EasyDict
     from data.loaders import eval_loader
     from eval import PREDICT_CHUNK, write_predictions
-    from utils.features import predict
+    from evaluation.features import predict
     _, heads = heads_model(dim)
     cfg = EasyDict(batch_size=PREDICT_BATCH, num_workers=0)
     chunks = (([f'image{i}.jpg' for i in range(start, min(start + PREDICT_CHUNK, len(features)))],

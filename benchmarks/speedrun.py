@@ -370,7 +370,7 @@ def main(argv=None):
             return render(args.render, args.readme)
         if not args.archive or not args.out:
             parser.error('give CIFAR10_JPG_TAR and OUT (or --render JSON)')
-        result = run(args)
+        run(args)
     except UserError as e:
         fail(str(e))
     return render(os.path.join(os.path.abspath(args.out), 'speedrun.json'), args.readme if not args.tiny else '')

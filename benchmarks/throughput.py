@@ -10,7 +10,7 @@ Training stages (SimCLR, SCAN) at 32x32 on random uint8 images with the CIFAR-10
              --fast variants of the speed switches (channels_last, amp),
   model only the same training step, same switches, on one pre-augmented batch kept on the device (the ceiling).
 Neighbour search: top-20 of N random L2-normalised 128-d vectors among themselves: SCAN's reference (faiss
-IndexFlatIP on the CPU), our mining (`utils.neighbors.mine_neighbors`, backend auto), the torch backend and
+IndexFlatIP on the CPU), our mining (`neighbors.search.mine_neighbors`, backend auto), the torch backend and
 the approximate IVF index with its recall.
 """
 import argparse
@@ -36,10 +36,10 @@ from data.base import ArrayDataset  # noqa: E402
 from data.loaders import neighbor_batches, view_batches  # noqa: E402
 from methods import get_method  # noqa: E402
 from models import get_clustering_model, get_contrastive_model  # noqa: E402
+from neighbors import search as neighbors  # noqa: E402
 from stages.epochs import train_epoch  # noqa: E402
 from stages.run import training_model  # noqa: E402
 from stages.schema import ENV, SCHEMAS  # noqa: E402
-from utils import neighbors  # noqa: E402
 from utils.checkpoint import atomic_write_text  # noqa: E402
 from utils.common import get_device  # noqa: E402
 from utils.config import base_parser, load_config, parse_args  # noqa: E402

@@ -15,7 +15,7 @@ BATCH_STRATEGIES = {'simclr': BatchAugment, 'ours': BatchStrongAugment}
 
 def eval_loader(dataset, cfg, batch_size=None, device=None):
     """In dataset order, no shuffling: feature i belongs to dataset item i. Under torchrun: this process's
-    contiguous shard (utils.features.forward_in_order gathers the shards back in order). With augment_on_device and
+    contiguous shard (evaluation.features.forward_in_order gathers the shards back in order). With augment_on_device and
     a `device`, a dataset under the evaluation transform is evaluated from its images held on the device
     (DeviceInOrder), else through a DataLoader."""
     if device is not None and cfg.get('augment_on_device') and DeviceInOrder.fits(dataset):

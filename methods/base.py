@@ -5,7 +5,7 @@ loss and the loss's keyword arguments (`criterion_kwargs`) with their defaults, 
 (`settings`), plus the hooks where it differs from the default; its registry line in methods/__init__.py makes
 it a `setup:` choice.
 """
-from losses.scan import head_losses
+from evaluation.selection import head_losses
 from utils.config import Key, check_value
 from utils.distributed import gather
 from utils.errors import UserError

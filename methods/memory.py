@@ -7,8 +7,8 @@ N = 1.28M x 128 fits; only a batch's [b, N] logits, which the losses need, are e
 import torch
 import torch.nn.functional as F
 
+from evaluation.knn import weighted_knn_predict
 from methods.base import PretextMethod
-from utils.knn import weighted_knn_predict
 
 
 class MemoryBank:

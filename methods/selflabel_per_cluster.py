@@ -16,8 +16,8 @@ import torch
 
 from losses.selflabel import SelectedCE
 from methods.base import SelfLabelMethod
+from neighbors.search import load_neighbors
 from utils.errors import UserError
-from utils.neighbors import load_neighbors
 
 
 def select_per_cluster(confidence, labels, num_clusters, fraction, min_per_cluster=1, agreement=None,

@@ -23,7 +23,7 @@ separable in each of them, the loss the sum of the spaces' (losses/turtle.py).
 import torch
 import torch.nn as nn
 
-from losses.scan import neighbour_agreement
+from evaluation.selection import neighbor_agreement
 from losses.turtle import TURTLELoss, fit_linear
 from methods.base import ClusteringMethod
 from utils.distributed import gather
@@ -95,9 +95,9 @@ class TURTLE(ClusteringMethod):
 
     def val_losses(self, probs, neighbors):
         """Minus each head's agreement of hard labels with the mined val neighbours beyond chance (Cohen's kappa,
-        losses.scan.neighbour_agreement): TURTLE's labellings grow sharper as they train, which lowers SCAN's
+        losses.scan.neighbor_agreement): TURTLE's labellings grow sharper as they train, which lowers SCAN's
         criterion by itself; the hard labels' agreement does not reward that."""
-        return torch.tensor([-neighbour_agreement(p.argmax(1), neighbors) for p in probs])
+        return torch.tensor([-neighbor_agreement(p.argmax(1), neighbors) for p in probs])
 
     def state_dict(self):
         if not self.cfg.criterion_kwargs['warm_start'] or self.inner is None:

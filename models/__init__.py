@@ -3,12 +3,12 @@ import inspect
 
 from easydict import EasyDict
 
+from models.files import holds_projection
 from models.models import ClusteringModel, ContrastiveModel, MLPHead, SideBySide, projection_head
 from models.pretrained import LIBRARIES, library_backbone, load_backbone_weights, names_weights
 from models.resnet50 import resnet50
 from models.resnet_cifar import resnet18_cifar, resnet18_stl
 from models.small_cnn import small_cnn
-from utils.checkpoint import holds_projection
 from utils.errors import UserError
 
 

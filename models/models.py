@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-from utils.checkpoint import fold_weight_norm
+from models.files import fold_weight_norm
 from utils.errors import UserError
 
 

@@ -25,10 +25,10 @@ import torch
 
 from data.feature_batches import FeatureSet
 from data.loaders import eval_loader
+from evaluation.features import extract_features
 from utils.checkpoint import atomic_save_npy
 from utils.distributed import is_main
 from utils.errors import UserError
-from utils.features import extract_features
 from utils.logger import progress
 from utils.optim import autocast
 

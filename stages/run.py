@@ -98,7 +98,7 @@ def follow_frozen_backbone(cfg, pretrained):
     the projection head is random: the heads sit on the backbone, which stays frozen, and train on its cached
     features. update_cluster_head_only and cache_features left unset follow from that (false after a trained
     pretext); an explicit false fine-tunes the backbone. The K estimate's k_median left unset is 'communities' on
-    such features, 'clusters' on trained ones (utils/num_clusters.py)."""
+    such features, 'clusters' on trained ones (neighbors/num_clusters.py)."""
     if pretrained and cfg.get('heads_on') == 'projection':
         print('heads_on: backbone (the pretext run is a pretrained backbone: its projection head was never trained)')
         cfg.heads_on = 'backbone'

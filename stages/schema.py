@@ -10,8 +10,8 @@ import methods
 from data import DATASETS
 from models import BACKBONES
 from models.models import HEADS
+from neighbors.num_clusters import MEDIANS
 from utils.config import REQUIRED, Key
-from utils.num_clusters import MEDIANS
 
 
 def _setups(stage):
@@ -46,7 +46,7 @@ COMMON = {
     'db_kwargs': {},                      # image_folder: {path, labels}; imagenet: {path, subset_file}
     'channels': Key(3, int, (1, 3)),      # images are converted to this many channels
     # clusters: a number, or auto: the clustering stage estimates it from the train split's mined neighbours
-    # (utils/num_clusters.py, within k_range); the self-label stage and eval.py read it from the clustering model
+    # (neighbors/num_clusters.py, within k_range); the self-label stage and eval.py read it from the clustering model
     'num_classes': Key(None, (int, str)),
     'backbone': Key(REQUIRED, str, BACKBONES),
     # the library's or built-in backbone's keyword arguments; a file that sets them replaces a base file's

@@ -21,8 +21,8 @@ from data.loaders import eval_loader
 from data.transforms import val_transform
 from models import contrastive_model_for, get_backbone, get_clustering_model
 from test_image_folder_template import TEMPLATE
-from utils.checkpoint import read_model_file
-from utils.features import normalise_spaces, predict, pretext_features
+from evaluation.features import normalise_spaces, predict, pretext_features
+from models.files import read_model_file
 
 WIDTHS = ([8, 16, 16, 16], [4, 8, 8, 12])
 NORMS = ({'mean': [0.5, 0.4, 0.3], 'std': [0.2, 0.25, 0.3]}, {'mean': [0.1, 0.1, 0.1], 'std': [1.5, 1.5, 1.5]})
@@ -78,11 +78,11 @@ def test_two_backbones_mine_on_both_spaces_each_with_its_normalisation(two_trunk
     model.load_state_dict(state)
     reported = pretext_features(model.eval(), eval_loader(data, cfg), EasyDict(mining_features='backbone'), 'cpu')[0]
     assert torch.allclose(reported, mined, atol=1e-5)
-    neighbours = np.load(out / 'pretext' / 'topk-train-neighbors.npy')
+    neighbors = np.load(out / 'pretext' / 'topk-train-neighbors.npy')
     similarity = mined @ mined.T
-    k = neighbours.shape[1] - 1
+    k = neighbors.shape[1] - 1
     expected = similarity.topk(k + 1, dim=1).indices
-    assert (torch.as_tensor(neighbours[:, 1:]).sort(1).values == expected[:, 1:].sort(1).values).float().mean() > 0.98
+    assert (torch.as_tensor(neighbors[:, 1:]).sort(1).values == expected[:, 1:].sort(1).values).float().mean() > 0.98
 
 
 def test_a_two_trunk_model_goes_through_turtle_eval_and_predict(two_trunks, tmp_path):

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from data.base import ArrayDataset
-from losses.scan import head_losses, neighbour_agreement
+from evaluation.features import predict
+from evaluation.selection import head_losses, neighbor_agreement
 from methods.nnm import global_neighbor_probs, nearest_other
-from utils.features import predict
-from utils.neighbors import neighbor_lists
+from neighbors.search import neighbor_lists
 
 
 def dense_head_losses(probs, neighbors):
@@ -76,13 +76,13 @@ def test_global_pass_follows_dataset_order():
         ArrayDataset(data, np.zeros(40), ['a'], transform=to_tensor), batch_size=40), 'cpu')['probs'][:, nn])
 
 
-def test_neighbour_agreement_is_kappa_against_chance():
+def test_neighbor_agreement_is_kappa_against_chance():
     labels = torch.tensor([0, 0, 1, 1])
-    assert neighbour_agreement(labels, torch.tensor([[1], [0], [3], [2]])) == 1.0  # every pair agrees
-    assert neighbour_agreement(labels, torch.tensor([[2], [3], [0], [1]])) == -1.0  # none does; chance is 1/2
-    assert neighbour_agreement(torch.zeros(4, dtype=torch.long), torch.tensor([[1], [0], [3], [2]])) == 0.0
+    assert neighbor_agreement(labels, torch.tensor([[1], [0], [3], [2]])) == 1.0  # every pair agrees
+    assert neighbor_agreement(labels, torch.tensor([[2], [3], [0], [1]])) == -1.0  # none does; chance is 1/2
+    assert neighbor_agreement(torch.zeros(4, dtype=torch.long), torch.tensor([[1], [0], [3], [2]])) == 0.0
     labels = torch.tensor([0, 0, 0, 1])  # 5 of the 8 pairs agree (all but 0-3, 3-2, 3-0)
     neighbors = torch.tensor([[1, 3], [0, 2], [0, 1], [2, 0]])
     p, q = torch.tensor([3 / 4, 1 / 4]), torch.tensor([7 / 8, 1 / 8])  # anchors' and partners' cluster shares
     chance = float((p * q).sum())
-    assert neighbour_agreement(labels, neighbors) == pytest.approx((5 / 8 - chance) / (1 - chance))
+    assert neighbor_agreement(labels, neighbors) == pytest.approx((5 / 8 - chance) / (1 - chance))

@@ -97,8 +97,8 @@ def test_stage_sections(env_file, tmp_path):
 def test_advice_names_a_stage_key_as_the_config_in_use_takes_it(env_file, tmp_path):
     """With the one-file template, the clustering stage's num_neighbors is typed clustering.num_neighbors=...; with
     a stage's own file it is num_neighbors=...: the advice of a neighbours file too short says which."""
+    from neighbors.search import neighbor_lists
     from utils.config import typed
-    from utils.neighbors import neighbor_lists
     template = ['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'image_folder.yml')]
     own = ['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'scan', 'scan_digits.yml')]
     for argv, expected in ((template, 'clustering.num_neighbors'), (own, 'num_neighbors')):

@@ -18,8 +18,8 @@ import selflabel
 import simclr
 from conftest import ROOT, DIGITS_CFG, write_env
 from losses.simclr import SimCLRLoss
+from neighbors.search import search
 from utils import distributed
-from utils.neighbors import search
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason='torch.distributed is not available')
 
@@ -77,7 +77,7 @@ def _sharded_search(rank, base, queries):
     return search(base, queries, 7, backend='torch')
 
 
-def test_distributed_mining_returns_the_same_neighbours():
+def test_distributed_mining_returns_the_same_neighbors():
     g = torch.Generator().manual_seed(1)
     base = torch.nn.functional.normalize(torch.randn(101, 16, generator=g), dim=1)
     queries = base[:40]

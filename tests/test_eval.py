@@ -119,7 +119,7 @@ def test_unlabelled_val_split_writes_prototypes_and_sizes(tmp_path, env_file, so
     assert (tmp_path / 'prototypes.png').is_file() and not (tmp_path / 'confusion_matrix.png').exists()
 
 
-def test_pretext_model_reports_neighbour_and_knn_accuracy(tmp_path, env_file):
+def test_pretext_model_reports_neighbor_and_knn_accuracy(tmp_path, env_file):
     torch.manual_seed(0)
     path = tmp_path / 'pretext.pth.tar'
     torch.save(get_contrastive_model(MODEL_CFG).state_dict(), path)  # SCAN's bare layout
@@ -169,10 +169,10 @@ def test_bad_files_are_one_line_errors(tmp_path, env_file, capsys, source, image
 def test_pretext_knn_leaves_out_only_when_val_is_the_train_set(tmp_path, env_file):
     """Different subsets of one split are different sets: no sample may be 'left out' of the other."""
     from data import get_dataset
-    from utils.config import base_parser, load_config, parse_args
-    from utils.features import extract_features, knn_accuracy
-    from stages.schema import ENV, PRETEXT, add_paths
     from data.loaders import eval_loader
+    from evaluation.features import extract_features, knn_accuracy
+    from stages.schema import ENV, PRETEXT, add_paths
+    from utils.config import base_parser, load_config, parse_args
     torch.manual_seed(0)
     model = get_contrastive_model(MODEL_CFG)
     path = tmp_path / 'pretext.pth.tar'

@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from utils.metrics import cluster_metrics
+from evaluation.metrics import cluster_metrics
 
 
 def test_permuted_labels_are_perfect():

@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from utils.knn import weighted_knn_predict
-from utils.neighbors import mine_neighbors, neighbor_accuracy
+from evaluation.knn import weighted_knn_predict
+from neighbors.search import mine_neighbors, neighbor_accuracy
 
 
 def brute_force(x, k):
@@ -12,7 +12,7 @@ def brute_force(x, k):
     return np.argsort(-sims, axis=1, kind='stable')[:, :k + 1]
 
 
-def test_faiss_and_torch_return_the_same_neighbours():
+def test_faiss_and_torch_return_the_same_neighbors():
     torch.manual_seed(0)
     x = F.normalize(torch.randn(700, 32), dim=1)
     a = mine_neighbors(x, 10, backend='faiss')[0]
@@ -76,9 +76,9 @@ def test_ivf_above_exact_max_reports_its_recall_against_exact_search():
     assert np.array_equal(approx[:, 0], np.arange(3000))
 
 
-def test_too_few_mined_neighbours_says_what_to_set():
+def test_too_few_mined_neighbors_says_what_to_set():
+    from neighbors.search import neighbor_lists
     from utils.errors import UserError
-    from utils.neighbors import neighbor_lists
     with pytest.raises(UserError, match='has 1 neighbours per sample, fewer than the 3 asked for; set num_neighbors=1'):
         neighbor_lists(np.array([[0, 1], [1, 0]]), 3)
 
@@ -94,9 +94,9 @@ TRUNCATED = b'\x93NUMPY\x01\x00v\x00{"descr": "<i8", "fortran_order": False, "sh
     (np.array([[0, 1, 4]] * 4), 'holds indices from 0 to 4, outside the 4 images of the train split'),
     (np.array([[0, -1, 2]] * 4), 'holds indices from -1 to 2, outside the 4 images of the train split'),
 ])
-def test_bad_neighbour_files_are_one_line_errors(tmp_path, content, expected):
+def test_bad_neighbor_files_are_one_line_errors(tmp_path, content, expected):
+    from neighbors.search import load_neighbors
     from utils.errors import UserError
-    from utils.neighbors import load_neighbors
     path = tmp_path / 'topk-train-neighbors.npy'
     if isinstance(content, bytes):
         path.write_bytes(content)
@@ -109,9 +109,9 @@ def test_bad_neighbour_files_are_one_line_errors(tmp_path, content, expected):
 
 def test_faiss_gpu_index_is_sharded_over_the_gpus_or_on_the_process_own(monkeypatch):
     """With faiss-GPU (faked here: this machine has faiss-cpu): one process shards the exact index over every GPU it
-    sees; under torchrun each process puts its slice of the base on its own GPU (utils.neighbors._on_gpus)."""
+    sees; under torchrun each process puts its slice of the base on its own GPU (neighbors.search._on_gpus)."""
     import faiss
-    from utils import neighbors as nb
+    from neighbors import search as nb
     calls = []
 
     class Options:
@@ -134,7 +134,7 @@ def test_auto_search_runs_on_the_gpu_when_faiss_cannot(monkeypatch):
     """backend 'auto' beside a CUDA device: pip's faiss-cpu would search on the CPU, so the torch matmul runs on the GPU
     instead; faiss-GPU keeps faiss; on the CPU faiss stays (faked GPUs: this machine has faiss-cpu and no GPU)."""
     import faiss
-    from utils import neighbors as nb
+    from neighbors import search as nb
     searched = []
     monkeypatch.setattr(nb, '_search_torch', lambda base, queries, k, device: searched.append(('torch', device)))
     monkeypatch.setattr(nb, '_search_faiss', lambda base, queries, k, nlist, device: searched.append(('faiss', nlist)))

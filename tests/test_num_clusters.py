@@ -1,4 +1,4 @@
-"""num_classes: auto: the number of clusters from the mined neighbours (utils/num_clusters.py)."""
+"""num_classes: auto: the number of clusters from the mined neighbours (neighbors/num_clusters.py)."""
 import igraph
 import numpy as np
 import pytest
@@ -6,11 +6,11 @@ import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 
 from utils.errors import UserError
-from utils.num_clusters import (RESOLUTION, estimate_num_clusters, graph_clusters, knn_graph, louvain, merge_small,
-                                modularity_path, shared_neighbour_graph, split_large)
+from neighbors.num_clusters import (RESOLUTION, estimate_num_clusters, graph_clusters, knn_graph, louvain, merge_small,
+                                modularity_path, shared_neighbor_graph, split_large)
 
 
-def planted_neighbours(groups, size, k, noise, seed=0):
+def planted_neighbors(groups, size, k, noise, seed=0):
     """Neighbour lists [N, 1 + k] where each neighbour is from the sample's own group, except a `noise` share drawn
     from anywhere."""
     rng = np.random.default_rng(seed)
@@ -25,7 +25,7 @@ def planted_neighbours(groups, size, k, noise, seed=0):
     return out
 
 
-def nested_neighbours(pairs, size, k, cross, seed=0):
+def nested_neighbors(pairs, size, k, cross, seed=0):
     """Neighbour lists [N, 1 + k] of pairs of sub-groups: each neighbour is from the sample's own sub-group, or with
     probability `cross` from its sibling. Returns the lists and the sub-group of each sample."""
     rng = np.random.default_rng(seed)
@@ -41,20 +41,20 @@ def nested_neighbours(pairs, size, k, cross, seed=0):
 
 @pytest.mark.parametrize('groups', [3, 5, 8])
 def test_planted_groups_are_found(groups):
-    k, report = estimate_num_clusters(planted_neighbours(groups, 60, 10, noise=0.1), [2, 12])
+    k, report = estimate_num_clusters(planted_neighbors(groups, 60, 10, noise=0.1), [2, 12])
     assert k == groups and report['cluster_sizes'] == [60] * groups
 
 
 def test_k_range_bounds_the_estimate():
-    indices = planted_neighbours(8, 40, 10, noise=0.05)
+    indices = planted_neighbors(8, 40, 10, noise=0.05)
     assert estimate_num_clusters(indices, [2, 5])[0] == 5  # merged down to k_max by modularity
     assert estimate_num_clusters(indices, [10, 20])[0] == 10  # fewer communities than k_min: k_min
 
 
 @pytest.mark.parametrize('chunk', [7, 65536])  # counted a few rows at a time, or all at once
-def test_shared_neighbour_weights_are_jaccard_overlaps(chunk):
-    indices = planted_neighbours(3, 20, 5, noise=0.3, seed=2)
-    graph = shared_neighbour_graph(indices, chunk).toarray()
+def test_shared_neighbor_weights_are_jaccard_overlaps(chunk):
+    indices = planted_neighbors(3, 20, 5, noise=0.3, seed=2)
+    graph = shared_neighbor_graph(indices, chunk).toarray()
     adjacency = knn_graph(indices).toarray()
     lists = [set(row) for row in indices.tolist()]
     for i in range(len(indices)):
@@ -108,8 +108,8 @@ def test_a_fixed_reference_does_not_rise_as_communities_merge():
 
 
 def test_with_a_reference_each_cluster_is_split_once():
-    indices = planted_neighbours(4, 30, 8, noise=0.02, seed=3)
-    graph = shared_neighbour_graph(indices)
+    indices = planted_neighbors(4, 30, 8, noise=0.02, seed=3)
+    graph = shared_neighbor_graph(indices)
     joined = np.arange(120) // 60  # two clusters of two planted groups each
     once, bound = split_large(graph, joined, 0.7, 20, reference=30.0)
     assert once.max() == 3 and bound == pytest.approx(30 / 0.7)
@@ -119,8 +119,8 @@ def test_with_a_reference_each_cluster_is_split_once():
 
 
 def test_two_groups_in_one_cluster_are_split_apart():
-    indices = planted_neighbours(5, 30, 8, noise=0.05, seed=2)
-    graph = shared_neighbour_graph(indices)
+    indices = planted_neighbors(5, 30, 8, noise=0.05, seed=2)
+    graph = shared_neighbor_graph(indices)
     truth = np.arange(150) // 30
     joined = np.minimum(truth, 3)  # groups 3 and 4 as one cluster of 60: over the median (30) / 0.6
     labels, bound = split_large(graph, joined, 0.6, 20)
@@ -131,7 +131,7 @@ def test_two_groups_in_one_cluster_are_split_apart():
 
 
 def test_modularity_along_the_merge_path_matches_igraph():
-    indices = planted_neighbours(4, 30, 6, noise=0.3, seed=1)
+    indices = planted_neighbors(4, 30, 6, noise=0.3, seed=1)
     graph = knn_graph(indices)
     G = igraph.Graph.Weighted_Adjacency(graph.toarray(), mode='upper')
     start = np.arange(120) // 15  # 8 communities: halves of the planted groups
@@ -152,7 +152,7 @@ def test_graph_is_symmetric_without_self_loops():
 
 
 def test_k_median_names_the_reference():
-    indices = planted_neighbours(4, 40, 8, noise=0.05)
+    indices = planted_neighbors(4, 40, 8, noise=0.05)
     assert [estimate_num_clusters(indices, [2, 12], m)[0] for m in ('clusters', 'communities')] == [4, 4]
     with pytest.raises(UserError, match="k_median must be one of clusters, communities, got 'mean'"):
         estimate_num_clusters(indices, [2, 12], 'mean')
@@ -161,11 +161,11 @@ def test_k_median_names_the_reference():
 @pytest.mark.parametrize('k_range', [[1, 5], [5, 3], (2,), [2, 'x'], [100, 300]])
 def test_bad_k_range(k_range):
     with pytest.raises(UserError, match='k_range'):
-        estimate_num_clusters(planted_neighbours(3, 60, 5, 0.0), k_range)
+        estimate_num_clusters(planted_neighbors(3, 60, 5, 0.0), k_range)
 
 
 def test_a_range_wider_than_the_images_allow_is_narrowed(capsys):
-    k, report = estimate_num_clusters(planted_neighbours(3, 10, 5, 0.0), [2, 20])
+    k, report = estimate_num_clusters(planted_neighbors(3, 10, 5, 0.0), [2, 20])
     assert k == 3 and report['k_range'] == [2, 15]  # 30 images: max 15, and the report says the range used
     assert 'k_range max lowered from 20 to 15' in capsys.readouterr().out
 
@@ -173,12 +173,12 @@ def test_a_range_wider_than_the_images_allow_is_narrowed(capsys):
 def test_graph_clusters_give_exactly_k_along_the_planted_structure():
     """head_init: graph's partition: Louvain's communities merged down to k (sibling sub-groups joined), or bisected
     up to k when Louvain joined the siblings; with no structure left to split, fewer than k."""
-    indices, sub = nested_neighbours(3, 40, 10, cross=0.1)
-    assert louvain(shared_neighbour_graph(indices)).max() + 1 == 6
+    indices, sub = nested_neighbors(3, 40, 10, cross=0.1)
+    assert louvain(shared_neighbor_graph(indices)).max() + 1 == 6
     for labels in graph_clusters(indices, 3, seeds=(0, 1)):
         assert adjusted_rand_score(sub // 2, labels) == 1.0
-    indices, sub = nested_neighbours(3, 40, 10, cross=0.2)
-    assert louvain(shared_neighbour_graph(indices)).max() + 1 == 3  # the pairs, to be bisected
+    indices, sub = nested_neighbors(3, 40, 10, cross=0.2)
+    assert louvain(shared_neighbor_graph(indices)).max() + 1 == 3  # the pairs, to be bisected
     assert adjusted_rand_score(sub, graph_clusters(indices, 6)[0]) == 1.0
-    flat = planted_neighbours(4, 50, 10, noise=0.05)
+    flat = planted_neighbors(4, 50, 10, noise=0.05)
     assert adjusted_rand_score(np.arange(200) // 50, graph_clusters(flat, 6)[0]) == 1.0  # 4: no group splits

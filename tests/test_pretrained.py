@@ -108,7 +108,7 @@ def test_setup_pretrained_mines_on_the_loaded_backbone(tmp_path, env_file, sourc
     import simclr
     from benchmarks.digits_folder import write_digits
     from test_image_folder_template import TEMPLATE
-    from utils.checkpoint import read_model_file
+    from models.files import read_model_file
     folder = tmp_path / 'digits'
     write_digits(str(folder), size=16, classes=[0, 1, 7], limit=60)
     torch.save({'teacher': {f'backbone.{k}': v for k, v in source.state_dict().items()}}, tmp_path / 'dino.pth')
@@ -121,8 +121,8 @@ def test_setup_pretrained_mines_on_the_loaded_backbone(tmp_path, env_file, sourc
     saved = read_model_file(str(out / 'pretext' / 'model.pth.tar'), 'pretext model', 'pretext').state
     assert all(torch.equal(saved[f'backbone.{k}'], v) for k, v in source.state_dict().items())
     assert not (out / 'pretext' / 'checkpoint.pth.tar').exists()  # nothing trained
-    neighbours = np.load(out / 'pretext' / 'topk-train-neighbors.npy')
-    assert neighbours.shape[0] == 60 and (neighbours[:, 0] == np.arange(60)).all()
+    neighbors = np.load(out / 'pretext' / 'topk-train-neighbors.npy')
+    assert neighbors.shape[0] == 60 and (neighbors[:, 0] == np.arange(60)).all()
     cache = out / 'pretext' / 'feature_cache'
     assert len(os.listdir(cache)) == 1  # the folder's features (train = val), written by the pretext stage
     # the template's heads_on: projection is moot (the projection head is untrained): heads on the frozen backbone,

@@ -14,7 +14,7 @@ from conftest import ROOT, interrupted_then_resumed, tiny_digits_args, write_env
 from data.feature_batches import FeaturePairs
 from data.loaders import NeighborPairs
 from methods.scan import SCAN
-from utils.checkpoint import read_model_file
+from models.files import read_model_file
 
 TINY = ['epochs=2', 'batch_size=64', 'train_subset=256', 'val_subset=256', 'backbone_kwargs.widths=[8, 16, 16, 16]',
         'num_heads=2']
@@ -138,22 +138,22 @@ def small_digits_model(**settings):
     return cfg, get_clustering_model(cfg), data
 
 
-def test_graph_initialised_heads_are_the_neighbour_graph_clusters_centroids(tmp_path):
+def test_graph_initialised_heads_are_the_neighbor_graph_clusters_centroids(tmp_path):
     """head_init: graph: head h is the nearest-centroid rule of the means of graph_clusters' labelling h (Louvain
     seed cfg.seed + h) of the mined neighbours; its softness the mean squared distance to the nearest mean."""
     import numpy as np
 
     from data.loaders import eval_loader
-    from utils.features import predict
-    from utils.num_clusters import graph_clusters
+    from evaluation.features import predict
+    from neighbors.num_clusters import graph_clusters
     cfg, model, data = small_digits_model(head_init='graph', k_median='clusters', num_classes=4,
                                           topk_neighbors_train_path=str(tmp_path / 'neighbours.npy'))
     features = predict(model, eval_loader(data, cfg), torch.device('cpu'))['features'].double()
-    neighbours = torch.cdist(features, features).topk(11, largest=False).indices.numpy()
-    np.save(cfg.topk_neighbors_train_path, neighbours)
+    neighbors = torch.cdist(features, features).topk(11, largest=False).indices.numpy()
+    np.save(cfg.topk_neighbors_train_path, neighbors)
     spread = scan.init_heads(model, cfg, data, torch.device('cpu'))
     probs = predict(model, eval_loader(data, cfg), torch.device('cpu'))['probs']
-    for h, labels in enumerate(graph_clusters(neighbours, 4, 'clusters', seeds=(3, 4))):
+    for h, labels in enumerate(graph_clusters(neighbors, 4, 'clusters', seeds=(3, 4))):
         assert labels.max() == 3
         means = torch.stack([features[torch.as_tensor(labels == c)].mean(0) for c in range(4)])
         distances = torch.cdist(features, means)
@@ -169,10 +169,11 @@ def test_kmeans_initialised_heads_reproduce_kmeans_at_step_zero(sample, monkeypa
     from sklearn.cluster import KMeans
 
     from data.loaders import eval_loader
-    from utils.features import predict
+    from evaluation.features import predict
+    from neighbors import head_init
     cfg, model, data = small_digits_model(head_init='kmeans')
     if sample:
-        monkeypatch.setattr(scan, 'KMEANS_SAMPLE', sample)
+        monkeypatch.setattr(head_init, 'KMEANS_SAMPLE', sample)
     spread = scan.init_heads(model, cfg, data, torch.device('cpu'))
     pred = predict(model, eval_loader(data, cfg), torch.device('cpu'))
     features = pred['features'].double().numpy()
@@ -203,9 +204,9 @@ def test_heads_on_the_projection_through_every_stage(env_file, run_root):
     from data import get_dataset
     from data.loaders import eval_loader
     from data.transforms import val_transform
+    from evaluation.features import extract_features, predict
     from models import contrastive_model_for, get_clustering_model
-    from utils.checkpoint import read_model_file
-    from utils.features import extract_features, predict
+    from models.files import read_model_file
     scan.main(scan_args(env_file, 'scan', 'heads_on=projection', 'head_init=kmeans', 'epochs=1'))
     saved = read_model_file(str(run_root / 'scan' / 'model.pth.tar'))
     assert saved.state['cluster_head.0.weight'].shape == (10, 64)  # the digits pretext's 64-d projection
@@ -238,7 +239,7 @@ def test_heads_on_the_projection_through_every_stage(env_file, run_root):
     ('float', 'holds float32 values, not image indices'),
     ('out of range', 'holds indices from 0 to 256, outside the 256 images of the train split'),
 ])
-def test_a_bad_neighbours_file_is_one_line_and_nothing_is_written(env_file, run_root, capsys, content, expected):
+def test_a_bad_neighbors_file_is_one_line_and_nothing_is_written(env_file, run_root, capsys, content, expected):
     import numpy as np
     path = run_root / 'pretext' / 'topk-train-neighbors.npy'
     good = np.load(path)
@@ -292,9 +293,9 @@ def test_mlp_heads_through_every_stage(env_file, run_root, tmp_path):
     from data import get_dataset
     from data.loaders import eval_loader
     from data.transforms import val_transform
+    from evaluation.features import predict
     from models import get_clustering_model
     from models.models import MLPHead
-    from utils.features import predict
     args = ['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'configs', 'scan', 'temi_digits.yml'),
             *TINY, 'epochs=1', *MLP]
     scan.main(args)
@@ -349,7 +350,7 @@ def test_cache_features_needs_a_frozen_trunk(env_file, run_root, capsys):
                                    'local_neighbor_view=weak'), 'needs images')
 
 
-def test_pairs_of_images_carry_a_neighbour_only_when_given_the_lists():
+def test_pairs_of_images_carry_a_neighbor_only_when_given_the_lists():
     class Images:
         def __len__(self):
             return 3

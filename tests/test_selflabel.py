@@ -211,7 +211,7 @@ def test_selflabel_on_cached_features_trains_the_head_alone(env_file, run_root, 
     assert not torch.equal(state['cluster_head.0.weight'], start[f"cluster_head.{clustering['head']}.weight"])
 
 
-def test_label_neighbors_teach_the_mean_prediction_of_each_sample_and_its_neighbours(tmp_path):
+def test_label_neighbors_teach_the_mean_prediction_of_each_sample_and_its_neighbors(tmp_path):
     """label_neighbors K: each sample's pseudo-label and confidence are those of the mean of its own and its first K
     mined neighbours' predictions (the mined file's own column left out wherever it stands)."""
     import numpy as np

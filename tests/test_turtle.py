@@ -178,7 +178,7 @@ def test_heads_share_one_inner_classifier_that_fits_each_as_its_own():
 def test_heads_are_selected_by_hard_label_agreement_not_sharpness():
     """TURTLE's label-free selection is Cohen's kappa of the hard labels against the mined neighbours: a sharper copy
     of the same labelling scores the same, a labelling that splits neighbours scores worse."""
-    from losses.scan import neighbour_agreement
+    from evaluation.selection import neighbor_agreement
     torch.manual_seed(0)
     labels = torch.arange(40) // 10  # four groups of ten; each sample's neighbours are the rest of its group
     neighbors = torch.stack([torch.tensor([j for j in range(40) if j // 10 == i // 10 and j != i][:5])
@@ -187,5 +187,5 @@ def test_heads_are_selected_by_hard_label_agreement_not_sharpness():
     sharp = (torch.nn.functional.one_hot(labels, 4) * 20.0).softmax(1)
     split = (torch.nn.functional.one_hot(torch.arange(40) % 4, 4) * 5.0).softmax(1)
     losses = TURTLE(EasyDict(criterion_kwargs=TURTLE.kwargs)).val_losses(torch.stack([soft, sharp, split]), neighbors)
-    assert losses[0] == losses[1] == -neighbour_agreement(labels, neighbors) == -1.0
+    assert losses[0] == losses[1] == -neighbor_agreement(labels, neighbors) == -1.0
     assert losses[2] > 0.0  # neighbours in other clusters more often than chance

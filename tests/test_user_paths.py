@@ -150,7 +150,7 @@ def test_gallery_shows_the_file_not_the_training_copy(tmp_path):
 @pytest.mark.parametrize('p, text', [(0.5, '0.50'), (0.934, '0.93'), (0.9987, '0.9987'), (0.99952, '0.99952'),
                                      (0.999952, '0.999952'), (1.0, '1.00')])
 def test_confidences_near_one_keep_their_order_visible(p, text):
-    from utils.html_report import confidence_text
+    from evaluation.html_report import confidence_text
     assert confidence_text(p) == text
 
 

@@ -73,7 +73,7 @@ def whole_number_ticks(axis):
 
 def save_num_clusters_plot(report, chosen, path, dpi=100):
     """The communities of the neighbour graph by size, and the clusters left after merging the small ones and
-    splitting the large ones (utils/num_clusters.estimate_num_clusters's report)."""
+    splitting the large ones (neighbors/num_clusters.estimate_num_clusters's report)."""
     plt = pyplot()
     fig, (found, kept) = plt.subplots(1, 2, figsize=(7, 3), dpi=dpi, sharey=True)
     for ax, key, color, label in ((found, 'community_sizes', 'tab:gray', 'communities found'),

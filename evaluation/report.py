@@ -1,4 +1,4 @@
-"""Print the metrics.json of every stage of a run as one table: python -m utils.report results/digits"""
+"""Print the metrics.json of every stage of a run as one table: python -m evaluation.report results/digits"""
 import json
 import os
 import sys

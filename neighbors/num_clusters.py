@@ -74,7 +74,7 @@ def knn_graph(indices):
 SHARED_CHUNK = 65536  # rows of the shared-neighbour counts computed at a time: memory stays linear in N
 
 
-def shared_neighbour_graph(indices, chunk=SHARED_CHUNK):
+def shared_neighbor_graph(indices, chunk=SHARED_CHUNK):
     """The kNN graph with each edge weighted by the Jaccard overlap of the two neighbour lists (self included).
     The overlaps are counted `chunk` rows at a time, only for the graph's edges: time and memory grow as N (all
     pairs sharing a neighbour at once would be N x (k + 1)^2 entries: 5 GB at a million images)."""
@@ -206,7 +206,7 @@ def estimate_num_clusters(indices, k_range, median='clusters', resolution=RESOLU
     above which a cluster was split (max_size). median: what the size bounds are shares of, the median size of the
     clusters as they are merged and split ('clusters') or of the communities Louvain found ('communities')."""
     k_min, k_max = check_k_range(k_range, len(indices))
-    labels, report = partition(shared_neighbour_graph(np.asarray(indices)), (k_min, k_max), median, resolution,
+    labels, report = partition(shared_neighbor_graph(np.asarray(indices)), (k_min, k_max), median, resolution,
                                min_share)
     return max(int(labels.max()) + 1, k_min), report
 
@@ -234,7 +234,7 @@ def graph_clusters(indices, k, median='clusters', seeds=(0,)):
     """Exactly k clusters of the mined neighbours, one labelling [N] per Louvain seed: the K estimate's partition
     with k_range [k, k], and while fewer than k clusters are left, the largest one that has communities of its own
     bisected (the clustering heads' start with head_init: graph). Fewer than k only when no cluster splits."""
-    graph = shared_neighbour_graph(np.asarray(indices))
+    graph = shared_neighbor_graph(np.asarray(indices))
     found = []
     for seed in seeds:
         labels = partition(graph, (k, k), median, seed=seed)[0]

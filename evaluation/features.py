@@ -3,8 +3,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from evaluation.knn import weighted_knn_predict
 from utils import distributed
-from utils.knn import weighted_knn_predict
 
 
 @torch.no_grad()

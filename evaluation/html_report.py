@@ -7,8 +7,8 @@ import shutil
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from evaluation.report import stage_metrics
 from utils.checkpoint import atomic_write_text
-from utils.report import stage_metrics
 
 
 def confidence_text(p):

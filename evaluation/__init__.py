@@ -1,0 +1,2 @@
+"""Evaluation: features in dataset order, metrics, weighted kNN, the label-free selection criteria and the
+reports (the metrics table and report.html)."""
