@@ -12,7 +12,6 @@ import os
 import time
 
 import numpy as np
-import torch
 
 from data import clustering_data, get_dataset, same_data
 from data.feature_batches import FeaturePairs
@@ -30,36 +29,9 @@ from stages.feature_cache import cached, check_cache
 from stages.run import cap_epochs, prepare, run_cli, start_run, training_model, write_metrics
 from utils.checkpoint import atomic_save, load_weights
 from utils.config import base_parser, parse_args, typed
-from utils.distributed import gather
 from utils.errors import UserError
 from utils.logger import metric_words
-from utils.optim import autocast
 from utils.plots import save_num_clusters_plot
-
-
-def training_step(net, model, method, cfg, device):
-    """The clustering step (stages/epochs.py) through `net` (`model`, its heads on cached features, or their
-    DDP/compiled wrapper): the sum of every head's loss on the batch's views (anchors[, neighbours][, second views]),
-    under torchrun computed on the whole global batch, gathered from every process. Logs each part's mean over the
-    heads."""
-    def step(batch):
-        views = [batch[k] for k in ('anchor', 'neighbor', 'second') if k in batch]
-        b = len(views[0])
-        x = torch.cat(views).to(device, non_blocking=True)  # [views * b, C, H, W]
-        with autocast(cfg, device):
-            out = net(x, forward_pass='return_all')
-        context = method.step_context(model, batch, out['features'].split(b), device)
-        index = gather(batch['index'].to(device))
-        total, parts = 0.0, {}
-        for h, logits in enumerate(out['output']):
-            chunks = [gather(c.float()) for c in logits.split(b)]  # anchors[, neighbours][, second views]
-            loss = method.criterion(**method.inputs(chunks, h, index, context))
-            total = total + loss['total']
-            for k, v in loss.items():
-                name = 'loss' if k == 'total' else k
-                parts[name] = parts.get(name, 0.0) + v.detach() / cfg.num_heads
-        return total, parts, None
-    return step
 
 
 def evaluate(model, method, cfg, device, val_set, val_lists, features=False):
@@ -180,12 +152,11 @@ def run(args):
               [round(s, 4) for s in init_heads(heads, cfg, train_eval, device)])
         report = evaluate(heads, method, cfg, device, val_set, val_lists)[0]
         runner.log.log(keep_best(runner, 0, {'epoch': 0}, report, model, cfg))
-    pairs = train_lists if method.neighbor_view else None
+    views = method.batch_views()
     if cfg.cache_features:
-        batches = FeaturePairs(train_eval.features, pairs, cfg.batch_size, device, method.second_view)
+        batches = FeaturePairs(train_eval.features, train_lists, views, cfg.batch_size, device)
     else:
-        batches = neighbor_batches(train_set, pairs, cfg, device, second=method.second_view,
-                                   weak_transform=evaluation if method.weak_view() else None)
+        batches = neighbor_batches(train_set, train_lists, views, cfg, device, weak_transform=evaluation)
     net = training_model(heads, cfg, device)
 
     def end_epoch(epoch, record):
@@ -194,7 +165,7 @@ def run(args):
         method.end_epoch(lambda: val_pred if same else predict(heads, eval_loader(train_eval, cfg, device=device), device))
         return keep_best(runner, epoch + 1, record, report, model, cfg)
 
-    runner.fit(net, batches, training_step(net, model, method, cfg, device), evaluate=end_epoch)
+    runner.fit(net, batches, lambda batch: method.training_step(net, model, batch, device), evaluate=end_epoch)
     runner.log.plot(os.path.join(cfg.scan_dir, 'training_curve.png'), ['loss', 'val_loss', 'acc', 'entropy'])
     best = runner.best
     result = {**best['metrics'], 'head': best.get('head'), 'num_classes': cfg.num_classes}

@@ -11,7 +11,7 @@ own, so that its peak resident memory is its own (the step's inputs included: wh
   the measurement behind exact_search_max); above it the mine step's own figures;
 - num_clusters: the K estimate (neighbors.num_clusters.estimate_num_clusters) on planted neighbour lists (each image's
   20 neighbours from its own group, 1 in 10 from anywhere): the graph's cost, not the mining's;
-- clustering_epoch: one epoch of SCAN's heads on the cached features and those lists (scan.training_step);
+- clustering_epoch: one epoch of SCAN's heads on the cached features and those lists (the method's training_step);
 - selflabel_epoch: one epoch of self-labelling on the cached features (selflabel.training_step);
 - predict: every image's cluster and confidence from the cached features, written to a CSV chunk by chunk (eval.py
   --predict past the trunk).
@@ -115,7 +115,7 @@ def one_epoch(stage, config, features, batches_of, step_of, folder):
         method = method_class(cfg, train)
         method.start_epoch(lambda: predict(heads, eval_loader(train, cfg, PREDICT_BATCH), 'cpu', features=False))
     optimizer = get_optimizer(cfg, list(model.parameters()))
-    return train_epoch(heads, batches_of(cfg), step_of(heads, model, method, cfg), optimizer, cfg, 0)
+    return train_epoch(heads, batches_of(cfg, method), step_of(heads, model, method, cfg), optimizer, cfg, 0)
 
 
 PREDICT_BATCH = 1024
@@ -157,16 +157,17 @@ def run_step(step, n, dim, folder):
         extra = {'k': k}
     elif step == 'clustering_epoch':
         from data.feature_batches import FeaturePairs
-        from scan import training_step
         record = one_epoch('clustering', 'configs/scan/scan_cifar10_jpg_pretrained.yml', features,
-                           lambda cfg: FeaturePairs(features, lists[:, 1:], cfg.batch_size, 'cpu'),
-                           lambda net, model, method, cfg: training_step(net, model, method, cfg, 'cpu'), folder)
+                           lambda cfg, method: FeaturePairs(features, lists[:, 1:], method.batch_views(),
+                                                            cfg.batch_size, 'cpu'),
+                           lambda net, model, method, cfg: lambda batch: method.training_step(net, model, batch,
+                                                                                              'cpu'), folder)
         extra = {'loss': round(record['loss'], 4)}
     elif step == 'selflabel_epoch':
         from data.feature_batches import FeatureViews
         from selflabel import training_step
         one_epoch('selflabel', 'configs/selflabel/selflabel_cifar10_jpg_pretrained.yml', features,
-                  lambda cfg: FeatureViews(features, cfg.batch_size, 'cpu'),
+                  lambda cfg, method: FeatureViews(features, cfg.batch_size, 'cpu'),
                   lambda net, model, method, cfg: training_step(net, model, method, cfg, 'cpu'), folder)
     elif step == 'predict':
         predict_csv(features, dim, os.path.join(folder, 'predictions.csv'))

@@ -30,7 +30,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-import scan  # noqa: E402
 import simclr  # noqa: E402
 from data.base import ArrayDataset  # noqa: E402
 from data.loaders import neighbor_batches, view_batches  # noqa: E402
@@ -113,7 +112,7 @@ def stage_runner(args, device, stage, overrides, model_only):
                              [*overrides, f'batch_size={args.batch}'])
         method = method(cfg)
         model = get_clustering_model(cfg).to(device)
-        batches = neighbor_batches(dataset(args.images), knn, cfg, device)
+        batches = neighbor_batches(dataset(args.images), knn, method.batch_views(), cfg, device)
     if model_only:
         batches = itertools.repeat(next(iter(batches)))
     net = training_model(model, cfg, device)
@@ -123,7 +122,7 @@ def stage_runner(args, device, stage, overrides, model_only):
     if stage == 'simclr':
         step = simclr.training_step(net, method, device)
     else:
-        step = scan.training_step(net, model, method, cfg, device)
+        step = lambda batch: method.training_step(net, model, batch, device)  # noqa: E731
 
     def run(steps):
         train_epoch(net, Steps(batches, steps), step, optimizer, cfg, 0, scaler)

@@ -33,22 +33,25 @@ class FeatureBatches(ShuffledBatches):
 
 
 class FeaturePairs(FeatureBatches):
-    """Clustering batches: {'anchor', ['neighbor'] (one of its mined neighbours, uniformly; none when neighbors is
-    None), ['second'], 'index'}."""
+    """Clustering batches: {view: [b, D] for each of `views` (name -> (source, transform)), 'index'}: the anchor's
+    vector or one of its mined neighbours' (drawn uniformly for each such view); without augmentation every
+    transform of a vector is the vector itself."""
 
-    def __init__(self, features, neighbors, batch_size, device, second=False):
+    def __init__(self, features, neighbors, views, batch_size, device):
         super().__init__(features, batch_size, device)
-        self.neighbors = None if neighbors is None else torch.as_tensor(np.asarray(neighbors))
-        self.second = second
+        self.neighbors = torch.as_tensor(np.asarray(neighbors))
+        self.views = views
 
     def batch(self, index):
         anchors = local(index)
-        out = {'anchor': self.rows(anchors), 'index': anchors}
-        if self.neighbors is not None:
-            pick = torch.randint(self.neighbors.shape[1], (len(index),))
-            out['neighbor'] = self.rows(local(self.neighbors[index, pick]))
-        if self.second:
-            out['second'] = out['anchor']
+        out = {}
+        for name, (source, _) in self.views.items():
+            if source == 'neighbor':
+                pick = torch.randint(self.neighbors.shape[1], (len(index),))
+                out[name] = self.rows(local(self.neighbors[index, pick]))
+            else:
+                out[name] = self.rows(anchors)
+        out['index'] = anchors
         return out
 
 

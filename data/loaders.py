@@ -178,55 +178,52 @@ def view_batches(dataset, cfg, device, views):
 
 
 class NeighborPairs(torch.utils.data.Dataset):
-    """Item i: {'anchor', 'neighbor' (one of its mined neighbours, uniformly), ['second' view of the anchor],
-    ['weak' view of the anchor], 'index'}; each image augmented independently."""
+    """Item i: {view: image for each of `views` (name -> (source, transform), methods/base.VIEW_KINDS), 'index'}:
+    the anchor's own image or one of its mined neighbours (drawn uniformly for each such view), under the strong
+    (training) or weak (evaluation) transform, each image augmented independently."""
 
-    def __init__(self, dataset, neighbors, transform, second=False, weak=None):
-        self.dataset, self.neighbors, self.transform, self.second = dataset, neighbors, transform, second
-        self.weak = weak
+    def __init__(self, dataset, neighbors, views, strong, weak=None):
+        self.dataset, self.neighbors, self.views, self.strong, self.weak = dataset, neighbors, views, strong, weak
 
     def __len__(self):
         return len(self.dataset)
 
     def __getitem__(self, i):
         anchor = self.dataset.get_image(i)
-        item = {'anchor': self.transform(anchor), 'index': i}
-        if self.neighbors is not None:
-            j = int(self.neighbors[i, torch.randint(self.neighbors.shape[1], ())])
-            item['neighbor'] = self.transform(self.dataset.get_image(j))
-        if self.second:
-            item['second'] = self.transform(anchor)
-        if self.weak is not None:
-            item['weak'] = self.weak(anchor)
+        item = {}
+        for name, (source, transform) in self.views.items():
+            image = anchor
+            if source == 'neighbor':
+                image = self.dataset.get_image(int(self.neighbors[i, torch.randint(self.neighbors.shape[1], ())]))
+            item[name] = (self.strong if transform == 'strong' else self.weak)(image)
+        item['index'] = i
         return item
 
 
 class DevicePairs(DeviceBatches):
-    def __init__(self, dataset, neighbors, cfg, device, second=False, weak=False):
+    def __init__(self, dataset, neighbors, views, cfg, device):
         super().__init__(dataset, cfg, device)
-        self.neighbors = None if neighbors is None else torch.as_tensor(np.asarray(neighbors)).to(device)
-        self.second, self.with_weak = second, weak
+        self.neighbors = torch.as_tensor(np.asarray(neighbors)).to(device)
+        self.views = views
 
     def batch(self, index):
-        out = {'anchor': self.view(index), 'index': local(index)}
-        if self.neighbors is not None:
-            pick = torch.randint(self.neighbors.shape[1], (len(index),), device=index.device)
-            out['neighbor'] = self.view(self.neighbors[index, pick])
-        if self.second:
-            out['second'] = self.view(index)
-        if self.with_weak:
-            out['weak'] = self.weak(index)
+        out = {}
+        for name, (source, transform) in self.views.items():
+            rows = index
+            if source == 'neighbor':
+                rows = self.neighbors[index, torch.randint(self.neighbors.shape[1], (len(index),), device=index.device)]
+            out[name] = self.view(rows) if transform == 'strong' else self.weak(rows)
+        out['index'] = local(index)
         return out
 
 
-def neighbor_batches(dataset, neighbors, cfg, device, second=False, weak_transform=None):
-    """Clustering batches: {'anchor', ['neighbor'], ['second'], ['weak'], 'index'}; neighbors [N, K] without self
-    (None: no neighbour view, for a method that reads none); 'weak' (the anchor under weak_transform) only when
-    weak_transform is given."""
+def neighbor_batches(dataset, neighbors, views, cfg, device, weak_transform=None):
+    """Clustering batches: {view: [b, C, H, W] for each of `views` (name -> (source, transform)), 'index'};
+    neighbors [N, K] without self; weak_transform: the evaluation transform of the DataLoader path."""
     if cfg.augment_on_device:
-        return DevicePairs(dataset, neighbors, cfg, device, second, weak=weak_transform is not None)
-    transform = train_transform(cfg.augmentation_strategy, cfg.augmentation_kwargs)
-    return train_loader(NeighborPairs(dataset, neighbors, transform, second, weak_transform), cfg)
+        return DevicePairs(dataset, neighbors, views, cfg, device)
+    strong = train_transform(cfg.augmentation_strategy, cfg.augmentation_kwargs)
+    return train_loader(NeighborPairs(dataset, neighbors, views, strong, weak_transform), cfg)
 
 
 class WeakStrong(torch.utils.data.Dataset):

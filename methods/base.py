@@ -5,6 +5,8 @@ loss and the loss's keyword arguments (`criterion_kwargs`) with their defaults, 
 (`settings`), plus the hooks where it differs from the default; its registry line in methods/__init__.py makes
 it a `setup:` choice.
 """
+import torch
+
 from evaluation.selection import head_losses
 from utils.config import Key, check_value
 from utils.distributed import gather
@@ -98,28 +100,59 @@ class PretextMethod(Method):
         self.criterion.load_state_dict(checkpoint['criterion'])  # e.g. NCE's normalising constant
 
 
-class ClusteringMethod(Method):
-    """Trains clustering heads so that mined neighbours agree. Each step feeds the loss, per head, the logits
-    [b, C] of the batch's views (see `views`), gathered over processes, through inputs()."""
-    kwargs = {'entropy_weight': 5.0}
-    second_view = False  # batches carry a second strong view of each anchor ('second')
-    neighbor_view = True  # batches carry one mined neighbour of each anchor ('neighbor'; TURTLE reads none)
+# What a view of an anchor can be: (whose image: the anchor's 'self' or one of its mined neighbours drawn uniformly,
+# 'neighbor'; its transform: the 'strong' training augmentation or the 'weak' evaluation transform). The data side
+# (data/loaders.py on images, data/feature_batches.py on cached features) builds batches of any views so declared.
+VIEW_KINDS = {'anchor': ('self', 'strong'), 'neighbor': ('neighbor', 'strong'), 'second': ('self', 'strong'),
+              'weak': ('self', 'weak')}
 
-    def weak_view(self):
-        """Whether batches carry each anchor's evaluation-transform view ('weak')."""
-        return False
+
+class ClusteringMethod(Method):
+    """Trains clustering heads so that mined neighbours agree. The method owns its training step (training_step;
+    the default feeds the loss, per head, the logits [b, C] of the batch's strong views, gathered over processes,
+    through inputs()) and declares the views its batches carry (`views`: names of VIEW_KINDS, or of its own
+    `view_kinds`), in the order the network sees them."""
+    kwargs = {'entropy_weight': 5.0}
+    views = ('anchor', 'neighbor')
+    view_kinds = {}  # a method's own views: name -> (source, transform), as VIEW_KINDS
+
+    def batch_views(self):
+        """{view name: (source, transform)} of this run's batches, in order."""
+        kinds = {**VIEW_KINDS, **self.view_kinds}
+        return {name: kinds[name] for name in self.views}
 
     def build(self, model):
         """Called on the clustering model before its optimiser and checkpoint are made (a method's own head form)."""
 
+    def training_step(self, net, model, batch, device):
+        """One step (stages/epochs.py) through `net` (`model`, its heads on cached features, or their DDP/compiled
+        wrapper): the batch's strong views in one forward pass, then the sum of every head's loss on their logits,
+        under torchrun computed on the whole global batch, gathered from every process. Logs each part's mean over
+        the heads (as tensors: nothing waits for the device)."""
+        strong = [name for name, (_, transform) in self.batch_views().items() if transform == 'strong']
+        b = len(batch[strong[0]])
+        x = torch.cat([batch[name] for name in strong]).to(device, non_blocking=True)  # [views * b, C, H, W]
+        with autocast(self.cfg, device):
+            out = net(x, forward_pass='return_all')
+        context = self.step_context(model, batch, dict(zip(strong, out['features'].split(b))), device)
+        index = gather(batch['index'].to(device))
+        total, parts = 0.0, {}
+        for h, logits in enumerate(out['output']):
+            views = {name: gather(chunk.float()) for name, chunk in zip(strong, logits.split(b))}
+            loss = self.criterion(**self.inputs(views, h, index, context))
+            total = total + loss['total']
+            for k, v in loss.items():
+                name = 'loss' if k == 'total' else k
+                parts[name] = parts.get(name, 0.0) + v.detach() / len(out['output'])
+        return total, parts, None
+
     def step_context(self, model, batch, features, device):
-        """Per-step values every head's inputs share; features: what the heads see of each view of the batch
-        (anchors[, neighbours][, second views]), each [b, D]."""
+        """Per-step values every head's inputs share; features: {strong view: what the heads see of it [b, D]}."""
         return None
 
     def inputs(self, logits, head, index, context):
-        """The loss's keyword arguments for one head; logits: [anchors(, neighbors)(, second)], each [b, C]."""
-        return {'anchors': logits[0], 'neighbors': logits[1]}
+        """The loss's keyword arguments for one head; logits: {strong view: [b, C]}."""
+        return {'anchors': logits['anchor'], 'neighbors': logits['neighbor']}
 
     def val_losses(self, probs, neighbors):
         """Label-free head selection: each head's loss on the val split's mined pairs (probs [H, N, C],

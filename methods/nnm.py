@@ -3,7 +3,7 @@ the batch and its nearest neighbour in the whole dataset (refreshed after every 
 import torch
 
 from losses.scan import NNMLoss
-from methods.base import ClusteringMethod
+from methods.base import VIEW_KINDS, ClusteringMethod
 from utils.config import Key
 from utils.distributed import gather
 
@@ -37,7 +37,7 @@ def weak_features(model, x, frozen_backbone):
 
 class NNM(ClusteringMethod):
     loss = NNMLoss
-    second_view = True
+    views = ('anchor', 'neighbor', 'second')
     # the in-batch neighbours from the backbone features of: the strong anchor view (published) or its weak view
     # (the evaluation transform, one extra forward pass without gradients in eval mode)
     settings = {'local_neighbor_view': Key('strong', str, ('strong', 'weak'))}
@@ -50,12 +50,14 @@ class NNM(ClusteringMethod):
     def build(self, model):
         self.device = next(model.parameters()).device  # the global neighbours are searched and kept there
 
-    def weak_view(self):
-        # in-batch neighbours from the weak (evaluation) view: one extra forward pass without gradients
-        return self.cfg.local_neighbor_view == 'weak'
+    def batch_views(self):
+        views = super().batch_views()
+        if self.cfg.local_neighbor_view == 'weak':  # one extra forward pass without gradients
+            views['weak'] = VIEW_KINDS['weak']
+        return views
 
     def step_context(self, model, batch, features, device):
-        features = features[0]  # the anchors'
+        features = features['anchor']
         if 'weak' in batch:
             features = weak_features(model, batch['weak'].to(device, non_blocking=True),
                                      self.cfg.update_cluster_head_only)
@@ -63,7 +65,8 @@ class NNM(ClusteringMethod):
 
     def inputs(self, logits, head, index, context):
         glob = None if self.global_probs is None else self.global_probs[head, index.to(self.global_probs.device)]
-        return {'anchors': logits[0], 'neighbors': logits[1], 'second': logits[2], 'features': context,
+        return {'anchors': logits['anchor'], 'neighbors': logits['neighbor'], 'second': logits['second'],
+                'features': context,
                 'global_probs': glob}
 
     def end_epoch(self, train_predictions):

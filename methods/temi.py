@@ -46,7 +46,7 @@ class TEMI(ClusteringMethod):
     def step_context(self, model, batch, features, device):
         kw = self.cfg.criterion_kwargs
         self.follow(model.cluster_head)
-        anchors, neighbors = (gather(f.detach().float()) for f in features[:2])
+        anchors, neighbors = (gather(features[view].detach().float()) for view in ('anchor', 'neighbor'))
         probs = [[(head(x) / kw['teacher_temperature']).softmax(1) for x in (anchors, neighbors)]
                  for head in self.teacher.shadow]
         batch_mean = torch.stack([torch.cat(p).mean(0) for p in probs])  # [H, C]
@@ -57,7 +57,7 @@ class TEMI(ClusteringMethod):
 
     def inputs(self, logits, head, index, context):
         teacher_anchors, teacher_neighbors = context['probs'][head]
-        return {'anchors': logits[0], 'neighbors': logits[1], 'teacher_anchors': teacher_anchors,
+        return {'anchors': logits['anchor'], 'neighbors': logits['neighbor'], 'teacher_anchors': teacher_anchors,
                 'teacher_neighbors': teacher_neighbors, 'prior': self.prior[head], 'weight': context['weight']}
 
     def state_dict(self):

@@ -38,7 +38,7 @@ def spaces(model, dim):
 
 class TURTLE(ClusteringMethod):
     loss = TURTLELoss
-    neighbor_view = False
+    views = ('anchor',)  # no mined neighbour is read
     kwargs = {'entropy_weight': 10.0, 'inner_steps': 10, 'inner_lr': 0.001, 'warm_start': False, 'weight_norm': True}
 
     def __init__(self, cfg):
@@ -76,7 +76,7 @@ class TURTLE(ClusteringMethod):
         heads share one classifier per space whose outputs are theirs side by side: a head's loss reaches only its own
         columns and Adam is per parameter, so this is one classifier per head in a single pass over the features (the
         fit reads the batch's features, not the heads' few outputs: five heads cost about what one does)."""
-        x = gather(features[0].detach().float())  # the anchors of the global batch
+        x = gather(features['anchor'].detach().float())  # the anchors of the global batch
         widths = spaces(model, x.shape[1])
         heads = model.cluster_head
         with torch.no_grad():
@@ -91,7 +91,7 @@ class TURTLE(ClusteringMethod):
         return [list(per_head) for per_head in zip(*predicted)]
 
     def inputs(self, logits, head, index, context):
-        return {'labels': logits[0], 'predicted': context[head]}
+        return {'labels': logits['anchor'], 'predicted': context[head]}
 
     def val_losses(self, probs, neighbors):
         """Minus each head's agreement of hard labels with the mined val neighbours beyond chance (Cohen's kappa,

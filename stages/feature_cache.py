@@ -38,7 +38,7 @@ def check_cache(cfg, method):
     if cfg.cache_features and not cfg.update_cluster_head_only:
         raise UserError('cache_features needs a frozen trunk: set update_cluster_head_only: true (or '
                         'cache_features: false to train the backbone too)')
-    if cfg.cache_features and method.weak_view():
+    if cfg.cache_features and any(transform == 'weak' for _, transform in method.batch_views().values()):
         raise UserError(f"cache_features holds one view per image; setup '{cfg.setup}' with its weak view needs "
                         'images: set local_neighbor_view: strong or cache_features: false')
 

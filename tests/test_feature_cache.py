@@ -176,6 +176,7 @@ def test_a_float16_cache_takes_half_the_space_and_is_read_memory_mapped_as_float
     [path] = [p for p in (tmp_path / 'pretext' / 'feature_cache').iterdir() if p.name.endswith('float16.npy')]
     if os.path.isfile('/proc/self/maps'):  # Linux: read through a memory map of the file, not loaded whole
         assert str(path) in open('/proc/self/maps').read()
-    batch = FeaturePairs(again, np.tile(np.arange(12)[:, None], (1, 3)), 4, 'cpu').batch(torch.arange(4))
+    views = {'anchor': ('self', 'strong'), 'neighbor': ('neighbor', 'strong')}
+    batch = FeaturePairs(again, np.tile(np.arange(12)[:, None], (1, 3)), views, 4, 'cpu').batch(torch.arange(4))
     assert batch['anchor'].dtype == torch.float32 and torch.equal(batch['anchor'], half[:4].float())
     assert FeatureSet(again, dataset)[3]['image'].dtype == torch.float32

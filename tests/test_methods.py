@@ -16,6 +16,7 @@ import selflabel
 import simclr
 from conftest import ROOT, tiny_digits_args, write_env
 from helpers.toy_method import Toy
+from helpers.two_neighbors import TwoNeighbors
 
 SCAN_CFG = os.path.join(ROOT, 'configs', 'scan', 'scan_digits.yml')
 TINY = ['epochs=2', 'batch_size=64', 'train_subset=256', 'val_subset=256', 'backbone_kwargs.widths=[8, 16, 16, 16]',
@@ -46,6 +47,22 @@ def test_a_registered_toy_method_trains_through_scan_main(env_file, run_root, mo
     assert result['head'] in (0, 1) and (run_root / 'scan' / 'model.pth.tar').is_file()
     saved = torch.load(run_root / 'scan' / 'checkpoint.pth.tar', weights_only=True)['config']
     assert saved['setup'] == 'toy' and saved['criterion_kwargs'] == {'entropy_weight': 2.0}
+
+
+@pytest.mark.parametrize('on_device', [False, True])
+def test_a_method_with_a_view_of_its_own_is_its_module_its_loss_one_registry_line_and_its_config(
+        env_file, run_root, monkeypatch, on_device):
+    """The new view 'neighbor2' reaches the method's loss on either augmentation path; nothing else was edited."""
+    monkeypatch.setitem(methods.CLUSTERING, 'two_neighbors', TwoNeighbors)  # the registry line
+    monkeypatch.setattr(TwoNeighbors, 'seen', [])
+    result = scan.main(['--config_env', env_file, '--config_exp', os.path.join(ROOT, 'tests', 'helpers',
+                                                                               'two_neighbors.yml'),
+                        *TINY, f'augment_on_device={str(on_device).lower()}'])
+    log = [json.loads(line) for line in open(run_root / 'scan' / 'log.jsonl')]
+    assert {'first', 'second', 'entropy', 'loss'} <= set(log[-1]) and 'consistency' not in log[-1]
+    assert TwoNeighbors.seen and all(s == ['anchor', 'neighbor', 'neighbor2'] for s in TwoNeighbors.seen)
+    assert len(TwoNeighbors.seen) == 2 * 2 * (256 // 64)  # two heads, two epochs of four steps
+    assert 0 <= result['acc'] <= 1 and (run_root / 'scan' / 'model.pth.tar').is_file()
 
 
 def test_an_unregistered_setup_lists_the_registered_ones(env_file, run_root, capsys):

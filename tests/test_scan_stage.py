@@ -350,7 +350,9 @@ def test_cache_features_needs_a_frozen_trunk(env_file, run_root, capsys):
                                    'local_neighbor_view=weak'), 'needs images')
 
 
-def test_pairs_of_images_carry_a_neighbor_only_when_given_the_lists():
+def test_pairs_of_images_carry_the_declared_views():
+    """Each view is the anchor's image or a mined neighbour's, under the strong or the weak transform; without a
+    neighbour view the lists are never read."""
     class Images:
         def __len__(self):
             return 3
@@ -358,9 +360,12 @@ def test_pairs_of_images_carry_a_neighbor_only_when_given_the_lists():
         def get_image(self, i):
             return torch.full((1, 2, 2), float(i))
     lists = np.array([[1], [2], [0]])
-    with_lists, without = NeighborPairs(Images(), lists, lambda x: x)[0], NeighborPairs(Images(), None, lambda x: x)[0]
-    assert set(with_lists) == {'anchor', 'neighbor', 'index'} and float(with_lists['neighbor'].max()) == 1.0
-    assert set(without) == {'anchor', 'index'} and torch.equal(without['anchor'], with_lists['anchor'])
+    views = {'anchor': ('self', 'strong'), 'neighbor': ('neighbor', 'strong'), 'weak': ('self', 'weak')}
+    item = NeighborPairs(Images(), lists, views, strong=lambda x: x + 10, weak=lambda x: -x)[1]
+    assert set(item) == {'anchor', 'neighbor', 'weak', 'index'} and item['index'] == 1
+    assert float(item['anchor'].max()) == 11 and float(item['neighbor'].max()) == 12 and float(item['weak'].max()) == -1
+    alone = NeighborPairs(Images(), None, {'anchor': ('self', 'strong')}, strong=lambda x: x)[2]
+    assert set(alone) == {'anchor', 'index'} and float(alone['anchor'].max()) == 2
 
 
 def turtle_args(env_file, *extra):

@@ -99,8 +99,8 @@ def test_the_labelling_found_is_the_brute_force_optimum():
     model = EasyDict(cluster_head=nn.ModuleList([nn.Linear(2, 2)]))
     method, optimizer = TURTLE(cfg), torch.optim.Adam(model.cluster_head.parameters(), lr=0.05)
     for _ in range(200):
-        context = method.step_context(model, None, [x], 'cpu')
-        loss = method.criterion(**method.inputs([model.cluster_head[0](x)], 0, None, context))['total']
+        context = method.step_context(model, None, {'anchor': x}, 'cpu')
+        loss = method.criterion(**method.inputs({'anchor': model.cluster_head[0](x)}, 0, None, context))['total']
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -138,7 +138,7 @@ def test_backbones_side_by_side_get_one_inner_classifier_per_space():
                      cluster_head=nn.ModuleList([nn.Linear(5, 4)]))
     x = torch.randn(16, 5)
     method = TURTLE(cfg)
-    context = method.step_context(model, None, [x], 'cpu')
+    context = method.step_context(model, None, {'anchor': x}, 'cpu')
     labels = model.cluster_head[0](x).softmax(1).detach()
     expected = 0.0
     for columns, (classifier, _) in zip((x[:, :2], x[:, 2:]), method.inner):
@@ -148,7 +148,7 @@ def test_backbones_side_by_side_get_one_inner_classifier_per_space():
         fit_linear(alone, torch.optim.Adam(alone.parameters(), lr=0.1), columns, labels, 5)
         assert torch.allclose(classifier.weight, alone.weight) and torch.allclose(classifier.bias, alone.bias)
         expected += float(-(labels * alone(columns).log_softmax(1)).sum(1).mean())
-    out = method.criterion(**method.inputs([model.cluster_head[0](x)], 0, None, context))
+    out = method.criterion(**method.inputs({'anchor': model.cluster_head[0](x)}, 0, None, context))
     assert float(out['error']) == pytest.approx(expected, rel=1e-5)
 
 
@@ -160,7 +160,7 @@ def test_heads_share_one_inner_classifier_that_fits_each_as_its_own():
     model = EasyDict(cluster_head=nn.ModuleList([nn.Linear(6, 4), nn.Linear(6, 3), nn.Linear(6, 4)]))
     x = torch.randn(32, 6)
     method = TURTLE(cfg)
-    context = method.step_context(model, None, [x], 'cpu')
+    context = method.step_context(model, None, {'anchor': x}, 'cpu')
     (classifier, _), = method.inner
     columns = 0
     for h, head in enumerate(model.cluster_head):
