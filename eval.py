@@ -24,8 +24,8 @@ from data.transforms import val_transform
 from evaluation.features import knn_accuracy, predict, pretext_features
 from evaluation.html_report import write_report
 from evaluation.metrics import cluster_metrics, contingency, hungarian_mapping
-from evaluation.report import STAGES as STAGE_FOLDERS
-from methods import STAGES
+from evaluation.report import FOLDERS as STAGE_FOLDERS
+from methods import REGISTRIES
 from models import backbone_label, contrastive_model_for, get_clustering_model
 from models.files import holds_projection, read_model_file
 from models.models import HeadsOnFeatures
@@ -47,9 +47,9 @@ def config_stage(paths, kind):
             setup = data.get('setup', setup)
     if setup is None:
         return 'pretext' if kind == 'pretext' else 'clustering'
-    stage = next((stage for stage, registry in STAGES.items() if setup in registry), None)
+    stage = next((stage for stage, registry in REGISTRIES.items() if setup in registry), None)
     if stage is None:
-        valid = ', '.join(name for registry in STAGES.values() for name in registry)
+        valid = ', '.join(name for registry in REGISTRIES.values() for name in registry)
         raise UserError(f"the experiment config's setup '{setup}' is not one of {valid}")
     return stage
 

@@ -57,7 +57,7 @@ def keep_best(runner, epoch, record, report, model, cfg):
     """The epoch's log record with its evaluation; the model is saved (runner.keep) when its selected head's
     label-free val loss is the lowest so far."""
     metrics = report.get('best', {})
-    runner.keep(epoch, report['val_loss'][report['head']],
+    runner.keep(epoch, None if cfg.model_selection == 'last' else report['val_loss'][report['head']],
                 lambda: atomic_save({'model': model.plain_state(), 'head': report['head']}, cfg.scan_model),
                 head=report['head'], metrics={k: metrics.get(k) for k in ('acc', 'nmi', 'ari')})
     record = {**record, **{k: v for k, v in report.items() if k != 'best'}}

@@ -3,13 +3,15 @@ import json
 import os
 import sys
 
-STAGES = ('pretext', 'scan', 'selflabel')
+from utils.stages import STAGES
+
+FOLDERS = [stage.folder for stage in STAGES.values()]
 
 
 def stage_metrics(run_dir):
     """[(stage, its metrics.json)] for every stage of the run that wrote one, in stage order."""
     rows = []
-    for stage in STAGES:
+    for stage in FOLDERS:
         path = os.path.join(run_dir, stage, 'metrics.json')
         if os.path.isfile(path):
             rows.append((stage, json.load(open(path))))
@@ -19,7 +21,7 @@ def stage_metrics(run_dir):
 def table(run_dir):
     rows = stage_metrics(run_dir)
     if not rows:
-        return f'no metrics.json under {run_dir}/{{{",".join(STAGES)}}}'
+        return f'no metrics.json under {run_dir}/{{{",".join(FOLDERS)}}}'
     keys = sorted({k for _, m in rows for k in m})
     lines = ['| stage | ' + ' | '.join(keys) + ' |', '|---' * (len(keys) + 1) + '|']
     for stage, metrics in rows:

@@ -29,3 +29,18 @@ def neighbor_agreement(labels, neighbors):
     q = torch.bincount(partners.reshape(-1), minlength=n).double() / partners.numel()
     chance = (p * q).sum()
     return float((agree - chance) / (1 - chance)) if chance < 1 else 0.0
+
+
+def minus_agreement(probs, neighbors):
+    """Minus each head's neighbor_agreement of its hard labels: probs [H, N, C], neighbors [N, K] -> [H]."""
+    return torch.tensor([-neighbor_agreement(p.argmax(1), neighbors) for p in probs])
+
+
+# model_selection (both training stages): how a head and an epoch are picked without labels. Each criterion maps the
+# val split's per-head probabilities [H, N, C] and its mined neighbors [N, K] to [H], lowest best:
+# - val_loss: SCAN's loss on the mined pairs (entropy weight 1);
+# - agreement: the hard labels' agreement with the neighbours beyond chance, which sharper predictions alone do not
+#   raise (TURTLE's labellings sharpen as they train, lowering SCAN's loss by itself).
+# 'last' keeps the last epoch (its head picked by val_loss).
+CRITERIA = {'val_loss': head_losses, 'agreement': minus_agreement}
+SELECTIONS = (*CRITERIA, 'last')

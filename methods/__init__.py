@@ -7,6 +7,7 @@ SelfLabelMethod (methods/base.py says what each declares), then add its line bel
 from methods import (and_, byol, instdisc, nnm, pretrained, scan, selflabel, selflabel_per_cluster, simclr, snca, temi,
                      turtle)
 from utils.errors import UserError
+from utils.stages import STAGES
 
 PRETEXT = {
     'simclr': simclr.SimCLR,
@@ -26,12 +27,12 @@ SELFLABEL = {
     'selflabel': selflabel.SelfLabel,
     'selflabel_per_cluster': selflabel_per_cluster.SelfLabelPerCluster,
 }
-STAGES = {'pretext': PRETEXT, 'clustering': CLUSTERING, 'selflabel': SELFLABEL}
+REGISTRIES = dict(zip(STAGES, (PRETEXT, CLUSTERING, SELFLABEL)))  # stage name -> its registry
 
 
 def get_method(stage, setup):
     """The method class of a stage ('pretext', 'clustering', 'selflabel') by its setup name."""
-    registry = STAGES[stage]
+    registry = REGISTRIES[stage]
     if setup not in registry:
         raise UserError(f"unknown {stage} setup '{setup}'; valid: {', '.join(registry)}")
     return registry[setup]

@@ -7,7 +7,7 @@ it a `setup:` choice.
 """
 import torch
 
-from evaluation.selection import head_losses
+from evaluation.selection import CRITERIA
 from utils.config import Key, check_value
 from utils.distributed import gather
 from utils.errors import UserError
@@ -18,10 +18,13 @@ class Method:
     """Base of every method. `loss` is an nn.Module class returning a dict of named parts with the total
     under 'total'; `kwargs` are its keyword arguments and their defaults (a default's type is the type a
     user must give). `settings` are the method's own top-level config keys (key -> default or Key): the stage's
-    schema takes them from here (stages/schema.py), so a config may set them as SCAN's configs do."""
+    schema takes them from here (stages/schema.py), so a config may set them as SCAN's configs do.
+    `model_selection` is how the stage picks its head and epoch without labels when the config leaves
+    model_selection unset (evaluation/selection.SELECTIONS)."""
     loss = None
     kwargs = {}
     settings = {}
+    model_selection = 'val_loss'
 
     @classmethod
     def resolve_kwargs(cls, name, given):
@@ -155,9 +158,10 @@ class ClusteringMethod(Method):
         return {'anchors': logits['anchor'], 'neighbors': logits['neighbor']}
 
     def val_losses(self, probs, neighbors):
-        """Label-free head selection: each head's loss on the val split's mined pairs (probs [H, N, C],
-        neighbors [N, K]) -> [H], lowest best. Default: SCAN's criterion with entropy weight 1."""
-        return head_losses(probs, neighbors)
+        """Label-free head selection: each head's score on the val split's mined pairs (probs [H, N, C],
+        neighbors [N, K]) -> [H], lowest best, by the run's model_selection (evaluation/selection.CRITERIA)."""
+        criterion = self.cfg.get('model_selection') or self.model_selection
+        return CRITERIA['val_loss' if criterion == 'last' else criterion](probs, neighbors)
 
     def end_epoch(self, train_predictions):
         """Called after each epoch's evaluation; train_predictions() gives the in-order pass over the train

@@ -8,6 +8,7 @@ class SelfLabel(SelfLabelMethod):
     loss = ConfidenceBasedCE
     kwargs = {'apply_class_balancing': True}
     settings = {'confidence_threshold': 0.99}  # SCAN's configs give it beside criterion_kwargs
+    model_selection = 'last'  # SCAN's: the model of the last epoch
 
     def build_loss(self, cfg):
         return ConfidenceBasedCE(cfg.confidence_threshold, **cfg.criterion_kwargs)

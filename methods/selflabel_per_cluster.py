@@ -42,6 +42,7 @@ def select_per_cluster(confidence, labels, num_clusters, fraction, min_per_clust
 
 class SelfLabelPerCluster(SelfLabelMethod):
     loss = SelectedCE
+    model_selection = 'val_loss'  # the epoch, the clustering model itself included, with the lowest val loss
     kwargs = {'fraction': 0.5, 'min_per_cluster': 1, 'neighbor_agreement': 0.0, 'label_neighbors': 0,
               'apply_class_balancing': True, 'entropy_weight': 0.0}
     needs_weak = False

@@ -23,7 +23,6 @@ separable in each of them, the loss the sum of the spaces' (losses/turtle.py).
 import torch
 import torch.nn as nn
 
-from evaluation.selection import neighbor_agreement
 from losses.turtle import TURTLELoss, fit_linear
 from methods.base import ClusteringMethod
 from utils.distributed import gather
@@ -39,6 +38,7 @@ def spaces(model, dim):
 class TURTLE(ClusteringMethod):
     loss = TURTLELoss
     views = ('anchor',)  # no mined neighbour is read
+    model_selection = 'agreement'  # its labellings sharpen as they train, which alone lowers SCAN's val loss
     kwargs = {'entropy_weight': 10.0, 'inner_steps': 10, 'inner_lr': 0.001, 'warm_start': False, 'weight_norm': True}
 
     def __init__(self, cfg):
@@ -93,11 +93,6 @@ class TURTLE(ClusteringMethod):
     def inputs(self, logits, head, index, context):
         return {'labels': logits['anchor'], 'predicted': context[head]}
 
-    def val_losses(self, probs, neighbors):
-        """Minus each head's agreement of hard labels with the mined val neighbours beyond chance (Cohen's kappa,
-        losses.scan.neighbor_agreement): TURTLE's labellings grow sharper as they train, which lowers SCAN's
-        criterion by itself; the hard labels' agreement does not reward that."""
-        return torch.tensor([-neighbor_agreement(p.argmax(1), neighbors) for p in probs])
 
     def state_dict(self):
         if not self.cfg.criterion_kwargs['warm_start'] or self.inner is None:

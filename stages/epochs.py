@@ -18,8 +18,8 @@ from utils.checkpoint import restore
 from utils.common import seed_all
 from utils.logger import RunLog, progress
 from utils.optim import check_finite, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
+from utils.stages import STAGES
 
-FOLDERS = {'pretext': 'pretext', 'clustering': 'scan', 'selflabel': 'selflabel'}  # cfg.<name>_dir, <name>_checkpoint
 
 
 CHECK_EVERY = 50  # steps between the reads of the running loss on the host (non-finite check, progress)
@@ -78,7 +78,7 @@ class EpochRunner:
 
     def __init__(self, cfg, stage, model, params, method, state, device, epochs=None, ema=None):
         self.cfg, self.stage, self.model, self.method, self.ema = cfg, stage, model, method, ema
-        self.folder, self.checkpoint = cfg[f'{FOLDERS[stage]}_dir'], cfg[f'{FOLDERS[stage]}_checkpoint']
+        self.folder, self.checkpoint = cfg[f'{STAGES[stage].folder}_dir'], cfg[f'{STAGES[stage].folder}_checkpoint']
         self.epochs = epochs or cfg.epochs
         self.optimizer = get_optimizer(cfg, params)
         self.scaler = grad_scaler(cfg, device)

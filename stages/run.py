@@ -61,6 +61,8 @@ def prepare(args, stage):
     check_optimizer(cfg)
     method = get_method(stage, cfg.setup)
     cfg.criterion_kwargs = method.resolve_kwargs(cfg.setup, cfg.criterion_kwargs)
+    if 'model_selection' in schema and cfg.model_selection is None:
+        cfg.model_selection = method.model_selection
     if stage != 'pretext':
         inherit_pretext_settings(cfg)
     device = distributed.init(get_device(cfg))  # joins torchrun's processes when launched by torchrun

@@ -8,21 +8,23 @@ import os
 
 import methods
 from data import DATASETS
+from evaluation.selection import SELECTIONS
 from models import BACKBONES
 from models.models import HEADS
 from neighbors.num_clusters import MEDIANS
 from utils.config import REQUIRED, Key
+from utils.stages import STAGES
 
 
 def _setups(stage):
-    return lambda: tuple(methods.STAGES[stage])
+    return lambda: tuple(methods.REGISTRIES[stage])
 
 
 def method_settings(stage):
     """The top-level keys the stage's methods declare as their own (Method.settings), any setup's: a config
     may set one for a setup that ignores it, as SCAN's configs do. Two methods declaring a key agree on it."""
     keys = {}
-    for name, method in methods.STAGES[stage].items():
+    for name, method in methods.REGISTRIES[stage].items():
         for key, spec in method.settings.items():
             spec = spec if isinstance(spec, Key) else Key(spec)
             assert keys.setdefault(key, spec) == spec, f'{name} declares {key} unlike another {stage} method'
@@ -140,6 +142,9 @@ CLUSTERING = {
     'augmentation_strategy': Key('ours', str, ('simclr', 'ours')),
     'augmentation_kwargs': Key(REQUIRED, dict),
     'augment_on_device': False,
+    # the head and epoch kept: the best by a label-free criterion on the val split's mined neighbours, or the last
+    # epoch's (evaluation/selection.py); unset: the method's own (TURTLE: agreement, the others: val_loss)
+    'model_selection': Key(None, str, SELECTIONS),
     'scan_folder': 'scan',                # <root_dir>/<name>/<scan_folder>/: keep SCAN and NNM runs side by side
 }
 
@@ -154,10 +159,9 @@ SELFLABEL = {
     'augmentation_strategy': Key('ours', str, ('simclr', 'ours')),
     'augmentation_kwargs': Key(REQUIRED, dict),
     'augment_on_device': False,
-    # the model written: the last epoch's, or the epoch (0 = the clustering model itself) best by a label-free
-    # criterion on the val split's mined neighbours: the lowest SCAN loss (val_loss), or the highest agreement of
-    # the hard labels of neighbours beyond chance (agreement: not raised by sharper predictions alone)
-    'model_selection': Key('last', str, ('last', 'val_loss', 'agreement')),
+    # the model written: the epoch (0 = the clustering model itself) best by a label-free criterion, or the last
+    # (evaluation/selection.py); unset: the method's own
+    'model_selection': Key(None, str, SELECTIONS),
     # freeze the trunk and train the head alone on what it sees of each image, computed once (no augmentation);
     # unset: true after a pretext with setup: pretrained
     'cache_features': Key(None, bool),
@@ -167,7 +171,7 @@ SELFLABEL = {
     'selflabel_folder': 'selflabel',      # <root_dir>/<name>/<selflabel_folder>/
 }
 
-SCHEMAS = {'pretext': PRETEXT, 'clustering': CLUSTERING, 'selflabel': SELFLABEL}
+SCHEMAS = dict(zip(STAGES, (PRETEXT, CLUSTERING, SELFLABEL)))
 
 # keys that may change between an interrupted run and its resumption
 RESUME_MAY_DIFFER = ('root_dir', 'data_root', 'download', 'device', 'gpus', 'num_workers', 'amp', 'channels_last',
@@ -183,11 +187,11 @@ def run_name(cfg):
 def add_paths(cfg):
     """SCAN's derived paths: <root_dir>/<name>/{pretext,scan,selflabel}/..."""
     base = os.path.join(cfg.root_dir, run_name(cfg))
-    for stage in ('pretext', 'scan', 'selflabel'):
-        folder = os.path.join(base, cfg.get(f'{stage}_folder') or stage)
-        cfg[f'{stage}_dir'] = folder
-        cfg[f'{stage}_checkpoint'] = os.path.join(folder, 'checkpoint.pth.tar')
-        cfg[f'{stage}_model'] = os.path.join(folder, 'model.pth.tar')
+    for stage in STAGES.values():
+        folder = os.path.join(base, cfg.get(f'{stage.folder}_folder') or stage.folder)
+        cfg[f'{stage.folder}_dir'] = folder
+        cfg[f'{stage.folder}_checkpoint'] = os.path.join(folder, 'checkpoint.pth.tar')
+        cfg[f'{stage.folder}_model'] = os.path.join(folder, 'model.pth.tar')
     cfg.topk_neighbors_train_path = os.path.join(cfg.pretext_dir, 'topk-train-neighbors.npy')
     cfg.topk_neighbors_val_path = os.path.join(cfg.pretext_dir, 'topk-val-neighbors.npy')
     return cfg

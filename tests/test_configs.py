@@ -14,8 +14,9 @@ from models import get_backbone
 from methods import get_method
 from stages.schema import ENV, SCHEMAS
 from utils.config import base_parser, load_config, parse_args
+from utils.stages import STAGES as STAGE_TABLE
 
-STAGES = {'pretext': 'pretext', 'scan': 'clustering', 'selflabel': 'selflabel'}  # folder -> stage
+STAGES = {stage.folder: stage.name for stage in STAGE_TABLE.values()}  # folder -> stage
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, 'configs', '*', '*.yml')))
 
 

@@ -23,6 +23,7 @@ from easydict import EasyDict
 
 from utils.checkpoint import atomic_write_text
 from utils.errors import UserError
+from utils.stages import STAGES
 
 REQUIRED = object()
 
@@ -134,7 +135,7 @@ def read_layers(path, what, _seen=()):
 # One file for every stage (configs/image_folder.yml): a top-level `pretext:`, `clustering:` or `selflabel:` mapping
 # holds that stage's own values, laid over the file's shared keys; the other stages skip it. Overrides reach
 # into it as `clustering.epochs=3`.
-STAGE_SECTIONS = ('pretext', 'clustering', 'selflabel')
+STAGE_SECTIONS = tuple(STAGES)
 
 
 def _split_sections(data, source):
