@@ -1,4 +1,4 @@
-"""Clustering stage: SCAN or NNM heads trained so that mined neighbours agree.
+"""The clustering stage: heads trained so that mined neighbors agree, by setup scan, nnm, temi or turtle.
 
     python scan.py --config_env configs/env.yml --config_exp configs/scan/scan_cifar10.yml
 
@@ -13,20 +13,19 @@ import time
 
 import numpy as np
 
-from data import clustering_data, get_dataset, same_data
+from data import clustering_data, get_dataset
 from data.feature_batches import FeaturePairs
 from data.loaders import eval_loader, neighbor_batches
 from evaluation.features import predict
 from evaluation.metrics import cluster_metrics
 from models import get_clustering_model
 from models.files import read_model_file
-from models.models import HeadsOnFeatures
 from neighbors.head_init import INITS, head_centroids
 from neighbors.num_clusters import estimate_num_clusters
 from neighbors.search import load_neighbors
 from stages.epochs import EpochRunner
-from stages.feature_cache import cached, check_cache
-from stages.run import cap_epochs, prepare, run_cli, start_run, training_model, write_metrics
+from stages.feature_cache import check_cache, heads_input
+from stages.run import cap_epochs, prepare, run_cli, start_run, trainable, training_model, write_metrics
 from utils.checkpoint import atomic_save, load_weights
 from utils.config import base_parser, parse_args, typed
 from utils.errors import UserError
@@ -106,7 +105,39 @@ def load_pretext_trunk(model, found):
 
 
 def main(argv=None):
-    return run_cli(lambda: run(parse_args(base_parser('Clustering stage: SCAN / NNM.'), argv)))
+    parser = base_parser('The clustering stage: heads trained so that mined neighbors agree (setups scan, nnm, temi, '
+                         'turtle), after simclr.py.')
+    return run_cli(lambda: run(parse_args(parser, argv)))
+
+
+def clustering_model(cfg, device):
+    """The clustering model on the pretext model's trunk (and its projection head, when the heads sit on it)."""
+    pretext = read_pretext_model(cfg.pretext_model)
+    model = get_clustering_model(cfg, pretext.state if cfg.heads_on == 'projection' else None).to(device)
+    load_pretext_trunk(model, pretext)
+    return model
+
+
+def start_heads(runner, heads, model, method, cfg, device, train_eval, val_set, val_lists):
+    """head_init kmeans or graph: the heads start at centroids, and that start is the first candidate (epoch 0)."""
+    print(f'heads from {INITS[cfg.head_init]} on the {cfg.heads_on} features, mean squared distance per head:',
+          [round(s, 4) for s in init_heads(heads, cfg, train_eval, device)])
+    report = evaluate(heads, method, cfg, device, val_set, val_lists)[0]
+    runner.log.log(keep_best(runner, 0, {'epoch': 0}, report, model, cfg))
+
+
+def finish(runner, cfg, k_report, t_start):
+    """The training curve and metrics.json of the kept head and epoch."""
+    runner.log.plot(os.path.join(cfg.scan_dir, 'training_curve.png'), ['loss', 'val_loss', 'acc', 'entropy'])
+    best = runner.best
+    result = {**best['metrics'], 'head': best.get('head'), 'num_classes': cfg.num_classes}
+    if k_report is not None:
+        result['k_estimate'] = k_report
+    result = write_metrics(cfg.scan_dir, result, t_start, rerun=runner.finished)
+    criterion = 'last epoch' if best['loss'] is None else f"{cfg.model_selection} {best['loss']:.4f}"
+    print(f"selected head {result['head']} (epoch {best.get('epoch')}, {criterion}): "
+          + metric_words(best['metrics']) + f"; wrote {cfg.scan_dir}")
+    return result
 
 
 def run(args):
@@ -117,64 +148,37 @@ def run(args):
                                  typed(cfg, 'num_neighbors'))
     val_lists = load_neighbors(cfg.topk_neighbors_val_path, len(val_set), None, 'val')
     k_report = choose_num_clusters(cfg)
-    if cfg.cluster_head == 'mlp' and cfg.head_init != 'random':
-        raise UserError(f'head_init: {cfg.head_init} starts linear heads at centroids; with cluster_head: mlp use '
-                        'head_init: random')
-    pretext = read_pretext_model(cfg.pretext_model)
-    model = get_clustering_model(cfg, pretext.state if cfg.heads_on == 'projection' else None).to(device)
-    load_pretext_trunk(model, pretext)
+    model = clustering_model(cfg, device)
     method = method_class(cfg)
     method.build(model)
-    if cfg.cluster_head == 'mlp':
-        model.normalise_heads()  # TEMI's last layer trains weight-normalised (DINO's head)
     check_cache(cfg, method)
     cap_epochs(cfg, len(train_set))
     state = start_run(cfg.scan_dir, cfg, 'clustering', cfg.scan_checkpoint, args.resume)
     if k_report is not None:
         save_num_clusters_plot(k_report, cfg.num_classes, os.path.join(cfg.scan_dir, 'num_clusters.png'))
-
     if cfg.update_cluster_head_only:
         model.freeze_trunk()
-    runner = EpochRunner(cfg, 'clustering', model, [p for p in model.parameters() if p.requires_grad], method,
-                         state, device)
+    runner = EpochRunner(cfg, 'clustering', model, trainable(model), method, state, device)
     print(f'{cfg.setup}: {len(train_set)} train images, {cfg.num_heads} heads, {cfg.epochs} epochs, device {device}')
-    train_eval = val_set if same_data(cfg) else get_dataset(cfg, 'train', evaluation)
-    heads = model  # what predicts, trains and evaluates: the model, or its heads on cached features
+    val_set, train_eval, wrap = heads_input(model, cfg, device, val_set, lambda: get_dataset(cfg, 'train', evaluation))
+    heads = wrap(model)  # what predicts, trains and evaluates: the model, or its heads on cached features
+    if cfg.head_init != 'random' and state is None:
+        start_heads(runner, heads, model, method, cfg, device, train_eval(), val_set, val_lists)
     if cfg.cache_features:
-        t0 = time.time()
-        val_set = cached(model, val_set, cfg, device)
-        train_eval = val_set if same_data(cfg) else cached(model, train_eval, cfg, device)
-        heads = HeadsOnFeatures(model)
-        print(f'cached features: {len(train_eval)} train and {len(val_set)} val images through the frozen trunk in '
-              f'{time.time() - t0:.1f} s; the heads train on them')
-    if cfg.head_init != 'random' and state is None:  # the heads' start is the first candidate (epoch 0)
-        print(f'heads from {INITS[cfg.head_init]} on the {cfg.heads_on} features, mean squared distance per head:',
-              [round(s, 4) for s in init_heads(heads, cfg, train_eval, device)])
-        report = evaluate(heads, method, cfg, device, val_set, val_lists)[0]
-        runner.log.log(keep_best(runner, 0, {'epoch': 0}, report, model, cfg))
-    views = method.batch_views()
-    if cfg.cache_features:
-        batches = FeaturePairs(train_eval.features, train_lists, views, cfg.batch_size, device)
+        batches = FeaturePairs(train_eval().features, train_lists, method.batch_views(), cfg.batch_size, device)
     else:
-        batches = neighbor_batches(train_set, train_lists, views, cfg, device, weak_transform=evaluation)
+        batches = neighbor_batches(train_set, train_lists, method.batch_views(), cfg, device, evaluation)
     net = training_model(heads, cfg, device)
 
     def end_epoch(epoch, record):
-        same = train_eval is val_set
+        same = train_eval() is val_set
         report, val_pred = evaluate(heads, method, cfg, device, val_set, val_lists, features=same)
-        method.end_epoch(lambda: val_pred if same else predict(heads, eval_loader(train_eval, cfg, device=device), device))
+        method.end_epoch(lambda: val_pred if same else predict(heads, eval_loader(train_eval(), cfg, device=device),
+                                                                device))
         return keep_best(runner, epoch + 1, record, report, model, cfg)
 
     runner.fit(net, batches, lambda batch: method.training_step(net, model, batch, device), evaluate=end_epoch)
-    runner.log.plot(os.path.join(cfg.scan_dir, 'training_curve.png'), ['loss', 'val_loss', 'acc', 'entropy'])
-    best = runner.best
-    result = {**best['metrics'], 'head': best.get('head'), 'num_classes': cfg.num_classes}
-    if k_report is not None:
-        result['k_estimate'] = k_report
-    result = write_metrics(cfg.scan_dir, result, t_start, rerun=runner.finished)
-    print(f"selected head {result['head']} (epoch {best.get('epoch')}, val loss {best['loss']:.4f}): "
-          + metric_words(best['metrics']) + f"; wrote {cfg.scan_dir}")
-    return result
+    return finish(runner, cfg, k_report, t_start)
 
 
 if __name__ == '__main__':

@@ -8,14 +8,13 @@ cross-entropy of strong views against weak-view pseudo-labels. Writes <root_dir>
 config.yml, log.jsonl, training_curve.png, checkpoint.pth.tar (--resume), model.pth.tar (SCAN's
 layout: a bare state_dict with cluster_head.0; the EMA weights with use_ema) and metrics.json.
 """
-import functools
 import os
 import time
 import warnings
 
 import torch
 
-from data import clustering_data, get_dataset, same_data
+from data import clustering_data, get_dataset
 from data.feature_batches import FeatureViews
 from data.loaders import eval_loader, weak_strong_batches
 from evaluation.features import predict
@@ -23,11 +22,10 @@ from evaluation.metrics import cluster_metrics
 from evaluation.selection import head_losses, neighbor_agreement
 from models import get_clustering_model
 from models.files import read_model_file
-from models.models import HeadsOnFeatures
 from neighbors.search import load_neighbors
 from stages.epochs import EpochRunner
-from stages.feature_cache import cached
-from stages.run import cap_epochs, prepare, run_cli, start_run, training_model, write_metrics
+from stages.feature_cache import heads_input
+from stages.run import cap_epochs, prepare, run_cli, start_run, trainable, training_model, write_metrics
 from utils.checkpoint import atomic_save, load_weights
 from utils.config import base_parser, parse_args
 from utils.distributed import gather, world
@@ -85,57 +83,59 @@ def read_clustering_model(path):
     return found
 
 
+def self_label_model(cfg, found, device):
+    """The clustering model's selected head as head 0, on the device (its trunk frozen under cache_features)."""
+    model = get_clustering_model(cfg, found.state).to(device)
+    load_weights(model, found.single_head(), f'clustering model {cfg.scan_model}')
+    if cfg.cache_features:
+        model.freeze_trunk()
+    return model
+
+
+def keeper(runner, cfg, final):
+    """keep(epoch, report): the model is kept when its label-free criterion is the best so far (model_selection:
+    val_loss, the lowest loss; agreement, the highest; epoch 0 is the clustering model), or at every epoch (last)."""
+    def keep(epoch, report):
+        loss = {'last': None, 'val_loss': report.get('val_loss'), 'agreement': -report.get('val_agreement', 0)}
+        runner.keep(epoch, loss[cfg.model_selection],
+                    lambda: atomic_save(final.state_dict(), cfg.selflabel_model), report=report)
+    return keep
+
+
+def finish(runner, cfg, t_start):
+    runner.log.plot(os.path.join(cfg.selflabel_dir, 'training_curve.png'), ['loss', 'confident_share', 'acc'])
+    report = runner.best['report']  # every epoch keeps or compares (epochs >= 1), and val_loss also epoch 0
+    print(f"kept epoch {runner.best['epoch']} ({cfg.model_selection})")
+    result = write_metrics(cfg.selflabel_dir, {**{k: report.get(k) for k in ('acc', 'nmi', 'ari')}, 'head': 0},
+                           t_start, rerun=runner.finished)
+    print(f'self-label: {metric_words(result)}; wrote {cfg.selflabel_dir}')
+    return result
+
+
 def run(args):
     t_start = time.time()
     cfg, method_class, device = prepare(args, 'selflabel')
     found = read_clustering_model(cfg.scan_model)
-    if cfg.num_classes is None:
-        cfg.num_classes = 'auto'
-    evaluation, train_set, val_set = clustering_data(cfg)
-    if cfg.num_classes == 'auto':  # the clustering model's number of clusters
-        cfg.num_classes = found.num_clusters
-    model = get_clustering_model(cfg, found.state).to(device)
-    load_weights(model, found.single_head(), f'clustering model {cfg.scan_model}')
-    head = found.head
+    evaluation, train_set, val_set = clustering_data(cfg, found.num_clusters)
+    model = self_label_model(cfg, found, device)
     method = method_class(cfg, train_set)
     label_free = cfg.model_selection != 'last'  # a label-free criterion on the val split's mined neighbours
     val_lists = load_neighbors(cfg.topk_neighbors_val_path, len(val_set), None, 'val') if label_free else None
     cap_epochs(cfg, len(train_set))
     state = start_run(cfg.selflabel_dir, cfg, 'selflabel', cfg.selflabel_checkpoint, args.resume)
-
-    if cfg.cache_features:
-        model.freeze_trunk()
     ema = EMA(model, cfg.ema_alpha) if cfg.use_ema else None
-    runner = EpochRunner(cfg, 'selflabel', model, [p for p in model.parameters() if p.requires_grad], method, state,
-                         device, ema=ema)
-    print(f'selflabel: head {head} of {cfg.scan_model}, {len(train_set)} train images, {cfg.epochs} epochs, '
+    runner = EpochRunner(cfg, 'selflabel', model, trainable(model), method, state, device, ema=ema)
+    print(f'selflabel: head {found.head} of {cfg.scan_model}, {len(train_set)} train images, {cfg.epochs} epochs, '
           f'teaching: {method.selection()}, device {device}')
     final = ema.shadow if ema is not None else model  # the model saved
-    scorer = final  # what predicts: the model, or its head on cached features
-
-    @functools.cache
-    def train_eval():  # the train split as `scorer` reads it (images, or their cached features)
-        if same_data(cfg):
-            return val_set
-        train = get_dataset(cfg, 'train', evaluation)
-        return cached(model, train, cfg, device) if cfg.cache_features else train
-
+    val_set, train_eval, wrap = heads_input(model, cfg, device, val_set, lambda: get_dataset(cfg, 'train', evaluation))
+    scorer = wrap(final)  # what predicts: the model, or its head on cached features
     if cfg.cache_features:
-        val_set = cached(model, val_set, cfg, device)
         batches = FeatureViews(train_eval().features, cfg.batch_size, device)
-        net, scorer = training_model(HeadsOnFeatures(model), cfg, device), HeadsOnFeatures(final)
-        print(f'cached features: {len(train_eval())} train and {len(val_set)} val images; the head trains on them')
     else:
         batches = weak_strong_batches(train_set, cfg, device, evaluation)
-        net = training_model(model, cfg, device)
-
-    def keep(epoch, report):
-        """The model is kept when its label-free criterion is the best so far (model_selection: val_loss, the lowest
-        loss; agreement, the highest; epoch 0 is the clustering model), or at every epoch (last)."""
-        loss = {'last': None, 'val_loss': report.get('val_loss'), 'agreement': -report.get('val_agreement', 0)}
-        runner.keep(epoch, loss[cfg.model_selection],
-                    lambda: atomic_save(final.state_dict(), cfg.selflabel_model), report=report)
-
+    net = training_model(wrap(model), cfg, device)
+    keep = keeper(runner, cfg, final)
     if label_free and runner.best is None:  # the clustering model itself is the one to beat
         report = evaluate(scorer, cfg, device, val_set, val_lists)
         keep(0, report)
@@ -153,17 +153,13 @@ def run(args):
                begin=lambda epoch: method.start_epoch(
                    lambda: predict(scorer, eval_loader(train_eval(), cfg, device=device), device, features=False)),
                evaluate=end_epoch)
-    runner.log.plot(os.path.join(cfg.selflabel_dir, 'training_curve.png'), ['loss', 'confident_share', 'acc'])
-    report = runner.best['report']  # every epoch keeps or compares (epochs >= 1), and val_loss also epoch 0
-    print(f"kept epoch {runner.best['epoch']} ({cfg.model_selection})")
-    result = write_metrics(cfg.selflabel_dir, {**{k: report.get(k) for k in ('acc', 'nmi', 'ari')}, 'head': 0},
-                           t_start, rerun=runner.finished)
-    print(f'self-label: {metric_words(result)}; wrote {cfg.selflabel_dir}')
-    return result
+    return finish(runner, cfg, t_start)
 
 
 def main(argv=None):
-    return run_cli(lambda: run(parse_args(base_parser('Self-labelling stage.'), argv)))
+    parser = base_parser('The self-labelling stage: the clustering model\'s selected head fine-tuned on its own '
+                         'confident predictions (setup selflabel or selflabel_per_cluster), after scan.py.')
+    return run_cli(lambda: run(parse_args(parser, argv)))
 
 
 if __name__ == '__main__':

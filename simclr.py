@@ -1,5 +1,5 @@
-"""Pretext stage: learn features (setup simclr, byol, instdisc, and or snca; pretrained: none), then mine every
-neighbours.
+"""The pretext stage: learn features (setup simclr, byol, instdisc, and or snca; setup pretrained uses a pretrained
+backbone as it is), then mine every image's neighbors.
 
     python simclr.py --config_env configs/env.yml --config_exp configs/pretext/simclr_cifar10.yml
 
@@ -78,15 +78,15 @@ def train(cfg, model, method, batches, train_eval, val_set, device, state):
 
 
 def main(argv=None):
-    parser = base_parser('Pretext stage: SimCLR training and neighbour mining.')
+    parser = base_parser('The pretext stage: features learnt by setup simclr, byol, instdisc, and or snca, or a '
+                         'pretrained backbone used as it is (setup pretrained); then every image\'s neighbours mined.')
     parser.add_argument('--mine_only', action='store_true', help='load pretext/model.pth.tar and only mine')
     args = parse_args(parser, argv)
     return run_cli(lambda: run(args))
 
 
-def run(args):
-    t_start = time.time()
-    cfg, method_class, device = prepare(args, 'pretext')
+def check_setup(cfg, method_class):
+    """The backbone settings a setup cannot use, before anything is read or written."""
     if cfg.get('backbones') and method_class.trains:
         raise UserError(f"backbones: (several backbones side by side) is for setup: pretrained, not '{cfg.setup}': "
                         'their features are used as they are; to train one, give it as backbone: NAME')
@@ -96,7 +96,12 @@ def run(args):
     if not method_class.trains and not (cfg.get('backbones') or cfg.get('backbone_weights') or names_weights(cfg)):
         raise UserError('setup: pretrained needs pretrained weights: backbone_kwargs: {pretrained: true} for '
                         'timm/<name>, {weights: NAME} for torchvision/<name>, or backbone_weights: PATH')
-    # the weights (fetched or read from the cache) before anything is written; they bring their normalisation
+
+
+def data_and_model(cfg, device):
+    """The train split (no transform yet), the train and val splits under the evaluation transform, and the
+    contrastive model. The backbone's weights (fetched or read from the cache) come first, before anything is
+    written: they bring their normalisation, which completes the transforms."""
     backbone = get_backbone(cfg, load_weights=True)
     train_set = get_dataset(cfg, 'train')
     complete_transforms(cfg, train_set, backbone['preprocessing'])
@@ -104,10 +109,32 @@ def run(args):
     evaluation = val_transform(cfg.transformation_kwargs)
     train_eval = get_dataset(cfg, 'train', evaluation)
     val_set = train_eval if same_data(cfg) else get_dataset(cfg, 'val', evaluation)
-    model = get_contrastive_model(cfg, backbone).to(device)
+    return train_set, train_eval, val_set, get_contrastive_model(cfg, backbone).to(device)
 
-    has_checkpoint = os.path.isfile(cfg.pretext_checkpoint)
-    mine_only = args.mine_only or (os.path.isfile(cfg.pretext_model) and not has_checkpoint)
+
+def mine(cfg, model, device, train_eval, val_set, frozen):
+    """Each split's top-K neighbors mined and saved, their accuracy when labelled, and the weighted kNN accuracy:
+    the stage's result (before metrics.json)."""
+    (train_feats, train_targets), (val_feats, val_targets), knn_acc = evaluate(
+        model, cfg, device, train_eval, val_set, cache=frozen)
+    metrics = {}
+    for split, feats, targets, k in (('train', train_feats, train_targets, cfg.num_neighbors),
+                                     ('val', val_feats, val_targets, cfg.num_val_neighbors)):
+        indices, search_report = mine_neighbors(feats, k, device=device, exact_max=cfg.exact_search_max)
+        metrics[f'{split}_search'] = search_report
+        atomic_save_npy(indices, cfg[f'topk_neighbors_{split}_path'])
+        metrics[split] = neighbor_accuracy(indices, targets)
+        acc = 'n/a (no labels)' if metrics[split] is None else f'{metrics[split]:.4f}'
+        print(f'accuracy of top-{k} neighbours on {split}: {acc}')
+    return {'neighbor_acc': metrics['train'], 'knn_acc': knn_acc, 'search': metrics['train_search']}
+
+
+def run(args):
+    t_start = time.time()
+    cfg, method_class, device = prepare(args, 'pretext')
+    check_setup(cfg, method_class)
+    train_set, train_eval, val_set, model = data_and_model(cfg, device)
+    mine_only = args.mine_only or (os.path.isfile(cfg.pretext_model) and not os.path.isfile(cfg.pretext_checkpoint))
     rerun = mine_only  # nothing trained in this call: the run's own time is kept (write_metrics)
     if mine_only:
         load_pretext_model(model, cfg.pretext_model)
@@ -128,23 +155,11 @@ def run(args):
         print(f'pretext: {len(train_set)} train images, {cfg.backbone}, {cfg.epochs} epochs, device {device}')
         rerun = state is not None and state['epoch'] >= method.total_epochs()
         train(cfg, model, method, batches, train_eval, val_set, device, state)
-
-    (train_feats, train_targets), (val_feats, val_targets), knn_acc = evaluate(
-        model, cfg, device, train_eval, val_set, cache=not method_class.trains)
-    metrics = {}
-    for split, feats, targets, k in (('train', train_feats, train_targets, cfg.num_neighbors),
-                                     ('val', val_feats, val_targets, cfg.num_val_neighbors)):
-        indices, search_report = mine_neighbors(feats, k, device=device, exact_max=cfg.exact_search_max)
-        metrics[f'{split}_search'] = search_report
-        atomic_save_npy(indices, cfg[f'topk_neighbors_{split}_path'])
-        metrics[split] = neighbor_accuracy(indices, targets)
-        acc = 'n/a (no labels)' if metrics[split] is None else f'{metrics[split]:.4f}'
-        print(f'accuracy of top-{k} neighbours on {split}: {acc}')
-    result = {'neighbor_acc': metrics['train'], 'knn_acc': knn_acc, 'search': metrics['train_search']}
+    result = mine(cfg, model, device, train_eval, val_set, frozen=not method_class.trains)
     if method_class.supervised:
         result['supervised'] = True  # trained with labels: an upper bound, not a clustering result
     result = write_metrics(cfg.pretext_dir, result, t_start, rerun)
-    knn = 'n/a (no labels)' if knn_acc is None else f'{knn_acc:.4f}'
+    knn = 'n/a (no labels)' if result['knn_acc'] is None else f"{result['knn_acc']:.4f}"
     print(f'weighted kNN accuracy on val: {knn}; wrote {cfg.pretext_dir}')
     return result
 

@@ -184,10 +184,13 @@ def check_classes(cfg, dataset):
                             f'set num_classes={n} (or overclustering=true for more clusters than classes)')
 
 
-def clustering_data(cfg):
+def clustering_data(cfg, clusters=None):
     """A clustering or self-labelling run's data: (the evaluation transform, the train set without a transform
     (the training batches add theirs), the val set under the evaluation transform); the transforms completed
-    from the images, num_classes checked against the classes unless it is 'auto'."""
+    from the images, num_classes checked against the classes unless it is 'auto'. `clusters`: the clustering
+    model's number of clusters (self-labelling), which num_classes takes when it is unset or auto."""
+    if clusters is not None and cfg.num_classes is None:
+        cfg.num_classes = 'auto'
     if cfg.num_classes is None:
         raise UserError("'num_classes' is required: set it in the config file or pass num_classes=VALUE "
                         '(or num_classes=auto to estimate it)')
@@ -197,6 +200,8 @@ def clustering_data(cfg):
     val_set = get_dataset(cfg, 'val', evaluation)
     if cfg.num_classes != 'auto':  # an estimated number of clusters may differ from the labels' classes
         check_classes(cfg, train_set)
+    elif clusters is not None:
+        cfg.num_classes = clusters
     return evaluation, train_set, val_set
 
 

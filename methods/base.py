@@ -124,8 +124,18 @@ class ClusteringMethod(Method):
         kinds = {**VIEW_KINDS, **self.view_kinds}
         return {name: kinds[name] for name in self.views}
 
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        if cfg.get('cluster_head') == 'mlp' and cfg.get('head_init', 'random') != 'random':
+            raise UserError(f'head_init: {cfg.head_init} starts linear heads at centroids; with cluster_head: mlp use '
+                            'head_init: random')
+
     def build(self, model):
-        """Called on the clustering model before its optimiser and checkpoint are made (a method's own head form)."""
+        """Called on the clustering model before its optimiser and checkpoint are made: the form of the heads it
+        trains. An MLP head (cluster_head: mlp) trains its last layer weight-normalised, as DINO's head; a method with
+        a head form of its own sets it here, then calls this."""
+        if self.cfg.get('cluster_head') == 'mlp':
+            model.normalise_heads()
 
     def training_step(self, net, model, batch, device):
         """One step (stages/epochs.py) through `net` (`model`, its heads on cached features, or their DDP/compiled

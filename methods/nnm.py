@@ -49,6 +49,7 @@ class NNM(ClusteringMethod):
 
     def build(self, model):
         self.device = next(model.parameters()).device  # the global neighbours are searched and kept there
+        super().build(model)
 
     def batch_views(self):
         views = super().batch_views()

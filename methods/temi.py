@@ -28,6 +28,7 @@ class TEMI(ClusteringMethod):
 
     def build(self, model):
         model.set_logit_scale(1 / self.cfg.criterion_kwargs['student_temperature'])
+        super().build(model)
 
     def build_loss(self, cfg):
         return TEMILoss(cfg.criterion_kwargs['beta'], 1.0)  # the model divides by the student temperature (build)

@@ -48,6 +48,7 @@ class TURTLE(ClusteringMethod):
     def build(self, model):
         if self.cfg.criterion_kwargs['weight_norm']:  # the paper's task encoder ("crucial" in the authors' code)
             model.normalise_heads()
+        super().build(model)
 
     def build_loss(self, cfg):
         return TURTLELoss(cfg.criterion_kwargs['entropy_weight'])

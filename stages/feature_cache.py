@@ -17,15 +17,19 @@ them in half the space (converted from a float32 file of the same key when there
 batch as float32. The trunk computes them in the precision of `amp` (bf16: faster than float32 on a GPU or a CPU
 with AVX-512 BF16); the file keeps what the first stage to compute it computed, whatever a later stage's amp.
 """
+import functools
 import hashlib
 import os
+import time
 
 import numpy as np
 import torch
 
+from data import same_data
 from data.feature_batches import FeatureSet
 from data.loaders import eval_loader
 from evaluation.features import extract_features
+from models.models import HeadsOnFeatures
 from utils.checkpoint import atomic_save_npy
 from utils.distributed import is_main
 from utils.errors import UserError
@@ -130,3 +134,18 @@ def check_finite(features, dtype):
 def cached(model, dataset, cfg, device, store=True):
     """The features the heads see of `dataset` (evaluation transform, frozen trunk): a FeatureSet."""
     return FeatureSet(trunk_features(model, model.trunk(), dataset, cfg, device, store), dataset)
+
+
+def heads_input(model, cfg, device, val_set, train_split):
+    """What the clustering and self-label heads read: (val, train, wrap). With cache_features, the frozen trunk's
+    features of each image, computed once (wrap(model) = HeadsOnFeatures(model) reads them); else the images and
+    wrap(model) = model. train_split() gives the train split under the evaluation transform; train() calls it, once,
+    only when a stage needs it (the val split itself when val is train)."""
+    if not cfg.cache_features:
+        return val_set, functools.cache(lambda: val_set if same_data(cfg) else train_split()), lambda m: m
+    t0 = time.time()
+    val = cached(model, val_set, cfg, device)
+    print(f'cached features: {len(val)} val images through the frozen trunk in {time.time() - t0:.1f} s; the heads '
+          'train on them')
+    return val, functools.cache(lambda: val if same_data(cfg) else cached(model, train_split(), cfg, device)), \
+        HeadsOnFeatures

@@ -122,6 +122,11 @@ def training_model(model, cfg, device):
     return torch.compile(net) if cfg.compile else net
 
 
+def trainable(model):
+    """The parameters the optimiser updates: those a frozen trunk leaves trainable."""
+    return [p for p in model.parameters() if p.requires_grad]
+
+
 def config_for_checkpoint(cfg, stage):
     return {k: to_plain(cfg[k]) for k in SCHEMAS[stage] if k in cfg}
 
