@@ -54,7 +54,6 @@ class ContrastiveModel(nn.Module):
         return F.normalize(self.contrastive_head(features), dim=1)
 
 
-HEADS = ('linear', 'mlp')
 MLP_HEAD = {'hidden_dim': 512, 'bottleneck_dim': 256, 'nlayers': 2}  # TEMI's published head (its code's defaults)
 
 
@@ -98,17 +97,29 @@ class MLPHead(nn.Module):
         return self.last(F.normalize(self.mlp(x), dim=-1))
 
 
-def make_head(kind, dim, nclusters, kwargs=None):
-    """One clustering head: 'linear' (SCAN's, D -> nclusters) or 'mlp' (MLPHead, with its kwargs)."""
-    if kind == 'mlp':
-        unknown = sorted(set(kwargs or {}) - set(MLP_HEAD))
-        if unknown:
-            raise UserError(f'cluster_head_kwargs.{unknown[0]} is not a setting of the MLP head; valid: '
-                            f'{", ".join(MLP_HEAD)}')
-        return MLPHead(dim, nclusters, **{**MLP_HEAD, **(kwargs or {})})
+def linear_head(dim, nclusters, **kwargs):
+    """SCAN's head: D -> nclusters."""
     if kwargs:
         raise UserError(f'cluster_head_kwargs {sorted(kwargs)} are for cluster_head: mlp; a linear head takes none')
     return nn.Linear(dim, nclusters)
+
+
+def mlp_head(dim, nclusters, **kwargs):
+    """TEMI's head (MLPHead) with its settings over MLP_HEAD."""
+    unknown = sorted(set(kwargs) - set(MLP_HEAD))
+    if unknown:
+        raise UserError(f'cluster_head_kwargs.{unknown[0]} is not a setting of the MLP head; valid: '
+                        f'{", ".join(MLP_HEAD)}')
+    return MLPHead(dim, nclusters, **{**MLP_HEAD, **kwargs})
+
+
+# cluster_head: a head form's name -> its builder (D, nclusters, **cluster_head_kwargs) -> module
+HEADS = {'linear': linear_head, 'mlp': mlp_head}
+
+
+def make_head(kind, dim, nclusters, kwargs=None):
+    """One clustering head of the form `kind` (HEADS) with its settings."""
+    return HEADS[kind](dim, nclusters, **(kwargs or {}))
 
 
 class ClusteringModel(nn.Module):

@@ -133,7 +133,7 @@ CLUSTERING = {
     'head_init': Key('random', str, ('random', 'kmeans', 'graph')),  # k-means or neighbour-graph centroids
     # the heads: linear (SCAN's) or TEMI's MLP (models.models.MLPHead; cluster_head_kwargs hidden_dim 512,
     # bottleneck_dim 256, nlayers 2 by default)
-    'cluster_head': Key('linear', str, HEADS),
+    'cluster_head': Key('linear', str, tuple(HEADS)),
     'cluster_head_kwargs': Key({}, dict),
     # the heads' input: the backbone features (SCAN, NNM) or the pretext's L2-normalised projection, trained on
     # (after a pretext with setup: pretrained always the backbone: the projection head is untrained)

@@ -45,13 +45,18 @@ def test_the_key_follows_weights_images_and_transform(tmp_path):
     assert cache_key([model.backbone], folder_set(tmp_path)) != key
 
 
-def test_trunk_features_are_computed_once_then_read(tmp_path, monkeypatch):
+def counted_trunk(tmp_path, monkeypatch):
+    """A digits folder, a small model, a cache config and the list that counts the trunk's passes over images."""
     write_digits(str(tmp_path / 'digits'), size=16, classes=[0, 1], limit=12)
-    model, dataset = small_model(), folder_set(tmp_path)
     cfg = EasyDict(pretext_dir=str(tmp_path / 'pretext'), batch_size=5, num_workers=0)
     calls = []
     real = feature_cache.extract_features
     monkeypatch.setattr(feature_cache, 'extract_features', lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    return small_model(), folder_set(tmp_path), cfg, calls
+
+
+def test_trunk_features_are_computed_once_then_read(tmp_path, monkeypatch):
+    model, dataset, cfg, calls = counted_trunk(tmp_path, monkeypatch)
     first = trunk_features(model, [model.backbone], dataset, cfg, 'cpu')
     again = trunk_features(model, [model.backbone], folder_set(tmp_path), cfg, 'cpu')
     assert len(calls) == 1 and torch.equal(first, again)
@@ -155,12 +160,7 @@ def test_a_subset_decodes_its_own_images_once(tmp_path, monkeypatch):
 
 def test_a_float16_cache_takes_half_the_space_and_is_read_memory_mapped_as_float32_batches(tmp_path, monkeypatch):
     from data.feature_batches import FeaturePairs, FeatureSet
-    write_digits(str(tmp_path / 'digits'), size=16, classes=[0, 1], limit=12)
-    model, dataset = small_model(), folder_set(tmp_path)
-    cfg = EasyDict(pretext_dir=str(tmp_path / 'pretext'), batch_size=5, num_workers=0)
-    passes = []
-    real = feature_cache.extract_features
-    monkeypatch.setattr(feature_cache, 'extract_features', lambda *a, **kw: passes.append(1) or real(*a, **kw))
+    model, dataset, cfg, passes = counted_trunk(tmp_path, monkeypatch)
     full = trunk_features(model, [model.backbone], dataset, cfg, 'cpu')
     half = trunk_features(model, [model.backbone], dataset, EasyDict(cfg, feature_cache_dtype='float16'), 'cpu')
     assert half.dtype == torch.float16 and torch.equal(half, full.half())
