@@ -143,8 +143,8 @@ def run(args):
 
     def end_epoch(epoch, record):
         if record['loss'] is None:
-            warnings.warn(f'epoch {epoch + 1}: no sample above confidence_threshold {cfg.confidence_threshold}; '
-                          'nothing was trained (lower the threshold or train the clustering stage longer)')
+            warnings.warn(f'epoch {epoch + 1}: no sample taught ({method.selection()}); nothing was trained (let more '
+                          'samples teach, e.g. a lower confidence_threshold, or train the clustering stage longer)')
         report = evaluate(scorer, cfg, device, val_set, val_lists)
         keep(epoch + 1, report)
         return {**record, **report}

@@ -117,7 +117,7 @@ def test_strong_augmentation_on_either_path(env_file, run_root, tmp_path, on_dev
 
 
 def test_no_confident_sample_skips_and_warns(env_file, run_root):
-    with pytest.warns(UserWarning, match='no sample above confidence_threshold'):
+    with pytest.warns(UserWarning, match=r'no sample taught \(confidence above 1.0\)'):
         selflabel.main(selflabel_args(env_file, 'confidence_threshold=1.0', 'epochs=1'))
     record = json.loads(open(run_root / 'selflabel' / 'log.jsonl').readline())
     assert record['loss'] is None and record['confident_share'] == 0 and record['skipped_batches'] == 4
