@@ -29,6 +29,7 @@ from methods import REGISTRIES
 from models import backbone_label, contrastive_model_for, get_clustering_model
 from models.files import holds_projection, read_model_file
 from models.models import HeadsOnFeatures
+from neighbors.num_clusters import spread_words
 from neighbors.search import mine_neighbors, neighbor_accuracy
 from stages.feature_cache import cached
 from stages.run import prepare, run_cli
@@ -176,6 +177,13 @@ def evaluate_clustering(cfg, model, device, out_dir, args):
     return result
 
 
+def clusters_words(run_dir, k):
+    """The number of clusters, and how sure its estimate was when the clustering stage estimated it."""
+    path = os.path.join(run_dir, 'scan', 'metrics.json')
+    estimate = json.load(open(path)).get('k_estimate') if os.path.isfile(path) else None
+    return f'{k} (estimated: {spread_words(estimate)})' if estimate and estimate.get('k_spread') else k
+
+
 def report(cfg, args, out_dir, result, clusters):
     """report.html next to the outputs; the run's stage folders are the model's folder's siblings."""
     run_dir = os.path.dirname(os.path.dirname(os.path.abspath(args.model)))
@@ -184,7 +192,7 @@ def report(cfg, args, out_dir, result, clusters):
     plots += [(f'{stage} training', os.path.join(run_dir, stage, 'training_curve.png')) for stage in STAGE_FOLDERS]
     data = cfg.val_db_name + (f" ({cfg.db_kwargs['path']})" if (cfg.db_kwargs or {}).get('path') else '')
     config = [('model', os.path.abspath(args.model)), ('data', data), ('split', cfg.val_split or 'all images'),
-              ('backbone', backbone_label(cfg)), ('clusters', cfg.num_classes)]
+              ('backbone', backbone_label(cfg)), ('clusters', clusters_words(run_dir, cfg.num_classes))]
     metrics = [(k, v) for k, v in result.items() if isinstance(v, float)]
     predictions = os.path.basename(result['predictions']) if result.get('predictions') else None
     return write_report(out_dir, run_dir, f'Clusters of {os.path.basename(run_dir)}',

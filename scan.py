@@ -21,7 +21,7 @@ from evaluation.metrics import cluster_metrics
 from models import get_clustering_model
 from models.files import read_model_file
 from neighbors.head_init import INITS, head_centroids
-from neighbors.num_clusters import estimate_num_clusters
+from neighbors.num_clusters import SPREAD, estimate_num_clusters, spread_words
 from neighbors.search import load_neighbors
 from stages.epochs import EpochRunner
 from stages.feature_cache import check_cache, heads_input
@@ -82,11 +82,12 @@ def choose_num_clusters(cfg):
     when num_classes is given."""
     if cfg.num_classes != 'auto':
         return None
-    chosen, report = estimate_num_clusters(np.load(cfg.topk_neighbors_train_path), cfg.k_range, cfg.k_median)
+    chosen, report = estimate_num_clusters(np.load(cfg.topk_neighbors_train_path), cfg.k_range, cfg.k_median,
+                                           spread=SPREAD)
     cfg.num_classes = chosen
     print(f"num_classes: auto -> {chosen} clusters ({len(report['community_sizes'])} communities in the neighbour "
           f"graph, those under {report['min_size']:g} images merged, clusters over {report['max_size']:g} split; "
-          f"k_range {report['k_range']})")
+          f"k_range {report['k_range']}); {spread_words(report)}")
     return report
 
 

@@ -58,6 +58,9 @@ from utils.errors import UserError
 RESOLUTION = 0.5
 MIN_SHARE = 0.7
 MEDIANS = ('clusters', 'communities')
+# how sure the estimate is: the K of the same rule over other Louvain seeds and a finer resolution, besides the
+# estimate's own (seed 0, RESOLUTION); (seed, resolution) pairs
+SPREAD = ((1, RESOLUTION), (2, RESOLUTION), (0, 0.75), (1, 0.75), (2, 0.75))
 
 
 def knn_graph(indices):
@@ -200,15 +203,40 @@ def modularity_path(graph, labels, k_min, resolution=RESOLUTION):
         links = merge(links, labels, a, b)
 
 
-def estimate_num_clusters(indices, k_range, median='clusters', resolution=RESOLUTION, min_share=MIN_SHARE):
+def estimate_num_clusters(indices, k_range, median='clusters', resolution=RESOLUTION, min_share=MIN_SHARE,
+                          spread=()):
     """K within k_range (above), and a report: the sizes of the communities Louvain found and of the clusters left
     after merging and splitting, largest first, and the sizes below which a community was merged (min_size) and
     above which a cluster was split (max_size). median: what the size bounds are shares of, the median size of the
-    clusters as they are merged and split ('clusters') or of the communities Louvain found ('communities')."""
+    clusters as they are merged and split ('clusters') or of the communities Louvain found ('communities').
+    spread: other (Louvain seed, resolution) pairs (e.g. SPREAD) to run the same rule with; the report's 'k_spread'
+    then holds every partition's K, the estimate's first, and their range: how sure the estimate is."""
     k_min, k_max = check_k_range(k_range, len(indices))
-    labels, report = partition(shared_neighbor_graph(np.asarray(indices)), (k_min, k_max), median, resolution,
-                               min_share)
-    return max(int(labels.max()) + 1, k_min), report
+    graph = shared_neighbor_graph(np.asarray(indices))
+    labels, report = partition(graph, (k_min, k_max), median, resolution, min_share)
+    k = max(int(labels.max()) + 1, k_min)
+    if spread:
+        ks = [k] + [max(int(partition(graph, (k_min, k_max), median, r, min_share, seed=s)[0].max()) + 1, k_min)
+                    for s, r in spread]
+        report['k_spread'] = {'partitions': [[0, resolution], *map(list, spread)], 'k': ks,
+                              'range': [min(ks), max(ks)]}
+    return k, report
+
+
+def spread_words(report):
+    """The K estimate's certainty in words, from its report's k_spread ('' without one)."""
+    spread = report.get('k_spread')
+    if not spread:
+        return ''
+    low, high = spread['range']
+    seeds = sorted({s for s, _ in spread['partitions']})
+    resolutions = sorted({r for _, r in spread['partitions']})
+    over = (f"{len(spread['k'])} partitions of the neighbour graph (Louvain seeds {seeds[0]}-{seeds[-1]}, resolutions "
+            f"{', '.join(f'{r:g}' for r in resolutions)})")
+    if low == high:
+        return f'all {over} give K = {low}'
+    return f'unsure: {over} give K from {low} to {high}; give num_classes=K if you know it'
+
 
 
 def partition(graph, k_range, median='clusters', resolution=RESOLUTION, min_share=MIN_SHARE, seed=0):

@@ -161,13 +161,24 @@ def lock_run_folder(folder):
 
 
 def cap_epochs(cfg, num_images):
-    """`max_steps`: a run takes at most about that many optimiser steps, whole epochs (ceil), so that a template's
-    epochs, sized for a small folder, do not make a large one take hours. Call before start_run: config.yml, the
-    schedule and --resume all see the epochs kept."""
-    steps = max(1, num_images // cfg.batch_size)  # batch_size is the global batch (all processes together)
-    if cfg.get('max_steps') and steps * cfg.epochs > cfg.max_steps:
-        epochs = -(-cfg.max_steps // steps)
-        print(f'max_steps {cfg.max_steps}: {epochs} epochs of {steps} steps instead of {cfg.epochs}')
+    """A run's length in optimiser steps, as whole epochs, so that one config suits a folder of 200 images and one
+    of 50,000:
+    - `steps`: about that many steps, ceil(steps / steps per epoch) epochs, at least `min_epochs` and at most
+      `epochs`;
+    - `max_steps`: at most about that many steps, so that epochs sized for a small folder do not make a large one
+      take hours.
+    Call before start_run: config.yml, the schedule and --resume all see the epochs kept."""
+    if cfg.get('steps') and cfg.get('max_steps'):
+        raise UserError('give steps (a length with min_epochs and epochs as its bounds) or max_steps (a cap), not both')
+    per_epoch = max(1, num_images // cfg.batch_size)  # batch_size is the global batch (all processes together)
+    if cfg.get('steps'):
+        epochs = min(cfg.epochs, max(cfg.get('min_epochs') or 1, -(-cfg.steps // per_epoch)))
+        print(f'steps {cfg.steps}: {epochs} epochs of {per_epoch} steps (between min_epochs '
+              f"{cfg.get('min_epochs') or 1} and epochs {cfg.epochs})")
+        cfg.epochs = epochs
+    elif cfg.get('max_steps') and per_epoch * cfg.epochs > cfg.max_steps:
+        epochs = -(-cfg.max_steps // per_epoch)
+        print(f'max_steps {cfg.max_steps}: {epochs} epochs of {per_epoch} steps instead of {cfg.epochs}')
         cfg.epochs = epochs
 
 

@@ -63,6 +63,10 @@ COMMON = {
     'transformation_kwargs': Key({}, dict),
     'epochs': Key(REQUIRED, int, minimum=1),
     'max_steps': Key(None, int, minimum=1),  # fewer epochs when epochs x (images // batch_size) steps exceed it
+    # a length in optimiser steps instead: about this many, in whole epochs, no fewer than min_epochs and no more
+    # than epochs (stages/run.cap_epochs)
+    'steps': Key(None, int, minimum=1),
+    'min_epochs': Key(None, int, minimum=1),
     'batch_size': Key(REQUIRED, int, minimum=1),
     'num_workers': Key(2, int, minimum=0),
     'optimizer': Key('sgd', str, ('sgd', 'adam', 'adamw')),

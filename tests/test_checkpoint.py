@@ -167,6 +167,30 @@ def test_max_steps_caps_whole_epochs(capsys):
         assert cfg.epochs == epochs
 
 
+@pytest.mark.parametrize('images, epochs', [
+    (200, 30),     # 2 steps an epoch (batch 100): ceil(60 / 2) = 30 epochs
+    (50, 60),      # a batch of all 50 images: one step an epoch, 60 epochs
+    (5000, 5),     # 50 steps an epoch: ceil(60 / 50) = 2 epochs, raised to min_epochs 5
+    (10, 60),      # fewer images than the batch: one step an epoch
+])
+def test_steps_set_the_epochs_between_min_epochs_and_epochs(images, epochs):
+    from stages.run import cap_epochs
+    cfg = EasyDict(epochs=100, min_epochs=5, batch_size=100, steps=60)
+    cap_epochs(cfg, images)
+    assert cfg.epochs == epochs
+    cap_epochs(cfg, images)  # idempotent
+    assert cfg.epochs == epochs
+    cfg = EasyDict(epochs=40, batch_size=100, steps=60)  # the ceiling
+    cap_epochs(cfg, 50)
+    assert cfg.epochs == 40
+
+
+def test_steps_and_max_steps_are_not_given_together():
+    from stages.run import cap_epochs
+    with pytest.raises(UserError, match='give steps .* or max_steps .*, not both'):
+        cap_epochs(EasyDict(epochs=10, batch_size=10, steps=5, max_steps=5), 100)
+
+
 def test_only_rank_zero_writes_pictures_and_each_write_has_a_temporary_file_of_its_own(tmp_path, monkeypatch):
     """Under torchrun every process may draw a picture (the K estimate's num_clusters.png): two processes that wrote
     through one temporary name raced (one renamed the other's file away: FileNotFoundError on rank 1)."""

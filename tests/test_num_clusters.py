@@ -182,3 +182,19 @@ def test_graph_clusters_give_exactly_k_along_the_planted_structure():
     assert adjusted_rand_score(sub, graph_clusters(indices, 6)[0]) == 1.0
     flat = planted_neighbors(4, 50, 10, noise=0.05)
     assert adjusted_rand_score(np.arange(200) // 50, graph_clusters(flat, 6)[0]) == 1.0  # 4: no group splits
+
+
+def test_the_estimate_says_how_sure_it_is():
+    """Over other Louvain seeds and a finer resolution: clear groups give one K everywhere; the words name the
+    partitions, and an unsure estimate says to give num_classes."""
+    from neighbors.num_clusters import SPREAD, spread_words
+    k, report = estimate_num_clusters(planted_neighbors(5, 60, 10, noise=0.1), [2, 12], spread=SPREAD)
+    spread = report['k_spread']
+    assert k == 5 and spread['k'] == [5] * 6 and spread['range'] == [5, 5]
+    assert spread['partitions'][0] == [0, 0.5] and len(spread['partitions']) == len(SPREAD) + 1
+    assert spread_words(report) == 'all 6 partitions of the neighbour graph (Louvain seeds 0-2, resolutions 0.5, 0.75) ' \
+                                   'give K = 5'
+    unsure = {'k_spread': {**spread, 'k': [7, 5, 9, 7, 8, 6], 'range': [5, 9]}}
+    assert spread_words(unsure).startswith('unsure: 6 partitions') and 'give K from 5 to 9; give num_classes=K' in \
+        spread_words(unsure)
+    assert 'k_spread' not in estimate_num_clusters(planted_neighbors(5, 60, 10, noise=0.1), [2, 12])[1]

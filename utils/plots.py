@@ -87,7 +87,10 @@ def save_num_clusters_plot(report, chosen, path, dpi=100):
         ax.grid(axis='y', alpha=0.3)
     found.set_ylabel('images')
     found.legend(fontsize=7)
-    kept.set_title(f'number of clusters: K = {chosen}', fontsize=9)
+    spread = report.get('k_spread')
+    unsure = f" (other partitions: {spread['range'][0]}-{spread['range'][1]})" if spread and len(set(spread['k'])) > 1 \
+        else ''
+    kept.set_title(f'number of clusters: K = {chosen}{unsure}', fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi)
     plt.close(fig)
