@@ -173,8 +173,8 @@ def cap_epochs(cfg, num_images):
     per_epoch = max(1, num_images // cfg.batch_size)  # batch_size is the global batch (all processes together)
     if cfg.get('steps'):
         epochs = min(cfg.epochs, max(cfg.get('min_epochs') or 1, -(-cfg.steps // per_epoch)))
-        print(f'steps {cfg.steps}: {epochs} epochs of {per_epoch} steps (between min_epochs '
-              f"{cfg.get('min_epochs') or 1} and epochs {cfg.epochs})")
+        print(f"steps {cfg.steps}: {epochs} epochs of {per_epoch} step{'s' if per_epoch > 1 else ''} (between "
+              f"min_epochs {cfg.get('min_epochs') or 1} and epochs {cfg.epochs})")
         cfg.epochs = epochs
     elif cfg.get('max_steps') and per_epoch * cfg.epochs > cfg.max_steps:
         epochs = -(-cfg.max_steps // per_epoch)

@@ -1,5 +1,5 @@
 """configs/image_folder_pretrained.yml, the photo template: its own settings only, lengths in optimiser steps, and a
-head kept by the label-free rule that never falls below its k-means start."""
+head kept by the label-free rule, the heads' start (here k-means) among its candidates."""
 import json
 import os
 
@@ -63,8 +63,8 @@ def log(folder):
 
 
 def test_a_small_folder_trains_the_steps_the_rule_gives(tmp_path, env_file):
-    """40 images: TURTLE's batch is all of them (one step an epoch), so steps 25 give 25 epochs; self-labelling's
-    steps 10 would give 10 epochs of one step, raised to min_epochs 20."""
+    """40 images: a batch holds all of them (one step an epoch), so the clustering stage's steps 25 give 25 epochs;
+    self-labelling's steps 10 would give 10 epochs of one step, raised to min_epochs 20."""
     args, out = small_folder(tmp_path, env_file, 'clustering.steps=25', 'selflabel.steps=10', 'clustering.num_heads=2')
     scan.main(args)
     selflabel.main(args)
@@ -80,7 +80,7 @@ def test_the_label_free_choice_keeps_the_kmeans_start_when_every_later_epoch_is_
     """A criterion that rises every evaluation: the k-means start (epoch 0) is kept, model file and metrics."""
     from methods.base import ClusteringMethod
     args, out = small_folder(tmp_path, env_file, 'clustering.steps=3', 'clustering.min_epochs=3',
-                             'clustering.num_heads=2')
+                             'clustering.num_heads=2', 'clustering.head_init=kmeans')
     calls = []
 
     def rising(self, probs, neighbors):
