@@ -24,7 +24,7 @@ from data.transforms import val_transform
 from evaluation.features import knn_accuracy, predict, pretext_features
 from evaluation.html_report import write_report
 from evaluation.metrics import cluster_metrics, contingency, hungarian_mapping
-from evaluation.report import FOLDERS as STAGE_FOLDERS
+from evaluation.report import FOLDERS as STAGE_FOLDERS, stage_metrics
 from methods import REGISTRIES
 from models import backbone_label, contrastive_model_for, get_clustering_model
 from models.files import holds_projection, read_model_file
@@ -37,6 +37,7 @@ from utils.checkpoint import atomic_write_text, load_weights
 from utils.config import base_parser, parse_args, read_layers
 from utils.errors import UserError, one_line
 from utils.plots import save_confusion_matrix, save_prototype_grid
+from utils.stages import STAGES
 
 
 def config_stage(paths, kind):
@@ -179,8 +180,7 @@ def evaluate_clustering(cfg, model, device, out_dir, args):
 
 def clusters_words(run_dir, k):
     """The number of clusters, and how sure its estimate was when the clustering stage estimated it."""
-    path = os.path.join(run_dir, 'scan', 'metrics.json')
-    estimate = json.load(open(path)).get('k_estimate') if os.path.isfile(path) else None
+    estimate = dict(stage_metrics(run_dir)).get(STAGES['clustering'].folder, {}).get('k_estimate')
     return f'{k} (estimated: {spread_words(estimate)})' if estimate and estimate.get('k_spread') else k
 
 

@@ -119,7 +119,8 @@ def one_epoch(stage, config, features, batches_of, step_of, folder):
 
 
 PREDICT_BATCH = 1024
-STEP_MODULES = {'mine': ['stages.schema', 'neighbors.search'], 'mine_approximate': ['stages.schema', 'neighbors.search'],
+STEP_MODULES = {'mine': ['stages.schema', 'neighbors.search'],
+                'mine_approximate': ['stages.schema', 'neighbors.search'],
                 'num_clusters': ['neighbors.num_clusters'],
                 'clustering_epoch': ['scan', 'data.feature_batches', 'stages.epochs'],
                 'selflabel_epoch': ['selflabel', 'data.feature_batches', 'stages.epochs'],

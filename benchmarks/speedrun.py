@@ -43,6 +43,7 @@ from stages.run import prepare  # noqa: E402
 from utils.checkpoint import atomic_write_text  # noqa: E402
 from utils.config import base_parser, parse_args  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.logger import RunLog  # noqa: E402
 
 CONFIGS = {'pretext': 'configs/pretext/simclr_cifar10_speedrun.yml',
            'scan': 'configs/scan/scan_cifar10_speedrun.yml',
@@ -214,11 +215,6 @@ def ceiling(name, out, overrides, mode):
 MAINS = {'pretext': simclr.main, 'scan': scan.main, 'nnm': scan.main, 'selflabel': selflabel.main}
 
 
-def read_log(folder):
-    path = os.path.join(folder, 'log.jsonl')
-    return [json.loads(line) for line in open(path) if line.strip()] if os.path.isfile(path) else []
-
-
 def stage_speed(records, per_step, ceiling_seconds):
     """The stage's training step against its ceiling: the median over its epochs (the first left out when there
     are more: it holds cuDNN's autotuning and any compilation) of the seconds per optimiser step."""
@@ -257,7 +253,7 @@ def run_stage(name, out, overrides, result):
         raise
     finally:
         entry['seconds'] = round(time.time() - t0, 2)
-        records = read_log(os.path.join(out, 'runs', 'cifar-10', FOLDER_OF[name]))
+        records = RunLog(os.path.join(out, 'runs', 'cifar-10', FOLDER_OF[name])).records()
         entry.update(stage_speed(records, entry['images_per_step'], entry['ceiling_step_seconds']))
         if name == 'pretext':
             entry['knn_curve'] = knn_curve(records)

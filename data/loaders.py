@@ -112,7 +112,6 @@ class ShuffledBatches:
         for step in range(len(self)):
             yield self.batch(order[step * self.batch_size:(step + 1) * self.batch_size])
 
-
     def permutation(self):
         return torch.randperm(self.n)
 

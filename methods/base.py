@@ -119,16 +119,16 @@ class ClusteringMethod(Method):
     views = ('anchor', 'neighbor')
     view_kinds = {}  # a method's own views: name -> (source, transform), as VIEW_KINDS
 
-    def batch_views(self):
-        """{view name: (source, transform)} of this run's batches, in order."""
-        kinds = {**VIEW_KINDS, **self.view_kinds}
-        return {name: kinds[name] for name in self.views}
-
     def __init__(self, cfg):
         super().__init__(cfg)
         if cfg.get('cluster_head') == 'mlp' and cfg.get('head_init', 'random') != 'random':
             raise UserError(f'head_init: {cfg.head_init} starts linear heads at centroids; with cluster_head: mlp use '
                             'head_init: random')
+
+    def batch_views(self):
+        """{view name: (source, transform)} of this run's batches, in order."""
+        kinds = {**VIEW_KINDS, **self.view_kinds}
+        return {name: kinds[name] for name in self.views}
 
     def build(self, model):
         """Called on the clustering model before its optimiser and checkpoint are made: the form of the heads it

@@ -67,8 +67,7 @@ class NNM(ClusteringMethod):
     def inputs(self, logits, head, index, context):
         glob = None if self.global_probs is None else self.global_probs[head, index.to(self.global_probs.device)]
         return {'anchors': logits['anchor'], 'neighbors': logits['neighbor'], 'second': logits['second'],
-                'features': context,
-                'global_probs': glob}
+                'features': context, 'global_probs': glob}
 
     def end_epoch(self, train_predictions):
         self.global_probs = global_neighbor_probs(train_predictions(), self.device)

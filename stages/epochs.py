@@ -17,10 +17,8 @@ from stages.run import save_checkpoint
 from utils.checkpoint import restore
 from utils.common import seed_all
 from utils.logger import RunLog, progress
-from utils.optim import check_finite, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
+from utils.optim import check_finite_loss, get_optimizer, grad_scaler, lr_at, optimizer_step, set_lr
 from utils.stages import STAGES
-
-
 
 CHECK_EVERY = 50  # steps between the reads of the running loss on the host (non-finite check, progress)
 
@@ -55,9 +53,9 @@ def train_epoch(net, batches, step, optimizer, cfg, epoch, scaler=None, total_ep
         if after is not None:
             after()
         if (i + 1) % CHECK_EVERY == 0:
-            check_finite(running, epoch)
+            check_finite_loss(running, epoch)
     if running is not None:
-        check_finite(running, epoch)
+        check_finite_loss(running, epoch)
     means = {key: float(sums[key]) / max(float(counts[key]), 1) for key in sums}
     means.update({key: round(means[key], 5) for key in ratios})
     record = {'loss': None, **means, 'lr': optimizer.param_groups[0]['lr'], 'steps': steps - skipped,

@@ -192,8 +192,8 @@ def test_the_estimate_says_how_sure_it_is():
     spread = report['k_spread']
     assert k == 5 and spread['k'] == [5] * 6 and spread['range'] == [5, 5]
     assert spread['partitions'][0] == [0, 0.5] and len(spread['partitions']) == len(SPREAD) + 1
-    assert spread_words(report) == 'all 6 partitions of the neighbour graph (Louvain seeds 0-2, resolutions 0.5, 0.75) ' \
-                                   'give K = 5'
+    assert spread_words(report) == ('all 6 partitions of the neighbour graph (Louvain seeds 0-2, resolutions 0.5, '
+                                    '0.75) give K = 5')
     unsure = {'k_spread': {**spread, 'k': [7, 5, 9, 7, 8, 6], 'range': [5, 9]}}
     assert spread_words(unsure).startswith('unsure: 6 partitions') and 'give K from 5 to 9; give num_classes=K' in \
         spread_words(unsure)

@@ -66,7 +66,7 @@ def grad_scaler(cfg, device):
     return torch.amp.GradScaler(device.type) if cfg.amp == 'fp16' else None
 
 
-def check_finite(loss, epoch):
+def check_finite_loss(loss, epoch):
     """A non-finite loss (or a sum of losses) stops the run before the epoch is evaluated or saved, so the weights
     it spoilt are never kept. Reading it waits for the device: the epoch loop calls it every few steps."""
     if not torch.isfinite(loss):
