@@ -391,6 +391,23 @@ def eval_pictures(name, profile, out, results_dir, extra, seed=1):
             f'![confusion matrix]({rel}/confusion_matrix.png) ![prototypes]({rel}/prototypes.png)')
 
 
+def publish(block, stem, result, markdown, results, readme):
+    """results/<stem>.json written from `result`, or (result None: --render) read back; then results/<stem>.md
+    from markdown(result) and the README block `block`. Returns the text."""
+    saved = os.path.join(results, f'{stem}.json')
+    if result is None:
+        with open(saved) as f:
+            result = json.load(f)
+    else:
+        os.makedirs(results, exist_ok=True)
+        atomic_write_text(saved, json.dumps(result, indent=2))
+    text = markdown(result)
+    atomic_write_text(os.path.join(results, f'{stem}.md'), text + '\n')
+    update_readme(block, text, readme)
+    print(text)
+    return text
+
+
 def update_readme(name, text, readme=os.path.join(ROOT, 'README.md')):
     start, end = f'<!-- results:{name} start -->', f'<!-- results:{name} end -->'
     content = open(readme).read()

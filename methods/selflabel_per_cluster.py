@@ -57,9 +57,10 @@ class SelfLabelPerCluster(SelfLabelMethod):
         self.neighbors = None
         if self.min_agreement > 0 or self.label_neighbors > 0:  # the pretext stage's mined train neighbours
             self.neighbors = load_neighbors(cfg.topk_neighbors_train_path, len(train_set), None, 'train')
-            if self.label_neighbors > self.neighbors.shape[1]:
-                raise UserError(f'criterion_kwargs.label_neighbors is {self.label_neighbors} but the pretext stage '
-                                f'mined {self.neighbors.shape[1]} neighbours per image; give at most that')
+            if self.label_neighbors > self.neighbors.shape[1]:  # a folder of fewer images than neighbours asked
+                print(f'criterion_kwargs.label_neighbors: {self.neighbors.shape[1]}, every neighbour the pretext stage '
+                      f'mined per image (not {self.label_neighbors})')
+                self.label_neighbors = self.neighbors.shape[1]
         self.labels = torch.zeros(len(train_set), dtype=torch.long)
         self.use = torch.zeros(len(train_set), dtype=torch.bool)
 

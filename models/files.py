@@ -88,12 +88,13 @@ def load_pretext_model(model, path):
 
 def single_head_state(state, head):
     """A clustering state_dict with H heads -> backbone (and projection head, when the heads sit on it), the logits'
-    scale when it has one, and that head as cluster_head.0 (self-labelling, eval)."""
+    scale and the input normalisation when it has them, and that head as cluster_head.0 (self-labelling, eval)."""
     prefix = f'cluster_head.{head}.'
     if not any(k.startswith(prefix) for k in state):
         heads = sorted({k.split('.')[1] for k in state if k.startswith('cluster_head.')})
         raise UserError(f'the model has no head {head} (heads: {", ".join(heads) or "none"})')
-    out = {k: v for k, v in state.items() if k.startswith(('backbone.', 'contrastive_head.')) or k == 'logit_scale'}
+    out = {k: v for k, v in state.items() if k.startswith(('backbone.', 'contrastive_head.'))
+           or k in ('logit_scale', 'input_normalized')}
     out.update({'cluster_head.0.' + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
     return out
 

@@ -126,7 +126,8 @@ class ClusteringModel(nn.Module):
     """backbone + `nheads` heads `cluster_head.{h}` (D -> nclusters): linear ones (SCAN's), or TEMI's MLP heads
     (head='mlp', MLPHead with head_kwargs). With `projection` (the pretext model's projection head, kept as
     `contrastive_head`) the heads sit on its L2-normalised output instead of on the backbone features
-    (`heads_on: projection`)."""
+    (`heads_on: projection`); after normalise_input() they read the backbone features L2-normalised
+    (`heads_on: backbone_normalized`)."""
 
     def __init__(self, backbone, nclusters, nheads=1, projection=None, head='linear', head_kwargs=None):
         super().__init__()
@@ -141,7 +142,18 @@ class ClusteringModel(nn.Module):
         self.cluster_head = nn.ModuleList(make_head(head, dim, nclusters, head_kwargs) for _ in range(nheads))
         # every head's logits times this (set_logit_scale); unset, it is not in the state_dict (SCAN's layout)
         self.register_buffer('logit_scale', None)
+        # set: every head reads its input L2-normalised (normalise_input); unset, not in the state_dict
+        self.register_buffer('input_normalized', None)
         self.frozen_trunk = False
+
+    def normalise_input(self):
+        """Every head reads the features L2-normalised from now on (heads_on: backbone_normalized). A buffer: the
+        model file keeps it and get_clustering_model reads it back."""
+        self.input_normalized = torch.tensor(1.0)
+
+    def head_input(self, features):
+        """What the heads read of the trunk's features [b, D]: themselves, or L2-normalised."""
+        return features if self.input_normalized is None else F.normalize(features, dim=-1)
 
     def set_logit_scale(self, scale):
         """Every head's logits times `scale` from now on: TEMI's 1 / student temperature, so the probabilities every
@@ -151,6 +163,7 @@ class ClusteringModel(nn.Module):
 
     def head_logits(self, features):
         """Every head's logits [b, C] on what the heads see [b, D]."""
+        features = self.head_input(features)
         output = [head(features) for head in self.cluster_head]
         return output if self.logit_scale is None else [o * self.logit_scale for o in output]
 
@@ -180,8 +193,8 @@ class ClusteringModel(nn.Module):
         return features
 
     def forward(self, x, forward_pass='default'):
-        """'default': list of H logits [b, C]; 'backbone': the heads' input features [b, D]; 'head': heads on
-        features x; 'return_all': {'features', 'output'}."""
+        """'default': list of H logits [b, C]; 'backbone': the trunk's features [b, D] (what the feature cache
+        holds); 'head': heads on trunk features x; 'return_all': {'features' (what the heads read), 'output'}."""
         if forward_pass == 'head':
             return self.head_logits(x)
         features = self.embed(x)
@@ -189,7 +202,7 @@ class ClusteringModel(nn.Module):
             return features
         output = self.head_logits(features)
         if forward_pass == 'return_all':
-            return {'features': features, 'output': output}
+            return {'features': self.head_input(features), 'output': output}
         return output
 
     def normalise_heads(self):
@@ -231,7 +244,7 @@ class HeadsOnFeatures(nn.Module):
         if forward_pass == 'backbone':
             return x
         output = self.model.head_logits(x)
-        return {'features': x, 'output': output} if forward_pass == 'return_all' else output
+        return {'features': self.model.head_input(x), 'output': output} if forward_pass == 'return_all' else output
 
     def init_head(self, h, centroids, scale):
         self.model.init_head(h, centroids, scale)

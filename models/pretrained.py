@@ -239,7 +239,7 @@ def match_weights(model_state, weights):
              if k in state and state[k].shape != v.shape]
     unmatched = [k for k in weights if not (k.startswith(prefix) and k[len(prefix):] in model_state)]
     if missing or wrong:
-        raise UserError(f'the file does not fit the model: ' + (f'shapes differ: {_first(wrong)}; ' if wrong else '')
+        raise UserError('the file does not fit the model: ' + (f'shapes differ: {_first(wrong)}; ' if wrong else '')
                         + (f'missing: {_first(missing)}; ' if missing else '')
                         + f"unmatched in the file{' (after ' + repr(prefix) + ')' if prefix else ''}: "
                         f'{_first(unmatched)}')

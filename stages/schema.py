@@ -139,9 +139,9 @@ CLUSTERING = {
     # bottleneck_dim 256, nlayers 2 by default)
     'cluster_head': Key('linear', str, tuple(HEADS)),
     'cluster_head_kwargs': Key({}, dict),
-    # the heads' input: the backbone features (SCAN, NNM) or the pretext's L2-normalised projection, trained on
-    # (after a pretext with setup: pretrained always the backbone: the projection head is untrained)
-    'heads_on': Key('backbone', str, ('backbone', 'projection')),
+    # the heads' input: the backbone features (SCAN, NNM), the same L2-normalised, or the pretext's L2-normalised
+    # projection, trained on (after a pretext with setup: pretrained, a backbone's: the projection head is untrained)
+    'heads_on': Key('backbone', str, ('backbone', 'backbone_normalized', 'projection')),
     'num_neighbors': Key(20, int, minimum=1),  # the neighbour of each anchor is drawn from its first K mined ones
     'augmentation_strategy': Key('ours', str, ('simclr', 'ours')),
     'augmentation_kwargs': Key(REQUIRED, dict),

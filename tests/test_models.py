@@ -72,3 +72,24 @@ def test_small_cnn_options_are_checked():
     assert b['backbone'](torch.randn(2, 1, 8, 8)).shape == (2, 8)
     with pytest.raises(UserError, match="not understood by 'small_cnn'"):
         get_backbone(cfg(backbone='small_cnn', backbone_kwargs={'depth': 3}))
+
+
+def test_heads_on_normalised_backbone_read_unit_vectors_and_the_model_file_keeps_it():
+    """heads_on: backbone_normalized: every head reads the backbone features divided by their length (the same
+    logits for a feature vector at any scale, head(x / |x|) by hand); the clustering file, its one-head form for
+    self-labelling and eval, and a model rebuilt from either keep the normalisation, and SCAN's layout has none."""
+    from models.files import single_head_state
+    small = cfg(backbone='small_cnn', num_heads=2, heads_on='backbone_normalized')
+    model = get_clustering_model(small).eval()
+    x = torch.randn(4, model.backbone_dim)
+    by_hand = model.cluster_head[1](x / x.norm(dim=1, keepdim=True))
+    assert torch.allclose(model(x, 'head')[1], by_hand, atol=1e-6)
+    assert torch.allclose(model(7 * x, 'head')[1], by_hand, atol=1e-6)
+    images = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(model(images, 'return_all')['features'].norm(dim=1), torch.ones(2))
+    for heads, state in ((2, model.state_dict()), (1, single_head_state(model.state_dict(), 1))):
+        assert 'input_normalized' in state
+        rebuilt = get_clustering_model(cfg(backbone='small_cnn', num_heads=heads), state).eval()
+        load_weights(rebuilt, state, 'clustering model')
+        assert torch.allclose(rebuilt(images)[-1], model(images)[1], atol=1e-6)
+    assert 'input_normalized' not in get_clustering_model(cfg(backbone='small_cnn')).state_dict()

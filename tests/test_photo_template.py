@@ -8,14 +8,10 @@ import yaml
 
 import scan
 import selflabel
-import simclr
-from benchmarks.digits_folder import write_digits
-from conftest import ROOT
-from models.small_cnn import small_cnn
+from conftest import PHOTOS, ROOT, photo_template_run
 from stages.schema import ENV, SCHEMAS
 from utils.config import Key, base_parser, load_config, parse_args, read_layers
 
-PHOTOS = os.path.join(ROOT, 'configs', 'image_folder_pretrained.yml')
 PIXELS = os.path.join(ROOT, 'configs', 'image_folder.yml')
 
 
@@ -46,18 +42,6 @@ def test_the_photo_template_carries_nothing_of_the_small_cnn_template(env_file):
         assert cfg.augmentation_kwargs == {} and cfg.get('max_steps') is None
 
 
-def small_folder(tmp_path, env_file, *extra):
-    """40 digit photos (four classes), the photo template over a seeded small CNN's weights file."""
-    write_digits(str(tmp_path / 'photos'), size=16, classes=[0, 1, 4, 7], limit=40)
-    torch.manual_seed(0)
-    torch.save(small_cnn(widths=[8, 16, 16, 16])['backbone'].state_dict(), tmp_path / 'trunk.pth')
-    args = ['--config_env', env_file, '--config_exp', PHOTOS, f'db_kwargs.path={tmp_path / "photos"}',
-            'db_kwargs.image_size=16', 'num_classes=4', *extra]
-    simclr.main(args + ['pretext.backbone=small_cnn', f'pretext.backbone_weights={tmp_path / "trunk.pth"}',
-                        'pretext.backbone_kwargs={widths: [8, 16, 16, 16]}'])
-    return args, tmp_path / 'results' / 'photos'
-
-
 def log(folder):
     return [json.loads(line) for line in open(folder / 'log.jsonl')]
 
@@ -65,7 +49,7 @@ def log(folder):
 def test_a_small_folder_trains_the_steps_the_rule_gives(tmp_path, env_file):
     """40 images: a batch holds all of them (one step an epoch), so the clustering stage's steps 25 give 25 epochs;
     self-labelling's steps 10 would give 10 epochs of one step, raised to min_epochs 20."""
-    args, out = small_folder(tmp_path, env_file, 'clustering.steps=25', 'selflabel.steps=10', 'clustering.num_heads=2')
+    args, out = photo_template_run(tmp_path, env_file, 'clustering.steps=25', 'selflabel.steps=10', 'clustering.num_heads=2')
     scan.main(args)
     selflabel.main(args)
     trained = [r for r in log(out / 'scan') if r['epoch'] > 0]
@@ -79,7 +63,7 @@ def test_the_label_free_choice_keeps_the_kmeans_start_when_every_later_epoch_is_
                                                                                         monkeypatch):
     """A criterion that rises every evaluation: the k-means start (epoch 0) is kept, model file and metrics."""
     from methods.base import ClusteringMethod
-    args, out = small_folder(tmp_path, env_file, 'clustering.steps=3', 'clustering.min_epochs=3',
+    args, out = photo_template_run(tmp_path, env_file, 'clustering.steps=3', 'clustering.min_epochs=3',
                              'clustering.num_heads=2', 'clustering.head_init=kmeans')
     calls = []
 

@@ -232,6 +232,11 @@ def test_label_neighbors_teach_the_mean_prediction_of_each_sample_and_its_neighb
     others = [[j for j in row if j != i][:k] for i, row in enumerate(mined)]
     mean = torch.stack([(probs[i] + probs[others[i]].sum(0)) / (k + 1) for i in range(n)])
     assert torch.equal(method.labels, mean.argmax(1)) and not torch.equal(mean.argmax(1), probs.argmax(1))
-    cfg.criterion_kwargs['label_neighbors'] = 4
-    with pytest.raises(UserError, match='mined 3 neighbours per image; give at most that'):
+    cfg.criterion_kwargs['label_neighbors'] = 4  # more than were mined (a tiny folder): every mined one
+    method = SelfLabelPerCluster(cfg, range(n))
+    method.start_epoch(lambda: {'probs': probs[None]})
+    every = torch.stack([(probs[i] + probs[[j for j in row if j != i]].sum(0)) / 4 for i, row in enumerate(mined)])
+    assert method.label_neighbors == 3 and torch.equal(method.labels, every.argmax(1))
+    cfg.criterion_kwargs['label_neighbors'] = -1
+    with pytest.raises(UserError, match='label_neighbors must be 0'):
         SelfLabelPerCluster(cfg, range(n))
