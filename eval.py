@@ -5,9 +5,11 @@
 
 Clustering models: ACC, NMI, ARI, top-5 after Hungarian matching (majority-vote accuracy when there
 are more clusters than classes), a row-normalised confusion matrix, optionally a grid of each
-cluster's prototype images, and with --predict a CSV row per image. Pretext models: top-1/5/20
-neighbour accuracy, 1-NN and weighted-kNN accuracy (K = 30, 200 and the config's). Outputs go next to
-the model (--output to change).
+cluster's prototype images, and with --predict a CSV row per image. --report writes report.html (a map of the
+images, the clusters that lie close, a gallery per cluster) and a names template; --names FILE names clusters and
+merges those of the same name (evaluation/names.py); --export DIR writes the images as folders, one per cluster
+(evaluation/export.py). Pretext models: top-1/5/20 neighbour accuracy, 1-NN and weighted-kNN accuracy (K = 30, 200
+and the config's). Outputs go next to the model (--output to change).
 """
 import csv
 import json
@@ -21,9 +23,12 @@ from data import complete_from_train, get_dataset, outside_image_size, same_data
 from data.base import IMAGE_EXTENSIONS, FileDataset, open_image
 from data.loaders import eval_loader
 from data.transforms import val_transform
+from evaluation.export import check_target, export
 from evaluation.features import knn_accuracy, predict, pretext_features
 from evaluation.html_report import write_report
+from evaluation.map import close_clusters, map_2d
 from evaluation.metrics import cluster_metrics, contingency, hungarian_mapping
+from evaluation.names import Naming, read_names, write_names_template
 from evaluation.report import FOLDERS as STAGE_FOLDERS, stage_metrics
 from methods import REGISTRIES
 from models import backbone_label, contrastive_model_for, get_clustering_model
@@ -52,7 +57,8 @@ def config_stage(paths, kind):
     stage = next((stage for stage, registry in REGISTRIES.items() if setup in registry), None)
     if stage is None:
         valid = ', '.join(name for registry in REGISTRIES.values() for name in registry)
-        raise UserError(f"the experiment config's setup '{setup}' is not one of {valid}")
+        raise UserError(f"the experiment config's setup '{setup}' is not one of {valid}: give the config the model "
+                        'was trained with (--config_exp)')
     return stage
 
 
@@ -63,8 +69,8 @@ def evaluate_pretext(cfg, model, device, out_dir):
     val_set = get_dataset(cfg, 'val', evaluation)
     val_feats, val_targets = pretext_features(model, eval_loader(val_set, cfg), cfg, device)
     if not val_set.has_labels:
-        raise UserError('pretext evaluation reports neighbour and kNN accuracy, which need labels; '
-                        f'{cfg.val_db_name} has none')
+        raise UserError('pretext evaluation reports neighbour and kNN accuracy, which need labels, and '
+                        f'{cfg.val_db_name} has none: evaluate a clustering model instead, or a labelled val split')
     indices = mine_neighbors(val_feats, 20, device=device)[0]
     result = {f'top{k}_neighbor_acc': neighbor_accuracy(indices[:, :k + 1], val_targets) for k in (1, 5, 20)}
     same = same_data(cfg)
@@ -105,8 +111,8 @@ def gallery_image(dataset, i):
     return img
 
 
-def cluster_gallery(pred, probs, val_set, mapping, k=8, seed=0):
-    """report.html's galleries: per non-empty cluster its matched class (when labelled), prototypes, a random
+def cluster_gallery(pred, probs, val_set, mapping, naming, k=8, seed=0):
+    """report.html's galleries: per non-empty cluster its name, matched class (when labelled), prototypes, a random
     sample and its least confident members, each image with its confidence, true class (when labelled) and whether
     that class is the cluster's."""
     confidence, assigned = probs.max(1)
@@ -128,14 +134,15 @@ def cluster_gallery(pred, probs, val_set, mapping, k=8, seed=0):
         sample = np.sort(rng.choice(members, min(k, len(members)), replace=False))
         least = members[np.argsort(confidence[members].numpy(), kind='stable')[:k]]
         match = '' if mapping is None else val_set.classes[mapping[c]] if mapping[c] >= 0 else 'unmatched'
-        out.append({'id': c, 'match': match, 'size': len(members), 'confidence': float(confidence[members].mean()),
+        out.append({'id': naming.first[c], 'name': naming.names[c], 'match': match, 'size': len(members),
+                    'confidence': float(confidence[members].mean()),
                     'strips': [(title, [item(i, c) for i in indices]) for title, indices in (
                         ('prototypes: the most typical members', typical[c]), ('a random sample', sample),
                         ('the least confident members', least))]})
     return out
 
 
-def evaluate_clustering(cfg, model, device, out_dir, args):
+def evaluate_clustering(cfg, model, device, out_dir, args, naming):
     try:
         val_set = get_dataset(cfg, 'val', val_transform(cfg.transformation_kwargs))
     except UserError as e:
@@ -143,39 +150,94 @@ def evaluate_clustering(cfg, model, device, out_dir, args):
             raise
         print(f'note: no val split ({one_line(e)}); predicting only, with cluster ids (naming clusters by class '
               'needs the labelled val split)' + ('; no report without its images' if args.report else ''))
-        return {'predictions': predict_files(cfg, model, device, args, None, [], out_dir)}
+        return {'predictions': predict_files(cfg, model, device, args, None, [], out_dir, naming)}
     if val_set.has_labels and val_set.classes and cfg.num_classes != len(val_set.classes):
         print(f'note: the model has {cfg.num_classes} clusters for {len(val_set.classes)} classes: ACC counts the '
               'samples of unmatched clusters (or classes) as wrong; majority_acc maps every cluster to a class')
+    if args.export:
+        check_target(args.export, export_sources(val_set), args.force)
     pred = predictions(model, val_set, cfg, device)
-    probs = pred['probs'][0]
+    probs = naming.merge_probs(pred['probs'][0])  # named alike: one cluster
     clusters = probs.argmax(1).numpy()
     sizes = np.bincount(clusters, minlength=probs.shape[1])
     result, mapping = {'cluster_sizes': sizes.tolist()}, None
-    names = [f'cluster {c}' for c in range(probs.shape[1])]
+    if naming.given:
+        result['cluster_names'] = {naming.names[m]: naming.members(m) for m in range(len(naming.names))}
+    names = naming.names
     if val_set.has_labels:
         num_classes = len(val_set.classes)
         result.update(cluster_metrics(clusters, pred['targets'], probs.numpy(), num_classes))
         mapping = hungarian_mapping(clusters, pred['targets'], probs.shape[1], num_classes)
-        names = [f'{c}: {val_set.classes[m]}' if m >= 0 else f'{c}: (unmatched)' for c, m in enumerate(mapping)]
-        matched = np.where(mapping[clusters] >= 0, mapping[clusters], num_classes)
-        counts = contingency(pred['targets'], matched, num_classes, num_classes + 1)[:, :num_classes]
+        names = [f'{n}: {val_set.classes[m]}' if m >= 0 else f'{n}: (unmatched)' for n, m in zip(names, mapping)]
     elif not predicting_only(args):
         print('the val split has no labels: metrics need labels; writing cluster sizes (and prototypes)')
     if predicting_only(args):  # the val split named the clusters; the run's evaluation files stay as they are
         return {**result, 'predictions': predict_files(cfg, model, device, args, mapping, val_set.classes, out_dir,
-                                                       (val_set, pred))}
+                                                       naming, (val_set, probs))}
     if val_set.has_labels:
-        save_confusion_matrix(counts, val_set.classes, os.path.join(out_dir, 'confusion_matrix.png'))
+        confusion_matrix(pred['targets'], clusters, mapping, val_set.classes, naming, out_dir)
     if args.visualize_prototypes:
         rows = [[val_set.get_image(i) for i in row] for row in prototype_indices(pred, probs, args.prototypes)]
         save_prototype_grid(rows, names, os.path.join(out_dir, 'prototypes.png'))
     if args.predict_paths:
-        result['predictions'] = predict_files(cfg, model, device, args, mapping, val_set.classes, out_dir,
-                                              (val_set, pred))
+        result['predictions'] = predict_files(cfg, model, device, args, mapping, val_set.classes, out_dir, naming,
+                                              (val_set, probs))
+    if args.export:
+        confidence = probs.max(1).values.numpy()
+        result['export'] = export(args.export, export_sources(val_set), [naming.first[c] for c in clusters],
+                                  [naming.names[c] for c in clusters], confidence, args.min_confidence, args.copy,
+                                  args.force)
+        print(f'exported {len(clusters)} images to {args.export}: {result["export"]}')
     if args.report:
-        result['report'] = report(cfg, args, out_dir, result, cluster_gallery(pred, probs, val_set, mapping))
+        write_names_template(os.path.join(out_dir, NAMES_TEMPLATE), naming, np.bincount(
+            pred['probs'][0].argmax(1).numpy(), minlength=len(naming.groups)))
+        result['report'] = report(cfg, args, out_dir, result, cluster_gallery(pred, probs, val_set, mapping, naming),
+                                  map_entry(pred, probs, val_set, naming, cfg), close_clusters_named(probs, naming))
     return result
+
+
+NAMES_TEMPLATE = 'names_template.yml'
+
+
+def export_sources(val_set):
+    """The val split's image files, which --export links or copies."""
+    paths = getattr(val_set, 'paths', None)
+    if not paths:
+        raise UserError('--export writes the val split\'s image files into folders; this dataset has no files (an '
+                        'image folder has): leave out --export')
+    return paths
+
+
+def confusion_matrix(targets, clusters, mapping, classes, naming, out_dir):
+    """confusion_matrix.png: rows the true classes; columns the matched classes, or with named clusters the
+    clusters by name (ordered by their matched class)."""
+    path = os.path.join(out_dir, 'confusion_matrix.png')
+    num_classes = len(classes)
+    if not naming.given:
+        matched = np.where(mapping[clusters] >= 0, mapping[clusters], num_classes)
+        counts = contingency(targets, matched, num_classes, num_classes + 1)[:, :num_classes]
+        return save_confusion_matrix(counts, classes, path)
+    order = np.argsort(np.where(mapping >= 0, mapping, num_classes), kind='stable')
+    counts = contingency(targets, clusters, num_classes, len(naming.names))[:, order]
+    save_confusion_matrix(counts, classes, path, [naming.names[c] for c in order])
+
+
+def map_entry(pred, probs, val_set, naming, cfg):
+    """The report's map (evaluation/map.py) of the features the heads read: its coordinates and what each point
+    shows, for write_report."""
+    confidence, clusters = probs.max(1)
+    paths = getattr(val_set, 'paths', None)
+    labels = paths if paths else [f'image {i}' for i in range(len(val_set))]
+    images = [(lambda p: lambda: p)(p) for p in paths] if paths else [
+        (lambda i: lambda: val_set.get_image(i))(i) for i in range(len(val_set))]
+    coords = map_2d(pred['features'].numpy(), seed=cfg.get('seed') or 0)
+    return {'coords': coords, 'clusters': clusters.numpy(), 'names': naming.names, 'confidences': confidence.numpy(),
+            'labels': labels, 'images': images}
+
+
+def close_clusters_named(probs, naming):
+    return [(naming.names[a], [(naming.names[b], shared) for b, shared in others])
+            for a, others in close_clusters(probs)]
 
 
 def clusters_words(run_dir, k):
@@ -184,7 +246,7 @@ def clusters_words(run_dir, k):
     return f'{k} (estimated: {spread_words(estimate)})' if estimate and estimate.get('k_spread') else k
 
 
-def report(cfg, args, out_dir, result, clusters):
+def report(cfg, args, out_dir, result, clusters, map_args, close):
     """report.html next to the outputs; the run's stage folders are the model's folder's siblings."""
     run_dir = os.path.dirname(os.path.dirname(os.path.abspath(args.model)))
     plots = [('confusion matrix', os.path.join(out_dir, 'confusion_matrix.png')),
@@ -197,7 +259,8 @@ def report(cfg, args, out_dir, result, clusters):
     predictions = os.path.basename(result['predictions']) if result.get('predictions') else None
     return write_report(out_dir, run_dir, f'Clusters of {os.path.basename(run_dir)}',
                         f'{len(clusters)} non-empty clusters of {sum(result["cluster_sizes"])} images.', config,
-                        metrics, result['cluster_sizes'], clusters, plots, predictions)
+                        metrics, result['cluster_sizes'], clusters, plots, predictions, map_args, close,
+                        NAMES_TEMPLATE)
 
 
 def images_under(folder):
@@ -247,7 +310,7 @@ def planned_outputs(args, out_dir, kind):
     names = ['eval.json']
     if kind != 'pretext':
         names += ['confusion_matrix.png'] + ['prototypes.png'] * args.visualize_prototypes
-        names += ['report.html'] * args.report
+        names += ['report.html', 'map.png', NAMES_TEMPLATE] * args.report
     paths = [os.path.join(out_dir, n) for n in names]
     return paths + ([predictions_file(out_dir, args.predict)] if args.predict and kind != 'pretext' else [])
 
@@ -273,36 +336,38 @@ def predictions(model, dataset, cfg, device, store=True):
 PREDICT_CHUNK = 4096  # --predict images per pass: memory stays that of one chunk's features however many there are
 
 
-def predict_files(cfg, model, device, args, mapping, classes, out_dir, val=None):
-    """One CSV row per --predict image: path, cluster, matched class (when the val split has labels), confidence,
-    into predictions_file, written chunk by chunk of PREDICT_CHUNK images (the file appears whole, when all are
-    done). Each image is resized as the training images were (data.outside_image_size). `val`: (the val split, its
-    predictions), reused when --predict names the val split's own files."""
+def predict_files(cfg, model, device, args, mapping, classes, out_dir, naming, val=None):
+    """One CSV row per --predict image: path, cluster, its name, matched class (when the val split has labels),
+    confidence, into predictions_file, written chunk by chunk of PREDICT_CHUNK images (the file appears whole, when
+    all are done). Each image is resized as the training images were (data.outside_image_size). `val`: (the val
+    split, its merged probabilities), reused when --predict names the val split's own files."""
     paths = args.predict_paths
     if val is not None and [os.path.abspath(p) for p in getattr(val[0], 'paths', [])] == [
             os.path.abspath(p) for p in paths]:
-        chunks = [(paths, val[1]['probs'][0])]
+        chunks = [(paths, val[1])]
     else:
         transform, size = val_transform(cfg.transformation_kwargs), outside_image_size(cfg)
-        chunks = ((part, predictions(model, FileDataset(part, [-1] * len(part), [], cfg.channels, transform, size),
-                                     cfg, device, store=False)['probs'][0])
-                  for part in (paths[i:i + PREDICT_CHUNK] for i in range(0, len(paths), PREDICT_CHUNK)))
-    out = write_predictions(predictions_file(out_dir, args.predict), chunks, mapping, classes)
+        chunks = ((part, naming.merge_probs(predictions(
+            model, FileDataset(part, [-1] * len(part), [], cfg.channels, transform, size), cfg, device,
+            store=False)['probs'][0])) for part in (paths[i:i + PREDICT_CHUNK] for i in range(0, len(paths),
+                                                                                                  PREDICT_CHUNK)))
+    out = write_predictions(predictions_file(out_dir, args.predict), chunks, naming, mapping, classes)
     print(f'predictions of {len(paths)} images: {out}')
     return out
 
 
-def write_predictions(out, chunks, mapping=None, classes=()):
-    """The predictions CSV (path, cluster, matched class, confidence) from (paths, probs [n, C]) chunks, one at a
-    time; the file appears whole, when all are written."""
+def write_predictions(out, chunks, naming, mapping=None, classes=()):
+    """The predictions CSV (path, cluster, name, matched class, confidence) from (paths, merged probs [n, C'])
+    chunks, one at a time; a merged cluster is given by its lowest id. The file appears whole, when all are
+    written."""
     with open(out + '.tmp', 'w', newline='') as f:
         writer = csv.writer(f)
-        writer.writerow(['path', 'cluster', 'class', 'confidence'])
+        writer.writerow(['path', 'cluster', 'name', 'class', 'confidence'])
         for part, probs in chunks:
             confidence, cluster = probs.max(1)
             for path, c, p in zip(part, cluster.tolist(), confidence.tolist()):
                 cls = classes[mapping[c]] if mapping is not None and mapping[c] >= 0 else ''
-                writer.writerow([path, c, cls, f'{p:.4f}'])
+                writer.writerow([path, naming.first[c], naming.names[c], cls, f'{p:.4f}'])
     os.replace(out + '.tmp', out)
     return out
 
@@ -315,8 +380,15 @@ def main(argv=None):
     parser.add_argument('--predict', default=None, help='an image or a folder of images to assign to clusters')
     parser.add_argument('--output', default=None, help='folder for the outputs (default: the model\'s folder)')
     parser.add_argument('--force', action='store_true', help='replace outputs an earlier eval.py wrote there')
-    parser.add_argument('--report', action='store_true', help='write report.html: metrics, plots and a gallery '
-                        'of every cluster (clustering models)')
+    parser.add_argument('--report', action='store_true', help='write report.html: metrics, plots, a map of the '
+                        'images and a gallery of every cluster (clustering models), and names_template.yml')
+    parser.add_argument('--names', default=None, help='a YAML or CSV file of cluster id to name; ids with the same '
+                        'name are merged into one cluster')
+    parser.add_argument('--export', default=None, metavar='DIR', help='write the val split\'s images as '
+                        'DIR/<cluster name>/<file> (symbolic links) and DIR/index.csv')
+    parser.add_argument('--copy', action='store_true', help='--export: copies instead of symbolic links')
+    parser.add_argument('--min-confidence', type=float, default=0.0, help='--export: images under this '
+                        'confidence go to DIR/_unsure/')
     args = parse_args(parser, argv)
     return run_cli(lambda: run(args))
 
@@ -329,10 +401,18 @@ def run(args):
     cfg, _, device = prepare(args, stage)
     complete_from_train(cfg)
     args.predict_paths = prediction_paths(args.predict) if args.predict else None  # checked before writing
+    naming = Naming(found.num_clusters, read_names(args.names, found.num_clusters) if args.names else None) \
+        if found.kind != 'pretext' else None
+    if not 0 <= args.min_confidence <= 1:
+        raise UserError(f'--min-confidence is a probability from 0 to 1, not {args.min_confidence}')
+    if args.export:
+        check_target(args.export, [], args.force)
     out_dir = args.output or os.path.dirname(os.path.abspath(args.model))
     refuse_overwrite(planned_outputs(args, out_dir, found.kind), args.force)
     os.makedirs(out_dir, exist_ok=True)
     if found.kind == 'pretext':
+        if args.names or args.export:
+            raise UserError('--names and --export are for clusters: give a clustering or self-label model')
         model = contrastive_model_for(cfg, found.state)
         load_weights(model, found.state, f'pretext model {args.model}')
         result = evaluate_pretext(cfg, model.to(device), device, out_dir)
@@ -344,7 +424,8 @@ def run(args):
         cfg.num_classes, cfg.num_heads = found.num_clusters, 1  # the checkpoint's head says how many clusters
         model = get_clustering_model(cfg, found.state)
         load_weights(model, found.single_head(), f'clustering model {args.model}')
-        result = {'head': found.head or 0, **evaluate_clustering(cfg, model.to(device), device, out_dir, args)}
+        result = {'head': found.head or 0, **evaluate_clustering(cfg, model.to(device), device, out_dir, args,
+                                                                 naming)}
     result = {'model': os.path.abspath(args.model), 'kind': found.kind, 'dataset': cfg.val_db_name,
               'split': cfg.val_split, **result}
     if found.kind != 'pretext' and predicting_only(args):

@@ -192,13 +192,14 @@ def predict_csv(features, dim, path):
     from data.loaders import eval_loader
     from eval import PREDICT_CHUNK, write_predictions
     from evaluation.features import predict
+    from evaluation.names import Naming
     _, heads = heads_model(dim)
     cfg = EasyDict(batch_size=PREDICT_BATCH, num_workers=0)
     chunks = (([f'image{i}.jpg' for i in range(start, min(start + PREDICT_CHUNK, len(features)))],
                predict(heads, eval_loader(feature_set(features[start:start + PREDICT_CHUNK]), cfg), 'cpu',
                        features=False)['probs'][0])
               for start in range(0, len(features), PREDICT_CHUNK))
-    write_predictions(path, chunks)
+    write_predictions(path, chunks, Naming(K))
 
 
 def _worker(args):
@@ -218,14 +219,17 @@ def exponent(ns, seconds):
 
 
 def markdown(result):
-    lines = [f"Synthetic {result['dim']}-d unit vectors ({result['groups']} groups), {TOPK} neighbours; "
-             f"{result['machine']}.",
-             '', '| step | ' + ' | '.join(f'{n:,}' for n in result['n']) + ' | growth exponent (two largest n) |',
-             '|---' * (len(result['n']) + 2) + '|']
+    machines = list(dict.fromkeys(row.get('machine', result['machine']) for row in result['steps'].values()))
+    lines = [f"Synthetic {result['dim']}-d unit vectors ({result['groups']} groups), {TOPK} neighbours. Machines: "
+             + '; '.join(f'({i + 1}) {m}' for i, m in enumerate(machines)) + '.',
+             '', '| step | ' + ' | '.join(f'{n:,}' for n in result['n']) + ' | growth exponent (two largest n) | machine |',
+             '|---' * (len(result['n']) + 3) + '|']
     for step, row in result['steps'].items():
         cells = [f'{s:.1f} s, {g:.2f} GB' for s, g in zip(row['seconds'], row['peak_gb'])]
         growth = exponent(row['n'], row['seconds'])
-        lines.append(f'| {step} | ' + ' | '.join(cells) + f" | {'n/a' if growth is None else f'{growth:.2f}'} |")
+        where = machines.index(row.get('machine', result['machine'])) + 1
+        lines.append(f'| {step} | ' + ' | '.join(cells) + f" | {'n/a' if growth is None else f'{growth:.2f}'} | "
+                     f'({where}) |')
     for step, what in (('mine', f"the pretext stage's (exact search up to exact_search_max = "
                                 f"{result.get('exact_search_max', 0):,} images)"),
                        ('mine_approximate', 'the approximate index at every n')):
@@ -257,7 +261,7 @@ def plot(result, path):
 
 
 def main(argv=None):
-    from benchmarks.accuracy import machine, update_readme
+    from benchmarks.accuracy import machine
     from utils.checkpoint import atomic_write_text
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--n', type=int, nargs='+', default=[10000, 100000, 1000000])
@@ -267,12 +271,16 @@ def main(argv=None):
     parser.add_argument('--results', default=os.path.join(HERE, 'results'))
     parser.add_argument('--merge', action='store_true',
                         help="measure only --steps and keep the other steps' rows of the scale.json in --results")
-    parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
+    parser.add_argument('--readme', default=None, help='its block\'s page (default: found)')
+    parser.add_argument('--render', action='store_true', help='only write the table again from the saved JSON')
     args = parser.parse_args(argv)
     from stages.schema import PRETEXT
+    saved = os.path.join(args.results, 'scale.json')
+    if args.render:
+        with open(saved) as f:
+            return publish_scale(json.load(f), args)
     result = {'machine': machine(), 'dim': args.dim, 'groups': args.groups, 'n': sorted(args.n),
               'exact_search_max': PRETEXT['exact_search_max'], 'steps': {}}
-    saved = os.path.join(args.results, 'scale.json')
     if args.merge and os.path.isfile(saved):
         kept = json.load(open(saved))
         if kept['n'] != result['n'] or kept['dim'] != args.dim:
@@ -290,17 +298,23 @@ def main(argv=None):
                 else:
                     row = last[step] = measure(step, n, args.dim, folder)
                 print(f'{step} n={n}: {row}', flush=True)
-                entry = result['steps'].setdefault(step, {'n': []})
+                entry = result['steps'].setdefault(step, {'n': [], 'machine': result['machine']})
                 entry['n'].append(n)
                 for key, value in row.items():
                     entry.setdefault(key, []).append(value)
     result['steps'] = {step: result['steps'][step] for step in STEPS if step in result['steps']}
     os.makedirs(args.results, exist_ok=True)
     atomic_write_text(saved, json.dumps(result, indent=2))
-    text = markdown(result)
-    atomic_write_text(os.path.join(args.results, 'scale.md'), text + '\n')
     plot(result, os.path.join(args.results, 'scale.png'))
-    text += f"\n\n![scale]({os.path.relpath(os.path.join(args.results, 'scale.png'), ROOT)})"
+    return publish_scale(result, args)
+
+
+def publish_scale(result, args):
+    """scale.md and the page's block 'scale': the table and the plot."""
+    from benchmarks.accuracy import update_readme
+    from utils.checkpoint import atomic_write_text
+    text = markdown(result) + f"\n\n![scale]({os.path.relpath(os.path.join(args.results, 'scale.png'), ROOT)})"
+    atomic_write_text(os.path.join(args.results, 'scale.md'), text + '\n')
     update_readme('scale', text, args.readme)
     print(text)
     return result

@@ -15,10 +15,13 @@ class SizeMismatch(UserError):
     """Images that cannot be stacked into one tensor (their advice depends on what needed the tensor)."""
 
 
-def open_image(path):
-    """Decode an image file; an unreadable one is a UserError naming the file (not a worker traceback)."""
+def open_image(path, draft=None):
+    """Decode an image file; an unreadable one is a UserError naming the file (not a worker traceback). draft (w, h):
+    a JPEG may be decoded at a reduced scale no smaller than that (thumbnails)."""
     try:
         with Image.open(path) as img:
+            if draft is not None:
+                img.draft('RGB', draft)
             img.load()
             return flatten_transparency(img)
     except (OSError, UnidentifiedImageError, ValueError) as e:

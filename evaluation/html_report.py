@@ -1,12 +1,14 @@
 """report.html, the page a person looks at (eval.py --report): the run's settings, every stage's metrics side by
-side, the plots, and a gallery per cluster (prototypes, a random sample, the least confident members, each image
-with its confidence and, when known, its true class). Self-contained: the page and a report_files/ folder beside
-it, nothing loaded from the network; clusters are collapsible sections with a table of contents."""
+side, the plots, a map of the images (evaluation/map.py), the clusters that lie close, and a gallery per cluster
+(prototypes, a random sample, the least confident members, each image with its confidence and, when known, its true
+class). Self-contained: the page and a report_files/ folder beside it, nothing loaded from the network; clusters are
+collapsible sections with a table of contents."""
 import os
 import shutil
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from evaluation.map import write_map
 from evaluation.report import stage_metrics
 from utils.checkpoint import atomic_write_text
 
@@ -34,11 +36,13 @@ def stage_rows(run_dir):
     return rows, [k for k in SHOWN if any(k in values for _, values in rows)]
 
 
-def write_report(out_dir, run_dir, title, summary, config, metrics, sizes, clusters, plots, predictions=None):
+def write_report(out_dir, run_dir, title, summary, config, metrics, sizes, clusters, plots, predictions=None,
+                 map_args=None, close=None, names_template=None):
     """Write out_dir/report.html and out_dir/report_files/ (stage metrics from run_dir/<stage>/). clusters:
-    [{'id', 'match' (its class, or ''), 'size', 'confidence',
+    [{'id', 'name', 'match' (its class, or ''), 'size', 'confidence',
       'strips': [(title, [{'image': PIL, 'confidence', 'truth', 'wrong'}])]}]; plots: [(caption, png path)];
-    metrics: [(name, value)]. Returns the page's path."""
+    metrics: [(name, value)]; map_args: evaluation.map.write_map's arguments (the map, with out_dir/map.png);
+    close: [(cluster name, [(other's name, shared probability)])]. Returns the page's path."""
     files = os.path.join(out_dir, 'report_files')
     shutil.rmtree(files, ignore_errors=True)
     os.makedirs(files)
@@ -59,13 +63,15 @@ def write_report(out_dir, run_dir, title, summary, config, metrics, sizes, clust
             name = f'plot{len(copied)}_{os.path.basename(path)}'
             shutil.copyfile(path, os.path.join(files, name))
             copied.append((caption, f'report_files/{name}'))
+    map_entry = write_map(files, os.path.join(out_dir, 'map.png'), **map_args) if map_args else None
     stages, stage_keys = stage_rows(run_dir)
     env = Environment(loader=FileSystemLoader(os.path.join(os.path.dirname(__file__), 'templates')),
                       autoescape=select_autoescape(['html']))
     env.filters['confidence'] = confidence_text
     page = env.get_template('report.html').render(
         title=title, summary=summary, config=config, stages=stages, stage_keys=stage_keys, metrics=metrics,
-        sizes=sizes, predictions=predictions, plots=copied, clusters=shown, open_clusters=OPEN_CLUSTERS)
+        sizes=sizes, predictions=predictions, plots=copied, clusters=shown, open_clusters=OPEN_CLUSTERS,
+        map=map_entry, close=close, names_template=names_template)
     path = os.path.join(out_dir, 'report.html')
     atomic_write_text(path, page)
     return path

@@ -20,21 +20,21 @@ def confusion_figure_size(num_classes):
     return side + 1.0, side
 
 
-def save_confusion_matrix(counts, class_names, path, dpi=100):
-    """counts [classes, classes]: rows = true class, columns = the class each cluster was matched to.
-    Rows are normalised so each shows where one class went."""
+def save_confusion_matrix(counts, class_names, path, column_names=None, dpi=100):
+    """counts [classes, columns]: rows = true class, columns = the class each cluster was matched to (or, with
+    column_names, the clusters themselves). Rows are normalised so each shows where one class went."""
     plt = pyplot()
+    columns = class_names if column_names is None else column_names
     rows = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=confusion_figure_size(len(class_names)), dpi=dpi)
+    fig, ax = plt.subplots(figsize=confusion_figure_size(max(len(class_names), len(columns))), dpi=dpi)
     im = ax.imshow(rows, cmap='Blues', vmin=0, vmax=1)
-    ticks = np.arange(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=90, fontsize=7)
-    ax.set_yticks(ticks, class_names, fontsize=7)
-    ax.set_xlabel('predicted (matched cluster)')
+    ax.set_xticks(np.arange(len(columns)), columns, rotation=90, fontsize=7)
+    ax.set_yticks(np.arange(len(class_names)), class_names, fontsize=7)
+    ax.set_xlabel('predicted (matched cluster)' if column_names is None else 'cluster')
     ax.set_ylabel('true class')
-    if len(class_names) <= 20:
+    if max(len(class_names), len(columns)) <= 20:
         for i in range(len(class_names)):
-            for j in range(len(class_names)):
+            for j in range(len(columns)):
                 if rows[i, j] >= 0.01:
                     ax.text(j, i, f'{rows[i, j]:.2f}', ha='center', va='center', fontsize=6,
                             color='white' if rows[i, j] > 0.5 else 'black')
