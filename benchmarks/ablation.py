@@ -9,7 +9,7 @@ variants reuse the pretext model of the variant named in VARIANTS, pretext-side 
 runs N variants at a time with one thread each (the minutes are then not comparable with the other tables, which
 run alone). On digits the template's max_steps caps nothing (1,797 images make 8
 pretext steps an epoch: 800 in all, under its 2,400), so it has no row. Writes benchmarks/results/ablation.{json,md}
-and replaces the README block 'ablation'.
+and replaces the block 'ablation' of its page (README.md or docs/).
 """
 import argparse
 import json
@@ -128,7 +128,7 @@ def main(argv=None):
     parser.add_argument('--jobs', type=int, default=1)
     parser.add_argument('--out', default=os.path.join(ROOT, 'results', 'benchmarks', 'ablation'))
     parser.add_argument('--results', default=os.path.join(HERE, 'results'))
-    parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
+    parser.add_argument('--readme', default=None, help='its block\'s page (default: found)')
     parser.add_argument('overrides', nargs='*', help='key=value for every variant (a quick check: epochs=1 ...)')
     args = parser.parse_args(argv)
     folder = os.path.join(args.out, 'images', 'digits')

@@ -9,13 +9,14 @@ plus k-means baselines on raw pixels and on the pretext features. Finished stage
 in <out>/<profile>/seed<k>.log). `--cluster-seeds R` clusters and self-labels each pretext model R times (seeds k,
 k + 100, ...): the clustering stage varies more from seed to seed than the pretext stage and costs less, so this
 samples it more for the same time.
-Writes benchmarks/results/<profile>.json, .md and .png (bar chart) and replaces the profile's block in README.md.
+Writes benchmarks/results/<profile>.json, .md and .png (bar chart) and replaces the profile's block (docs/results.md).
 """
 import argparse
 import hashlib
 import json
 import os
 import platform
+import re
 import sys
 import time
 
@@ -25,6 +26,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+sys.path.append(HERE)  # its sibling modules (provenance) when imported as benchmarks.accuracy
 
 import scan  # noqa: E402
 import selflabel  # noqa: E402
@@ -36,6 +38,7 @@ from methods import get_method  # noqa: E402
 from models import get_contrastive_model  # noqa: E402
 from models.files import load_pretext_model  # noqa: E402
 from stages.schema import ENV, PRETEXT, add_paths  # noqa: E402
+from provenance import mark_stale, stamp  # noqa: E402
 from utils.checkpoint import atomic_write_text  # noqa: E402
 from utils.config import base_parser, load_config, parse_args, read_layers, read_yaml  # noqa: E402
 from utils.plots import save_bar_chart  # noqa: E402
@@ -391,32 +394,75 @@ def eval_pictures(name, profile, out, results_dir, extra, seed=1):
             f'![confusion matrix]({rel}/confusion_matrix.png) ![prototypes]({rel}/prototypes.png)')
 
 
-def publish(block, stem, result, markdown, results, readme):
-    """results/<stem>.json written from `result`, or (result None: --render) read back; then results/<stem>.md
-    from markdown(result) and the README block `block`. Returns the text."""
+def profile_configs(profile):
+    """Every config file a profile names (paths from the project's root), in the order it names them."""
+    found = []
+
+    def walk(value):
+        if isinstance(value, str) and value.endswith(('.yml', '.yaml')):
+            found.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+    walk(profile)
+    return list(dict.fromkeys(found))
+
+
+def publish(block, stem, result, markdown, results, readme, configs=()):
+    """results/<stem>.json written from `result` (with the provenance of the `configs` it was run with), or (result
+    None: --render) read back; then results/<stem>.md from markdown(result), marked stale when those configs changed
+    since, and the block `block` of README.md or docs/. Returns the text."""
     saved = os.path.join(results, f'{stem}.json')
     if result is None:
         with open(saved) as f:
             result = json.load(f)
     else:
+        if configs:
+            result = {**result, 'provenance': stamp(configs)}
         os.makedirs(results, exist_ok=True)
         atomic_write_text(saved, json.dumps(result, indent=2))
-    text = markdown(result)
+    text = mark_stale(markdown(result), result.get('provenance'))
     atomic_write_text(os.path.join(results, f'{stem}.md'), text + '\n')
     update_readme(block, text, readme)
     print(text)
     return text
 
 
-def update_readme(name, text, readme=os.path.join(ROOT, 'README.md')):
+def block_files():
+    """The pages that hold generated blocks: README.md and docs/*.md."""
+    docs = os.path.join(ROOT, 'docs')
+    return [os.path.join(ROOT, 'README.md')] + sorted(os.path.join(docs, f) for f in os.listdir(docs)
+                                                      if f.endswith('.md'))
+
+
+def page_relative(text, page):
+    """The links and pictures of `text` (paths from the project's root) as paths from `page`'s folder."""
+    def link(match):
+        target = match.group(2)
+        if re.match(r'^[a-z]+:|^#|^/', target) or not os.path.exists(os.path.join(ROOT, target.split('#')[0])):
+            return match.group(0)
+        return f'{match.group(1)}({os.path.relpath(os.path.join(ROOT, target), os.path.dirname(page))})'
+    return re.sub(r'(!?\[[^\]]*\])\(([^)\s]+)\)', link, text)
+
+
+def update_readme(name, text, readme=None):
+    """Replace the generated block `name` (<!-- results:NAME start --> ... end -->) with `text` (its links from the
+    project's root, made relative to the page) in `readme`, or wherever README.md and docs/ hold it. Returns whether
+    a page held it."""
     start, end = f'<!-- results:{name} start -->', f'<!-- results:{name} end -->'
-    content = open(readme).read()
-    if start not in content or end not in content:
-        return False
-    head, rest = content.split(start, 1)
-    _, tail = rest.split(end, 1)
-    atomic_write_text(readme, f'{head}{start}\n{text}\n{end}{tail}')
-    return True
+    found = False
+    for page in [readme] if readme else block_files():
+        content = open(page).read()
+        if start not in content or end not in content:
+            continue
+        head, rest = content.split(start, 1)
+        _, tail = rest.split(end, 1)
+        atomic_write_text(page, f'{head}{start}\n{page_relative(text, page)}\n{end}{tail}')
+        found = True
+    return found
 
 
 def _seed_worker(name, profile, out, seed, extra, cluster_seeds, threads):
@@ -476,7 +522,7 @@ def main(argv=None):
                         help='clustering (and self-labelling) runs per pretext model, with seeds k, k + 100, ...')
     parser.add_argument('--out', default=os.path.join(ROOT, 'results', 'benchmarks'))
     parser.add_argument('--results', default=os.path.join(HERE, 'results'))
-    parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
+    parser.add_argument('--readme', default=None, help='its block\'s page (default: found)')
     parser.add_argument('overrides', nargs='*', help='key=value for every stage (e.g. data_root=...)')
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
@@ -500,16 +546,18 @@ def main(argv=None):
     else:
         text = markdown(args.profile, table, where, sample, paired, stage_minutes(runs), best_pipeline(table, runs))
     os.makedirs(args.results, exist_ok=True)
+    provenance = stamp(profile_configs(profile))
     atomic_write_text(os.path.join(args.results, f'{args.profile}.json'),
-                      json.dumps({'profile': args.profile, 'machine': where, 'seeds': runs,
-                                  'summary': table, 'nnm_minus_scan': paired}, indent=2))
-    atomic_write_text(os.path.join(args.results, f'{args.profile}.md'), text + '\n')
+                      json.dumps({'profile': args.profile, 'machine': where, 'seeds': runs, 'summary': table,
+                                  'nnm_minus_scan': paired, 'provenance': provenance}, indent=2))
     if 'pretexts' not in profile:
         text += '\n\n' + bar_chart(args.profile, table, sample, os.path.join(args.results, f'{args.profile}.png'))
         pictures = eval_pictures(args.profile, profile, args.out, args.results, profile['overrides'] + args.overrides,
                                  seeds[0])
         if pictures:
             text += '\n\n' + pictures
+    text = mark_stale(text, provenance)
+    atomic_write_text(os.path.join(args.results, f'{args.profile}.md'), text + '\n')
     update_readme(args.profile, text, args.readme)
     print(text)
     return table

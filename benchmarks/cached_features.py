@@ -1,5 +1,5 @@
 """Clustering epochs on cached features against the same epochs through the frozen backbone on images, timed in one
-run (issue 24: at least 20 times faster).
+run.
 
     python benchmarks/cached_features.py [--weights efficientnet-lite0-57934424.pth] [--epochs 5]
 
@@ -7,7 +7,7 @@ scikit-learn's digits as a folder of 64-pixel PNGs, configs/image_folder.yml wit
 (setup: pretrained; the weights file given, else random weights: the speed does not depend on them), then scan.py
 twice with its heads on the backbone and update_cluster_head_only: once on images, once with cache_features. An
 epoch's seconds are log.jsonl's (training and the per-epoch evaluation); the table gives the medians and their ratio.
-Writes benchmarks/results/cached_features.{json,md} and replaces the README block 'cached-features'. Run it alone.
+Writes benchmarks/results/cached_features.{json,md} and replaces the block 'cached-features' (docs/results.md). Run it alone.
 """
 import argparse
 import json
@@ -49,7 +49,7 @@ def main(argv=None):
     parser.add_argument('--epochs', type=int, default=5)
     parser.add_argument('--out', default=os.path.join(ROOT, 'results', 'benchmarks', 'cached-features'))
     parser.add_argument('--results', default=os.path.join(HERE, 'results'))
-    parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
+    parser.add_argument('--readme', default=None, help='its block\'s page (default: found)')
     args = parser.parse_args(argv)
     shutil.rmtree(args.out, ignore_errors=True)
     folder = os.path.join(args.out, 'images', 'digits')

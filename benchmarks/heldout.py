@@ -17,7 +17,8 @@ at):
 - icons: 400 drawn 64-pixel icons of 5 shapes (circle, square, triangle, star, cross), each in random colours on
   a random background, at a random size, angle and place.
 
-Writes benchmarks/results/heldout.{json,md} and replaces the README block 'heldout'. A run finished earlier (in
+Writes benchmarks/results/heldout.{json,md} and replaces the block 'heldout' of its page (README.md or docs/). A run
+finished earlier (in
 --out) is read back. Run it alone on the machine: the minutes are part of the result.
 """
 import argparse
@@ -37,6 +38,7 @@ sys.path.insert(0, HERE)
 from accuracy import machine, package_weights, publish  # noqa: E402
 from image_folder import PRETRAINED_TEMPLATE, count_images, four_stages, given_k  # noqa: E402
 
+CONFIGS = ['configs/image_folder_pretrained.yml']  # what the template's runs read
 FIRST_UNSEEN = 4000  # train images from this index on (per class) were never looked at to choose a setting
 MIXED_CLASSES, MIXED_PER_CLASS = ('cat', 'ship', 'truck'), 70
 FORMATS = ('.jpg', '.png', '.webp', '.bmp')
@@ -211,7 +213,7 @@ def main(argv=None):
     parser.add_argument('--render', action='store_true', help='only write the table again from the saved JSON')
     parser.add_argument('--out', default=os.path.join(ROOT, 'results', 'benchmarks', 'heldout'))
     parser.add_argument('--results', default=os.path.join(HERE, 'results'))
-    parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
+    parser.add_argument('--readme', default=None, help='its block\'s page (default: found)')
     args = parser.parse_args(argv)
     result = None
     if not args.render:
@@ -226,7 +228,7 @@ def main(argv=None):
                 fresh = {(r['data'], r['seed']) for r in rows}
                 rows = [r for r in json.load(f)['rows'] if (r['data'], r['seed']) not in fresh] + rows
         result = {'machine': machine(), 'rows': rows}
-    publish('heldout', 'heldout', result, markdown, args.results, args.readme)
+    publish('heldout', 'heldout', result, markdown, args.results, args.readme, CONFIGS)
 
 
 if __name__ == '__main__':

@@ -15,7 +15,7 @@ self-label stages with num_classes=K given, on the same pretext model.
 
 Every run has its own folder (<out>/seed<k>/, <out>/seed<k>-k10/, <out>/folders[-pretrained]/). Adds its rows to
 benchmarks/results/image_folder.json (replacing rows of the same data, seed and template), writes image_folder.md from all
-of them and replaces the README block 'image-folder'. Run it alone on the machine:
+of them and replaces the block 'image-folder' (docs/results.md). Run it alone on the machine:
 the seconds are part of the result.
 """
 import argparse
@@ -140,14 +140,16 @@ def main(argv=None):
     parser.add_argument('--k', type=int, default=None, help='--folder: also K = this given, on the same pretext')
     parser.add_argument('--folder-seed', type=int, default=1, help='--folder: the seed of its run')
     parser.add_argument('--results', default=os.path.join(HERE, 'results'))
-    parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'))
+    parser.add_argument('--readme', default=None, help='its block\'s page (default: found)')
     parser.add_argument('--resume', action='store_true', help='read back the digits seeds\' finished stages (their '
                         'own seconds kept)')
+    parser.add_argument('--render', action='store_true', help='only write the table again from the saved JSON')
     parser.add_argument('overrides', nargs='*', help='key=value for every stage')
     args = parser.parse_args(argv)
-    rows = [run_seed(seed, args.out, args.overrides, args.resume) for seed in range(1, args.seeds + 1)]
-    rows += [run_folder(folder, args.out, args.overrides, args.pretrained, args.k, args.folder_seed)
-             for folder in args.folder]
+    rows = [] if args.render else [run_seed(seed, args.out, args.overrides, args.resume)
+                                   for seed in range(1, args.seeds + 1)]
+    rows += [] if args.render else [run_folder(folder, args.out, args.overrides, args.pretrained, args.k,
+                                               args.folder_seed) for folder in args.folder]
     rows = [{**r, 'machine': machine()} for r in rows]
     os.makedirs(args.results, exist_ok=True)
     saved = os.path.join(args.results, 'image_folder.json')

@@ -5,7 +5,7 @@
 Pool = the CIFAR-10 (JPEG) train split, target = the test images of two classes, features from the
 pretext model of configs/pretext/simclr_cifar10_jpg.yml (train it first). Reports which share of the
 selected pool images belongs to the two classes (a random pick gives 20 %) and writes
-benchmarks/results/nn_maker_cifar10_jpg.{json,md} and the README block.
+benchmarks/results/nn_maker_cifar10_jpg.{json,md} and its block of docs/results.md.
 """
 import argparse
 import json

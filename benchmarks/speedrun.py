@@ -332,12 +332,22 @@ def markdown(result):
     return '\n'.join(lines)
 
 
-def render(path, readme):
+NOT_RUN = ('No GPU run of the speedrun has been rendered here yet (`python benchmarks/speedrun.py --render '
+           'OUT/speedrun.json`).')  # the results page's block until one is
+
+
+def render(path, readme, results):
+    """The tables of a run's speedrun.json into its speedrun.md; unless readme is '' (a tiny run, a check), also
+    results/speedrun.{json,md} (benchmarks/results: the README's headline reads them) and the page's speedrun block."""
     with open(path) as f:
         result = json.load(f)
     text = markdown(result)
     atomic_write_text(os.path.splitext(path)[0] + '.md', text + '\n')
-    if readme:
+    if readme != '':
+        os.makedirs(results, exist_ok=True)
+        if os.path.abspath(path) != os.path.abspath(os.path.join(results, 'speedrun.json')):
+            atomic_write_text(os.path.join(results, 'speedrun.json'), json.dumps(result, indent=2))
+        atomic_write_text(os.path.join(results, 'speedrun.md'), text + '\n')
         update_readme('speedrun', text, readme)
     print(text)
     return text
@@ -356,20 +366,22 @@ def main(argv=None):
                         help=f'report on {HELDOUT} held-out train images instead of the test split')
     parser.add_argument('--nnm', action='store_true', help='NNM on the same pretext model too')
     parser.add_argument('--render', metavar='JSON', help="only write the tables of a run's speedrun.json")
-    parser.add_argument('--readme', default=os.path.join(ROOT, 'README.md'),
-                        help="README whose speedrun block is replaced ('' for none)")
+    parser.add_argument('--results', default=os.path.join(HERE, 'results'), help='where the rendered run is kept')
+    parser.add_argument('--readme', default=None,
+                        help="the page whose speedrun block is replaced (default: found; '' for none)")
     parser.add_argument('overrides', nargs='*', default=[], help='key=value for every stage')
     args = parser.parse_intermixed_args(argv)
     signal.signal(signal.SIGTERM, stop)  # timeout's signal: the finished stages' results are written first
     try:
         if args.render:
-            return render(args.render, args.readme)
+            return render(args.render, args.readme, args.results)
         if not args.archive or not args.out:
             parser.error('give CIFAR10_JPG_TAR and OUT (or --render JSON)')
         run(args)
     except UserError as e:
         fail(str(e))
-    return render(os.path.join(os.path.abspath(args.out), 'speedrun.json'), args.readme if not args.tiny else '')
+    return render(os.path.join(os.path.abspath(args.out), 'speedrun.json'), '' if args.tiny else args.readme,
+                  args.results)
 
 
 if __name__ == '__main__':

@@ -72,7 +72,7 @@ class ImageFolder(FileDataset):
         _report_skipped(folder, skipped)
         if loose and paths and labels:
             raise UserError(f'{folder} mixes class folders with loose images; move the images '
-                            'into class folders or set db_kwargs.labels: false')
+                            'into class folders, or give db_kwargs.labels=false to read them all without labels')
         paths += loose
         if not paths:
             raise UserError(f'no images ({", ".join(IMAGE_EXTENSIONS)}) found in {folder}')

@@ -5,15 +5,14 @@ batch are the images.
 Per step, before the loss, every head gets its inner learner: a linear classifier on the anchors' features fitted
 to the head's current labelling with inner_steps Adam steps (inner_lr). Cold start (the paper's default: a new
 classifier each step) begins it at zero here, not at random as the authors' code does, so every process of a
-torchrun job fits the same one (on a CIFAR-10 train folder the two starts differed by 0.01); warm_start: true keeps each
+torchrun job fits the same one; warm_start: true keeps each
 head's classifier and its optimiser from step to step (and in the checkpoint). The heads' inner classifiers are one
 linear layer per space whose outputs are the heads' side by side (step_context): exactly one classifier per head, in
 one pass over the features, its gradient in closed form (losses.turtle.fit_linear), its two matrix products per
-step in bfloat16 under amp: bf16 (about 1.8x faster than float32 on a 2-core CPU with AVX-512 BF16). The heads are
+step in bfloat16 under amp: bf16. The heads are
 weight-normalised while they train (weight_norm: true, the paper's task encoder;
 models.ClusteringModel.normalise_heads); the model file holds their plain weights. Epochs and heads are selected by
-the hard labels' agreement with the mined val neighbours (val_losses): on Lite0 + Lite2 features of CIFAR-10 (seed
-1) SCAN's val loss picked epoch 76 of 200 (0.582), the agreement epoch 165 (0.592).
+the hard labels' agreement with the mined val neighbours (val_losses), which sharper labels alone do not raise.
 
 With several backbones side by side (`backbones:`, TURTLE's representation spaces) the head is one linear layer on
 their concatenated features, its logits the sum of one per space as the paper's task encoder (normalised as one

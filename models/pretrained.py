@@ -35,10 +35,9 @@ def kwargs_error(backbone, e):
 
 def weights_unavailable(backbone, what, cache, e):
     """Weights neither cached nor downloadable: one line with the two ways out."""
-    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return UserError(f'the pretrained weights of {backbone} ({what}) are not in the cache ({cache}) and cannot be '
-                     f'downloaded ({reason[:160]}); connect to the network once to fill the cache, or give '
-                     'backbone_weights: PATH (a weights file)')
+                     f'downloaded ({type(e).__name__}); run the pretext command once with the network to fill the '
+                     'cache, or give backbone_weights=PATH (a weights file)')
 
 
 def hub_cache():
@@ -58,8 +57,8 @@ def timm_backbone(name, in_channels=3, pretrained=False, **kwargs):
     except RuntimeError as e:
         if 'Unknown model' not in str(e):
             raise
-        raise UserError(f"timm has no model '{name}'; list them with "
-                        "python -c \"import timm; print(timm.list_models('*resnet*'))\"") from None
+        raise UserError(f"timm has no model '{name}'; list the names with ./run.sh python -c \"import utils.tv, timm; "
+                        "print(timm.list_models('*resnet*', pretrained=True))\"") from None
     except TypeError as e:
         raise kwargs_error(f'timm/{name}', e) from None
     except (OSError, HfHubHTTPError) as e:  # not cached, and offline or not reachable

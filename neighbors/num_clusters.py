@@ -18,34 +18,13 @@ the small ones merged into the community they are most connected to, the large o
    into sub-style fragments, which merge one after another, so the median is taken again after every merge and
    split ('clusters'). On a frozen pretrained backbone's features, photo classes join in pairs (car and truck,
    cat and dog) and differ in size; re-taking the median after each merge let one merge raise the bar for the next
-   until real classes were folded (CIFAR-10 photos: 9 Louvain communities, K 4). There the bounds are shares of
+   until real classes are folded. There the bounds are shares of
    the median of the communities Louvain found, fixed, and each cluster over it is split once ('communities').
-   Chosen on the ImageNet EfficientNet-Lite2 features of four CIFAR-10 train-split folders (10 classes of 1,000, 10
-   of 300-1,000, classes 0-4 and 5-9 of 1,000): 'communities' gave 9, 9, 5, 5 and 'clusters' 4, 2, 5, 5; on a
-   5-class digits pretext model (seed 10) 'clusters' gave 5 and 'communities' 10.
 
 The same partition, with k_range [K, K], starts the clustering heads (head_init: graph, graph_clusters).
 
-What this cannot do on photos (measured, issue 34): on ImageNet EfficientNet-Lite2 features of six CIFAR-10
-train-split folders (the four above and two more 10 x 1,000 disjoint from them), the true classes are less
-self-contained in the graph than Louvain's communities are: each class keeps 51-77 % of its edge weight inside
-(two 10-class folders), while communities at resolution 1.0 keep 70-90 % with a majority class of only 18-93 %. The
-community count follows the resolution, not the classes: at 0.5 5, 6-8 on the 5-class folders and 7-9 on the four
-10-class ones; at 0.75 7-8, 9-11 and 10-12 (Louvain seeds 0-4). The rule above ('communities') gave 5 / 5-8 and
-5-9, its Louvain seed alone moving K by up to 4; merging by the gain in modularity per pair, or the largest drop
-of that gain, has no threshold that is right on both 5- and 10-class folders; the eigengap of the normalised
-graph gave 2 (animals against vehicles) on every 10-class folder. So on such photos K found is a guess (7 on the
-CIFAR-10 test split); `num_classes` given is the way.
-
-Measured side by side on digits (issue 23 notes): the eigengap of the normalised graph over-split (17 and 20 on two
-10-class pretext models); the highest modularity along greedy merges gave 11, 9, 11 on 10 classes and 7, 6 on a
-5-class subset; the resolution, the graph and MIN_SHARE were chosen on seeds 0, 10 and 11 of the template's pretext
-stage. On seeds 0 and 10-13 the merge partner by raw link weight gave 10, 9, 10, 9, 10 on 10 classes and 5, 5, 5, 4, 5
-on the subset, by the share of the partner's links 10, 10, 10, 9, 10 and 5, 5, 5, 5, 5 (a resolution that grows with
-the number of clusters found, against modularity's resolution limit, changed none of these). The two misses left
-(and one seed 14 added, 9 and 4) were Louvain joining two classes (digits 2 and 3, 350 images); splitting clusters
-over median / MIN_SHARE gave the true K on all 12 (seeds 0 and 10-14, both cases). Benchmarked on seeds 1-5
-(benchmarks/num_clusters.py).
+On photos the count follows Louvain's resolution and seed more than the classes, so scan.py also reports the range
+of counts over other seeds and a finer resolution (SPREAD); with `num_classes` given nothing is estimated.
 """
 import random
 
@@ -243,7 +222,7 @@ def partition(graph, k_range, median='clusters', resolution=RESOLUTION, min_shar
     """The clusters of the shared-neighbour graph within k_range (steps 2-4 above) as labels [N], and the report of
     estimate_num_clusters."""
     if median not in MEDIANS:
-        raise UserError(f"k_median must be one of {', '.join(MEDIANS)}, got {median!r}")
+        raise UserError(f"clustering.k_median must be one of {', '.join(MEDIANS)}, got {median!r}")
     k_min, k_max = k_range
     labels = louvain(graph, resolution, seed)
     sizes = np.bincount(labels)
@@ -278,10 +257,11 @@ def check_k_range(k_range, n):
     if (not isinstance(k_range, (list, tuple)) or len(k_range) != 2
             or not all(isinstance(k, int) and not isinstance(k, bool) for k in k_range)
             or not 2 <= k_range[0] <= k_range[1]):
-        raise UserError(f'k_range must be [min, max] with 2 <= min <= max, got {k_range!r}')
+        raise UserError(f'clustering.k_range must be [min, max] with 2 <= min <= max, got {k_range!r}: give e.g. '
+                        'clustering.k_range=[2,20]')
     if k_range[0] * 2 > n:
         raise UserError(f'k_range {list(k_range)} asks for at least {k_range[0]} clusters of {n} images; '
-                        f'lower its min to at most {max(n // 2, 1)} (or give num_classes)')
+                        f'give clustering.k_range=[2,{max(n // 2, 2)}] (or num_classes=K)')
     if k_range[1] * 2 > n:
         print(f'note: k_range max lowered from {k_range[1]} to {n // 2}: {n} images cannot show more clusters')
         return k_range[0], n // 2

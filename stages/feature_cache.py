@@ -35,16 +35,18 @@ from utils.distributed import is_main
 from utils.errors import UserError
 from utils.logger import progress
 from utils.optim import autocast
+from utils.stages import override
 
 
 def check_cache(cfg, method):
     """The clustering stage's cache_features: only under a frozen trunk, and for methods that need no image view."""
     if cfg.cache_features and not cfg.update_cluster_head_only:
-        raise UserError('cache_features needs a frozen trunk: set update_cluster_head_only: true (or '
-                        'cache_features: false to train the backbone too)')
+        raise UserError(f"cache_features needs a frozen trunk: give {override(cfg, 'update_cluster_head_only', 'true')}"
+                        f" (or {override(cfg, 'cache_features', 'false')} to train the backbone too)")
     if cfg.cache_features and any(transform == 'weak' for _, transform in method.batch_views().values()):
         raise UserError(f"cache_features holds one view per image; setup '{cfg.setup}' with its weak view needs "
-                        'images: set local_neighbor_view: strong or cache_features: false')
+                        f"images: give {override(cfg, 'local_neighbor_view', 'strong')} or "
+                        f"{override(cfg, 'cache_features', 'false')}")
 
 
 def cache_key(modules, dataset):

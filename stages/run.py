@@ -51,6 +51,7 @@ def prepare(args, stage):
     mistake in the config is a UserError here, before anything is written."""
     schema = SCHEMAS[stage]
     cfg = add_paths(load_config(args, ENV, schema, stage, {s: SCHEMAS[s] for s in SCHEMAS if s != stage}))
+    cfg.stage = stage  # error messages name keys as this stage takes them (utils.stages.override)
     if 'criterion' in schema:  # the loss is the setup's; SCAN's configs name it twice
         if cfg.criterion not in (None, cfg.setup):
             raise UserError(f"criterion '{cfg.criterion}' differs from setup '{cfg.setup}'; drop criterion or "

@@ -76,7 +76,7 @@ COMMON = {
     'seed': 0,
     'device': Key('auto', str, ('auto', 'cpu', 'cuda')),
     'gpus': Key(None, str),
-    # speed (README "Speed and scale"): none of them changes what is learnt beyond float rounding
+    # speed (docs/speed.md): none of them changes what is learnt beyond float rounding
     'amp': Key('none', str, ('none', 'bf16', 'fp16')),  # mixed precision of the forward pass
     'channels_last': False,               # NHWC memory format (faster convolutions on recent GPUs)
     'compile': False,                     # torch.compile the training model

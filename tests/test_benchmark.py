@@ -50,10 +50,12 @@ def test_tiny_profile(tmp_path, monkeypatch, tiny):
     minutes = [sum(row[stage]['seconds'] for stage in stages) / 60 for row in saved['seeds']]
     assert (f"({dict(accuracy.ORDER)[best]}: the pretext stage" in text
             and f'{sum(minutes) / 2:.1f} min on average, {max(minutes):.1f} min at most.' in text.split('pipeline')[1])
-    assert (tmp_path / 'tiny.md').read_text().strip() in text
+    # the block is the .md with its links (from the project's root) made relative to the page
+    assert accuracy.page_relative((tmp_path / 'tiny.md').read_text().strip(), str(readme)) in text
+    assert 'tiny_eval/confusion_matrix.png' in (tmp_path / 'tiny.md').read_text()
     chart = Image.open(tmp_path / 'tiny.png')
     assert chart.size[0] > 300 and len(set(chart.convert('RGB').getdata())) > 3  # drawn, not blank
-    assert f'![tiny accuracy]({os.path.relpath(tmp_path / "tiny.png", ROOT)})' in text
+    assert '![tiny accuracy](tiny.png)' in text  # beside the page
     assert 'NNM + self-label, seed 2, confusion matrix and prototypes' in text  # the run's first seed
     assert Image.open(tmp_path / 'tiny_eval' / 'confusion_matrix.png').size[0] > 100
 

@@ -130,7 +130,7 @@ def test_defaults_fill_unset_keys(env_file):
 
 @pytest.mark.parametrize('override, expected', [
     ('epochz=3', "unknown key 'epochz'; did you mean 'epochs'?"),
-    ('qwerty=3', "unknown key 'qwerty'; the valid keys and their defaults are in stages/schema.py"),
+    ('qwerty=3', "unknown key 'qwerty'; remove it; this stage's keys: "),
     ('k_range=[2, 5]', "'k_range' is a key of the clustering stage, not of this one; give it as clustering.k_range="),
     ('epochs=three', "'epochs' must be a int, got 'three'"),
     ('epochs=true', "'epochs' must be a int, got True"),

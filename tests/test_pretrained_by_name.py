@@ -79,8 +79,8 @@ def test_a_timm_model_missing_from_the_cache_offline_is_one_line(hub):
     with pytest.raises(UserError) as e:
         get_backbone(backbone_cfg('timm/resnet18.a1_in1k', pretrained=True), load_weights=True)
     message = str(e.value)
-    assert 'timm/resnet18.a1_in1k' in message and 'connect to the network once' in message
-    assert 'backbone_weights: PATH' in message and str(hub / 'hub') in message
+    assert 'timm/resnet18.a1_in1k' in message and 'once with the network' in message
+    assert 'backbone_weights=PATH' in message and str(hub / 'hub') in message
 
 
 def test_pretrained_by_name_mines_as_the_same_weights_given_as_a_file(tmp_path, env_file, hub):
@@ -148,7 +148,7 @@ def test_offline_without_the_weights_the_pretext_stage_stops_in_one_line(tmp_pat
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('error: the pretrained weights of timm/resnet18.a1_in1k')
-    assert 'backbone_weights: PATH' in lines[0] and str(tmp_path / 'empty') in lines[0]
+    assert 'backbone_weights=PATH' in lines[0] and str(tmp_path / 'empty') in lines[0]
     assert not (tmp_path / 'results').exists()
 
 

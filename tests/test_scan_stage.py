@@ -345,7 +345,7 @@ def test_heads_on_cached_features_match_heads_on_images(env_file, run_root, tmp_
 
 
 def test_cache_features_needs_a_frozen_trunk(env_file, run_root, capsys):
-    expect_error(capsys, scan_args(env_file, 'scan', 'cache_features=true'), 'set update_cluster_head_only: true')
+    expect_error(capsys, scan_args(env_file, 'scan', 'cache_features=true'), 'give clustering.update_cluster_head_only=true')
     expect_error(capsys, scan_args(env_file, 'nnm', 'cache_features=true', 'update_cluster_head_only=true',
                                    'local_neighbor_view=weak'), 'needs images')
 

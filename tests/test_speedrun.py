@@ -74,7 +74,8 @@ def test_tiny_speedrun_runs_every_stage_and_reports_against_the_ceiling(archive,
     table = (out / 'speedrun.md').read_text()
     assert 'on CPU: finished' in table and '| SCAN + self-label |' in table
     assert 'old' in readme.read_text()  # a tiny run is a check: it leaves the README's results alone
-    speedrun.main(['--render', str(out / 'speedrun.json'), '--readme', str(readme)])
+    speedrun.main(['--render', str(out / 'speedrun.json'), '--readme', str(readme), '--results',
+                   str(tmp_path / 'kept')])
     assert readme.read_text() == f'x\n<!-- results:speedrun start -->\n{table}<!-- results:speedrun end -->\ny\n'
 
 

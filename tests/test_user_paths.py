@@ -18,10 +18,10 @@ from data.base import BACKGROUND, FileDataset
 VENV_PYTHON = os.path.join(ROOT, '.venv', 'bin', 'python')
 
 
-def readme_commands(section):
-    """The first bash block after the README heading `section`, its continued lines joined."""
-    text = open(os.path.join(ROOT, 'README.md')).read()
-    block = re.search(rf'^## {re.escape(section)}\n.*?```bash\n(.*?)```', text, re.S | re.M).group(1)
+def page_commands(page):
+    """The first bash block of a docs page, its continued lines joined."""
+    text = open(os.path.join(ROOT, 'docs', page)).read()
+    block = re.search(r'```bash\n(.*?)```', text, re.S).group(1)
     lines = block.replace('\\\n', ' ').splitlines()
     return [re.sub(r'\s+#.*$', '', line).strip() for line in lines if line.strip()]
 
@@ -54,10 +54,11 @@ def write_icon_folder(folder):
     (folder / 'circles' / 'notes.txt').write_text('not an image')
 
 
-def test_readme_commands_run_as_written_after_run_sh(tmp_path):
-    """The "Cluster your own images" commands, word for word (DIR and NAME filled in), in a copy of the tracked
-    files beside the .venv that ./run.sh made: the four stages finish and write the report and the predictions."""
-    commands = readme_commands('Cluster your own images')
+def test_own_images_commands_run_as_written_after_run_sh(tmp_path):
+    """The small-CNN template's commands of docs/own-images.md, word for word (DIR and NAME filled in), in a copy of
+    the tracked files beside the .venv that ./run.sh made: the four stages finish and write the report and the
+    predictions."""
+    commands = page_commands('own-images.md')
     assert len(commands) == 4 and all(c.startswith('./run.sh ') for c in commands), commands
     if not os.path.isfile(VENV_PYTHON):
         pytest.skip('no .venv: ./run.sh has not been run in this checkout')

@@ -116,7 +116,7 @@ def _numpy_globals():
 def load_file(path, what='checkpoint'):
     """Load a checkpoint without running code from it (weights_only plus a numpy allow-list)."""
     if not os.path.isfile(path):
-        raise UserError(f'{what} not found: {path}')
+        raise UserError(f'{what} not found: {path}; check the path, or run the stage that writes it first')
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
             loaded = torch.load(path, map_location='cpu', weights_only=True)
@@ -129,10 +129,11 @@ def load_file(path, what='checkpoint'):
             raise UserError(f'refusing to load {what} {path}: it holds more than weights (it names '
                             f'{named.group(1)}, which could run code); load only files you trust') from None
         reason = str(e).split('WeightsUnpickler error:')[-1].strip().splitlines()[0].split('. ')[0].strip()
-        raise UserError(f'cannot read {what} {path}: {reason}; the file is damaged or not a checkpoint') from None
+        raise UserError(f'cannot read {what} {path}: {reason[:80]}; the file is damaged or not a checkpoint: download '
+                        'or copy it again') from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f'cannot read {what} {path}: {first}; the file is damaged or not a checkpoint') from None
+        raise UserError(f'cannot read {what} {path} ({type(e).__name__}): the file is damaged or not a checkpoint; '
+                        'download or copy it again') from None
     bad = first_non_finite(loaded)
     if bad is not None:
         raise UserError(f'{what} {path} is unusable: {bad} holds NaN or infinite values (saved by a run that '
@@ -170,7 +171,8 @@ def load_weights(model, state_dict, what, strict=True):
             parts.append(f'{len(missing)} missing keys (e.g. {", ".join(missing[:3])})')
         if strict and unexpected:
             parts.append(f'{len(unexpected)} unexpected keys (e.g. {", ".join(unexpected[:3])})')
-        raise UserError(f'{what} does not fit this model (wrong backbone or class count?): ' + ', '.join(parts))
+        raise UserError(f'{what} does not fit this model ({", ".join(parts)}); give the config whose backbone and '
+                        'number of clusters the file was trained with')
     model.load_state_dict(state_dict, strict=False)
     return missing, unexpected
 

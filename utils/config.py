@@ -159,7 +159,7 @@ def unknown_key(source, key, schema, elsewhere=None):
         return UserError(f"{source}: '{key}' is a key of the {owner} stage, not of this one; give it as "
                          f"{owner}.{key}=... (only that stage reads it)")
     close = difflib.get_close_matches(key, sorted(schema), n=1, cutoff=0.6)
-    hint = f"did you mean '{close[0]}'?" if close else 'the valid keys and their defaults are in stages/schema.py'
+    hint = f"did you mean '{close[0]}'?" if close else f"remove it; this stage's keys: {', '.join(sorted(schema))}"
     return UserError(f"{source}: unknown key '{key}'; {hint}")
 
 

@@ -5,13 +5,15 @@ import math
 import torch
 
 from utils.errors import UserError
+from utils.stages import override
 
 OPTIMIZERS = {'sgd': torch.optim.SGD, 'adam': torch.optim.Adam, 'adamw': torch.optim.AdamW}
 
 
 def get_optimizer(cfg, params):
     if not isinstance(cfg.optimizer_kwargs.get('lr'), (int, float)) or isinstance(cfg.optimizer_kwargs['lr'], bool):
-        raise UserError(f"optimizer_kwargs.lr must be set to a number, got {cfg.optimizer_kwargs.get('lr')!r}")
+        raise UserError(f"optimizer_kwargs.lr must be set to a number, got {cfg.optimizer_kwargs.get('lr')!r}: give "
+                        f"{override(cfg, 'optimizer_kwargs.lr', '0.001')} (or the value your recipe uses)")
     try:
         return OPTIMIZERS[cfg.optimizer](params, **cfg.optimizer_kwargs)
     except (TypeError, ValueError) as e:  # an unknown keyword; torch's range checks (lr, momentum, ...)

@@ -14,3 +14,10 @@ class Stage:
 STAGES = {stage.name: stage for stage in (Stage('pretext', 'pretext', 'simclr.py'),
                                           Stage('clustering', 'scan', 'scan.py'),
                                           Stage('selflabel', 'selflabel', 'selflabel.py'))}
+
+
+def override(cfg, key, value):
+    """How a user sets `key` for the stage that runs `cfg` on the command line: `<stage>.key=value`, which both a
+    single-stage config and a file with stage sections (configs/image_folder*.yml) take."""
+    stage = cfg.get('stage')
+    return f'{stage}.{key}={value}' if stage else f'{key}={value}'
