@@ -146,7 +146,7 @@ def evaluate_clustering(cfg, model, device, out_dir, args, naming):
     try:
         val_set = get_dataset(cfg, 'val', val_transform(cfg.transformation_kwargs))
     except UserError as e:
-        if not args.predict_paths:
+        if not args.predict_paths or args.export:  # --export writes the val split's own files
             raise
         print(f'note: no val split ({one_line(e)}); predicting only, with cluster ids (naming clusters by class '
               'needs the labelled val split)' + ('; no report without its images' if args.report else ''))
@@ -172,8 +172,9 @@ def evaluate_clustering(cfg, model, device, out_dir, args, naming):
     elif not predicting_only(args):
         print('the val split has no labels: metrics need labels; writing cluster sizes (and prototypes)')
     if predicting_only(args):  # the val split named the clusters; the run's evaluation files stay as they are
-        return {**result, 'predictions': predict_files(cfg, model, device, args, mapping, val_set.classes, out_dir,
-                                                       naming, (val_set, probs))}
+        result['predictions'] = predict_files(cfg, model, device, args, mapping, val_set.classes, out_dir, naming,
+                                              (val_set, probs))
+        return {**result, **export_clusters(args, val_set, probs, naming)}
     if val_set.has_labels:
         confusion_matrix(pred['targets'], clusters, mapping, val_set.classes, naming, out_dir)
     if args.visualize_prototypes:
@@ -182,12 +183,7 @@ def evaluate_clustering(cfg, model, device, out_dir, args, naming):
     if args.predict_paths:
         result['predictions'] = predict_files(cfg, model, device, args, mapping, val_set.classes, out_dir, naming,
                                               (val_set, probs))
-    if args.export:
-        confidence = probs.max(1).values.numpy()
-        result['export'] = export(args.export, export_sources(val_set), [naming.first[c] for c in clusters],
-                                  [naming.names[c] for c in clusters], confidence, args.min_confidence, args.copy,
-                                  args.force)
-        print(f'exported {len(clusters)} images to {args.export}: {result["export"]}')
+    result.update(export_clusters(args, val_set, probs, naming))
     if args.report:
         write_names_template(os.path.join(out_dir, NAMES_TEMPLATE), naming, np.bincount(
             pred['probs'][0].argmax(1).numpy(), minlength=len(naming.groups)))
@@ -197,6 +193,18 @@ def evaluate_clustering(cfg, model, device, out_dir, args, naming):
 
 
 NAMES_TEMPLATE = 'names_template.yml'
+
+
+def export_clusters(args, val_set, probs, naming):
+    """--export: the val split's images into folders by cluster name (evaluation/export.py); {'export': counts}."""
+    if not args.export:
+        return {}
+    confidence, clusters = probs.max(1)
+    counts = export(args.export, export_sources(val_set), [naming.first[c] for c in clusters.tolist()],
+                    [naming.names[c] for c in clusters.tolist()], confidence.numpy(), args.min_confidence, args.copy,
+                    args.force)
+    print(f'exported {len(clusters)} images to {args.export}: {counts}')
+    return {'export': counts}
 
 
 def export_sources(val_set):

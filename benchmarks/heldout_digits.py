@@ -1,5 +1,5 @@
 """The small-CNN template on a folder no setting was chosen on: the README's four commands with only the path (K
-found) against the best recipe written by hand for the folder (K given).
+found) against the recipe written by hand for the folder (K given).
 
     python benchmarks/heldout_digits.py --seeds 2
     python benchmarks/heldout_digits.py --render     # the table again from benchmarks/results/heldout_digits.json

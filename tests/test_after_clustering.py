@@ -179,6 +179,10 @@ def test_export_writes_one_entry_per_image_and_never_touches_the_originals(run, 
     with pytest.raises(SystemExit):
         evaluate.main(eval_args + ['--export', str(folder / 'out'), '--output', str(tmp_path / 'e5')])
     assert 'overlaps the images' in capsys.readouterr().err
+    # with --predict alone (only the predictions file otherwise) the export is written too
+    evaluate.main(eval_args + ['--predict', str(folder), '--export', str(tmp_path / 'also'), '--output',
+                               str(tmp_path / 'e6')])
+    assert len(list(csv.DictReader(open(tmp_path / 'also' / 'index.csv')))) == 40
     assert checksums(folder) == before
 
 

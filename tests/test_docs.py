@@ -174,3 +174,22 @@ def test_the_readme_own_folder_commands_run_as_written(tmp_path):
         script.main(['--config_env', env, *args, *short, *(pretext if command[1] == 'simclr.py' else [])])
     exported = [p for p in (tmp_path / 'clusters').rglob('*.png')]
     assert len(exported) == 40 and (tmp_path / 'clusters' / 'zero').is_dir()
+
+
+def test_the_readme_backbone_by_name_command_reaches_the_download(tmp_path):
+    """"A pretrained backbone by name" as written (DIR filled in), offline with an empty cache: the command's
+    overrides are all valid, and it stops in one line at the weights, naming both ways out, having written nothing."""
+    import subprocess
+
+    from benchmarks.digits_folder import write_digits
+    folder = tmp_path / 'photos'
+    write_digits(str(folder), size=16, classes=[0, 1], limit=20)
+    command = readme_commands('## A pretrained backbone by name')[0]
+    env = {**os.environ, 'HF_HOME': str(tmp_path / 'empty'), 'HF_HUB_OFFLINE': '1'}
+    args = [a.replace('DIR', str(folder)) for a in command[2:]]
+    run = subprocess.run([sys.executable, command[1], '--config_env', write_env(tmp_path), *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr[-2000:]
+    assert 'timm/vit_small_patch14_dinov2.lvd142m' in lines[0] and 'backbone_weights=PATH' in lines[0]
+    assert not (tmp_path / 'results').exists()
