@@ -21,6 +21,7 @@ import torch
 
 from data import complete_from_train, get_dataset, outside_image_size, same_data
 from data.base import IMAGE_EXTENSIONS, FileDataset, open_image
+from data.folder import images_under
 from data.loaders import eval_loader
 from data.transforms import val_transform
 from evaluation.export import check_target, export
@@ -269,20 +270,6 @@ def report(cfg, args, out_dir, result, clusters, map_args, close):
                         f'{len(clusters)} non-empty clusters of {sum(result["cluster_sizes"])} images.', config,
                         metrics, result['cluster_sizes'], clusters, plots, predictions, map_args, close,
                         NAMES_TEMPLATE)
-
-
-def images_under(folder):
-    """Every image file under `folder`, recursively, through linked folders too (as the datasets read class
-    folders), each real folder once (a link cycle ends)."""
-    seen, paths = set(), []
-    for d, dirs, files in os.walk(folder, followlinks=True):
-        real = os.path.realpath(d)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        paths += [os.path.join(d, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
-    return sorted(paths)
 
 
 def prediction_paths(target):

@@ -21,6 +21,21 @@ def _images_in(folder, skipped=None):
     return sorted(os.path.join(folder, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
 
 
+def images_under(folder, skipped=None):
+    """Every image file under `folder`, recursively, through linked folders too, each real folder once (a link
+    cycle ends), sorted by path; other files go to `skipped` as in _images_in."""
+    seen, paths = set(), []
+    for d, dirs, _ in os.walk(folder, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [x for x in dirs if not x.startswith('.')]
+        paths += _images_in(d, skipped)
+    return sorted(paths)
+
+
 _REPORTED = set()  # folders whose skipped files were reported: once per process, not per split or stage
 
 
@@ -45,7 +60,8 @@ def _folder(root, path, split):
 
 
 class ImageFolder(FileDataset):
-    """`data_root/path/split/<class>/*.jpg`; class = sub-folder name.
+    """`data_root/path/split/<class>/*.jpg`; class = sub-folder name, its own sub-folders (any depth, linked ones
+    too) part of it, as torchvision's ImageFolder reads them.
 
     A folder holding images directly (no class sub-folders), or `labels: false`, gives an
     unlabelled dataset (targets -1): training works, metrics are skipped. With `image_size` every image is
@@ -65,7 +81,7 @@ class ImageFolder(FileDataset):
                             f'train_split={first} and val_split=... to the folders to train on and to evaluate')
         paths, targets, skipped = [], [], []
         for label, name in enumerate(classes):
-            files = _images_in(os.path.join(folder, name), skipped)
+            files = images_under(os.path.join(folder, name), skipped)  # sub-folders of a class are that class
             paths += files
             targets += [label if labels else -1] * len(files)
         loose = _images_in(folder, skipped)
@@ -145,7 +161,7 @@ class ImageNetSubset(FileDataset):
             class_dir = os.path.join(folder, wnid)
             if not os.path.isdir(class_dir):
                 raise UserError(f'ImageNet class folder missing: {class_dir} (listed in {list_path})')
-            files = _images_in(class_dir)
+            files = images_under(class_dir)
             paths += files
             targets += [label] * len(files)
         super().__init__(paths, targets, names, channels, transform)

@@ -185,7 +185,7 @@ RESUME_MAY_DIFFER = ('root_dir', 'data_root', 'download', 'device', 'gpus', 'num
 def run_name(cfg):
     """`name`; else an image folder's own name (db_kwargs.path's last part); else train_db_name."""
     path = (cfg.get('db_kwargs') or {}).get('path') if cfg.train_db_name == 'image_folder' else None
-    return cfg.get('name') or (os.path.basename(os.path.normpath(path)) if path else None) or cfg.train_db_name
+    return cfg.get('name') or (os.path.basename(os.path.abspath(path)) if path else None) or cfg.train_db_name
 
 
 def add_paths(cfg):

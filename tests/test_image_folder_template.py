@@ -181,3 +181,30 @@ def test_restyled_digits_are_the_same_digits_as_dark_thick_strokes_on_light_pape
         strokes, dark = ink > 128, paper < 128
         assert dark.sum() > strokes.sum()  # thicker
         assert np.corrcoef(ink.ravel(), paper.ravel())[0, 1] < -0.7  # the same digit, inverted (noise aside)
+
+
+def test_a_class_folder_holds_the_images_of_its_sub_folders(tmp_path):
+    """photos/x/deep/*.png belong to class x (torchvision's ImageFolder reads class folders so), through a linked
+    folder too; a link back up to its own class folder ends instead of looping; hidden folders are left out."""
+    from data.folder import ImageFolder
+    for path in ('x/deep/a.png', 'x/deep/b.png', 'x/c.png', 'y/d.png', 'y/.hidden/e.png'):
+        (tmp_path / 'photos' / path).parent.mkdir(parents=True, exist_ok=True)
+        Image.new('RGB', (8, 8), (10, 20, 30)).save(tmp_path / 'photos' / path)
+    os.symlink(tmp_path / 'photos' / 'y', tmp_path / 'photos' / 'y' / 'loop')
+    (tmp_path / 'elsewhere').mkdir()
+    Image.new('RGB', (8, 8)).save(tmp_path / 'elsewhere' / 'f.png')
+    os.symlink(tmp_path / 'elsewhere', tmp_path / 'photos' / 'x' / 'linked')
+    data = ImageFolder('', '', path=str(tmp_path / 'photos'))
+    names = [os.path.relpath(p, tmp_path / 'photos') for p in data.paths]
+    assert data.classes == ['x', 'y'] and list(data.targets) == [0, 0, 0, 0, 1]
+    assert names == ['x/c.png', 'x/deep/a.png', 'x/deep/b.png', 'x/linked/f.png', 'y/d.png']
+    assert not any('.hidden' in n for n in names)
+
+
+def test_the_run_is_named_after_the_folder_even_when_given_as_dot(tmp_path, monkeypatch):
+    from easydict import EasyDict
+    (tmp_path / 'my photos').mkdir()
+    monkeypatch.chdir(tmp_path / 'my photos')
+    for path in ('.', './', str(tmp_path / 'my photos') + '/'):
+        assert run_name(EasyDict(train_db_name='image_folder', db_kwargs={'path': path})) == 'my photos'
+    assert run_name(EasyDict(train_db_name='image_folder', db_kwargs={'path': '.'}, name='mine')) == 'mine'
