@@ -141,11 +141,12 @@ def test_a_changed_config_marks_its_rows_stale(tmp_path):
     assert '| stale: 1 | 2 |' in marked and '| stale: 3 | 4 |' in marked and '| a | b |' in marked
 
 
-def readme_commands(heading):
-    """The ./run.sh commands of the README's code block under `heading`, continuation lines joined."""
+def readme_commands(heading, runner='./run.sh'):
+    """The `runner` commands (./run.sh, python) of the README's code block under `heading`, continuation lines
+    joined."""
     section = text(README).split(heading, 1)[1].split('\n## ', 1)[0]
     code = re.search(r'```bash\n(.*?)```', section, re.S).group(1).replace('\\\n', ' ')
-    return [shlex.split(line.split('#')[0]) for line in code.split('\n') if line.startswith('./run.sh')]
+    return [shlex.split(line.split('#')[0]) for line in code.split('\n') if line.startswith(runner + ' ')]
 
 
 def test_the_readme_own_folder_commands_run_as_written(tmp_path):
@@ -193,3 +194,54 @@ def test_the_readme_backbone_by_name_command_reaches_the_download(tmp_path):
     assert run.returncode == 2 and len(lines) == 1, run.stderr[-2000:]
     assert 'timm/vit_small_patch14_dinov2.lvd142m' in lines[0] and 'backbone_weights=PATH' in lines[0]
     assert not (tmp_path / 'results').exists()
+
+
+def tiny_cifar10(tmp_path):
+    """A 40-image CIFAR-10 in torchvision's layout under tmp_path/data, and an env file naming it."""
+    import numpy as np
+
+    import speedrun
+    rng = np.random.default_rng(0)
+    splits = {split: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 10)
+              for split, n in (('train', 30), ('test', 10))}
+    speedrun.write_cifar_layout(splits, [f'class{c}' for c in range(10)], str(tmp_path / 'data'), heldout=False)
+    return write_env(tmp_path)
+
+
+def test_the_readme_published_protocol_runs_as_written(tmp_path):
+    """"The published protocol on a GPU": its three stage commands as written, on the CPU, one epoch each in small
+    batches (a short-epoch variant), on a 40-image CIFAR-10 (--config_env replaced by the test's)."""
+    env = tiny_cifar10(tmp_path)
+    commands = readme_commands('## The published protocol on a GPU', 'python')
+    assert [c[1] for c in commands] == ['simclr.py', 'scan.py', 'selflabel.py']
+    for command in commands:
+        args = command[2:]
+        args[args.index('--config_env') + 1] = env
+        importlib.import_module(command[1][:-3]).main([*args, 'epochs=1', 'batch_size=10', 'num_workers=0'])
+    assert (tmp_path / 'results' / 'cifar-10' / 'selflabel' / 'model.pth.tar').is_file()
+
+
+def test_the_readme_checkpoint_commands_run_as_written(tmp_path):
+    """"Evaluate a downloaded SCAN or NNM checkpoint" as written, on files in SCAN's released layouts (a bare
+    state_dict of the ResNet-18 pretext model, and of the self-label model's one head) and a 40-image CIFAR-10 in
+    torchvision's layout (the env file names its data_root; the downloads are in a temporary folder)."""
+    import torch
+    from easydict import EasyDict
+
+    from models import get_clustering_model, get_contrastive_model
+    env = tiny_cifar10(tmp_path)
+    cfg = EasyDict(backbone='resnet18', train_db_name='cifar-10', channels=3, backbone_kwargs={},
+                   model_kwargs={'head': 'mlp', 'features_dim': 128}, num_classes=10, num_heads=1)
+    torch.manual_seed(0)
+    (tmp_path / 'downloads').mkdir()
+    torch.save(get_contrastive_model(cfg).state_dict(), tmp_path / 'downloads' / 'simclr_cifar-10.pth.tar')
+    torch.save(get_clustering_model(cfg).state_dict(), tmp_path / 'downloads' / 'selflabel_cifar-10.pth.tar')
+    downloaded = {p.name: p.read_bytes() for p in (tmp_path / 'downloads').iterdir()}
+    results = []
+    for command in readme_commands('## Evaluate a downloaded SCAN or NNM checkpoint'):
+        args = [str(tmp_path / a) if a.startswith(('downloads/', 'results/')) else a for a in command[2:]]
+        results.append(importlib.import_module(command[1][:-3]).main(['--config_env', env, *args]))
+    labelled, pretext = results
+    assert labelled['kind'] != 'pretext' and sum(labelled['cluster_sizes']) == 10 and 0 <= labelled['acc'] <= 1
+    assert os.path.isfile(labelled['report']) and pretext['kind'] == 'pretext' and 'nn1_acc' in pretext
+    assert {p.name: p.read_bytes() for p in (tmp_path / 'downloads').iterdir()} == downloaded  # nothing beside them
