@@ -237,11 +237,9 @@ def map_entry(pred, probs, val_set, naming, cfg):
     confidence, clusters = probs.max(1)
     paths = getattr(val_set, 'paths', None)
     labels = paths if paths else [f'image {i}' for i in range(len(val_set))]
-    images = [(lambda p: lambda: p)(p) for p in paths] if paths else [
-        (lambda i: lambda: val_set.get_image(i))(i) for i in range(len(val_set))]
     coords = map_2d(pred['features'].numpy(), seed=cfg.get('seed') or 0)
     return {'coords': coords, 'clusters': clusters.numpy(), 'names': naming.names, 'confidences': confidence.numpy(),
-            'labels': labels, 'images': images}
+            'labels': labels, 'image': (lambda i: paths[i]) if paths else val_set.get_image}
 
 
 def close_clusters_named(probs, naming):
@@ -342,10 +340,12 @@ def predict_files(cfg, model, device, args, mapping, classes, out_dir, naming, v
         chunks = [(paths, val[1])]
     else:
         transform, size = val_transform(cfg.transformation_kwargs), outside_image_size(cfg)
-        chunks = ((part, naming.merge_probs(predictions(
-            model, FileDataset(part, [-1] * len(part), [], cfg.channels, transform, size), cfg, device,
-            store=False)['probs'][0])) for part in (paths[i:i + PREDICT_CHUNK] for i in range(0, len(paths),
-                                                                                                  PREDICT_CHUNK)))
+
+        def merged_probs(part):
+            files = FileDataset(part, [-1] * len(part), [], cfg.channels, transform, size)
+            return naming.merge_probs(predictions(model, files, cfg, device, store=False)['probs'][0])
+        chunks = ((part, merged_probs(part)) for part in (paths[i:i + PREDICT_CHUNK]
+                                                          for i in range(0, len(paths), PREDICT_CHUNK)))
     out = write_predictions(predictions_file(out_dir, args.predict), chunks, naming, mapping, classes)
     print(f'predictions of {len(paths)} images: {out}')
     return out

@@ -546,20 +546,14 @@ def main(argv=None):
     else:
         text = markdown(args.profile, table, where, sample, paired, stage_minutes(runs), best_pipeline(table, runs))
     os.makedirs(args.results, exist_ok=True)
-    provenance = stamp(profile_configs(profile))
-    atomic_write_text(os.path.join(args.results, f'{args.profile}.json'),
-                      json.dumps({'profile': args.profile, 'machine': where, 'seeds': runs, 'summary': table,
-                                  'nnm_minus_scan': paired, 'provenance': provenance}, indent=2))
     if 'pretexts' not in profile:
         text += '\n\n' + bar_chart(args.profile, table, sample, os.path.join(args.results, f'{args.profile}.png'))
         pictures = eval_pictures(args.profile, profile, args.out, args.results, profile['overrides'] + args.overrides,
                                  seeds[0])
         if pictures:
             text += '\n\n' + pictures
-    text = mark_stale(text, provenance)
-    atomic_write_text(os.path.join(args.results, f'{args.profile}.md'), text + '\n')
-    update_readme(args.profile, text, args.readme)
-    print(text)
+    result = {'profile': args.profile, 'machine': where, 'seeds': runs, 'summary': table, 'nnm_minus_scan': paired}
+    publish(args.profile, args.profile, result, lambda _: text, args.results, args.readme, profile_configs(profile))
     return table
 
 

@@ -37,6 +37,7 @@ sys.path.insert(0, HERE)
 
 from accuracy import machine, package_weights, publish  # noqa: E402
 from image_folder import PRETRAINED_TEMPLATE, count_images, four_stages, given_k  # noqa: E402
+from utils.logger import RunLog  # noqa: E402
 
 CONFIGS = ['configs/image_folder_pretrained.yml']  # what the template's runs read
 FIRST_UNSEEN = 4000  # train images from this index on (per class) were never looked at to choose a setting
@@ -152,13 +153,8 @@ def kmeans_acc(features, targets, k, seed):
 
 def stage_length(root, name, stage):
     """(epochs, optimiser steps) a stage trained, from its log."""
-    steps, epochs = 0, 0
-    with open(os.path.join(root, name, stage, 'log.jsonl')) as f:
-        for line in f:
-            entry = json.loads(line)
-            if entry.get('epoch', 0) > 0:
-                epochs, steps = epochs + 1, steps + entry.get('steps', 0)
-    return epochs, steps
+    trained = [r for r in RunLog(os.path.join(root, name, stage)).records() if r.get('epoch', 0) > 0]
+    return len(trained), sum(r.get('steps', 0) for r in trained)
 
 
 def folder_row(name, folder, k, out, seed):

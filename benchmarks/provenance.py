@@ -1,5 +1,5 @@
 """What a result was run with, and whether that still holds: the config files it read (a digest of each one's
-resolved content: its layers merged, so a change in a `_base_` file counts) and the commit. A results JSON keeps
+content and of every file it builds on, so a change in a `_base_` file counts; comments do not) and the commit. A results JSON keeps
 this under 'provenance'; its table is marked stale when any of those configs resolves differently today."""
 import hashlib
 import json
@@ -10,15 +10,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def config_digest(path):
-    """sha256 (16 hex digits) of the config's resolved content; None when the file is gone."""
+    """sha256 (16 hex digits) of the data of the config and of the files it builds on, in their order; None when the
+    file is gone."""
     from utils.config import read_layers
     full = os.path.join(ROOT, path)
     if not os.path.isfile(full):
         return None
-    merged = {}
-    for _, layer in read_layers(full, 'experiment'):
-        merged.update(layer)
-    return hashlib.sha256(json.dumps(merged, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    layers = [layer for _, layer in read_layers(full, 'experiment')]
+    return hashlib.sha256(json.dumps(layers, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def commit():

@@ -7,7 +7,6 @@ that map by openTSNE's transform. The page draws at most DRAWN points (a random 
 a thumbnail in a sprite sheet, so that a large folder gives a page a browser opens at once."""
 import json
 import os
-import time
 
 import numpy as np
 import torch
@@ -80,17 +79,17 @@ def thumbnail(path_or_image):
     return img.crop((left, top, left + side, top + side)).resize((THUMB, THUMB), Image.BILINEAR)
 
 
-def write_sheets(images, folder, prefix='map_sheet'):
-    """Sprite sheets of SHEET_SIDE x SHEET_SIDE thumbnails (JPEG) in `folder`; images: a list of callables giving
-    each PIL image in turn. Returns the sheets' file names."""
+def write_sheets(indices, image, folder, prefix='map_sheet'):
+    """Sprite sheets of SHEET_SIDE x SHEET_SIDE thumbnails (JPEG) in `folder` of the images at `indices`, in order;
+    image(i): image i's file path or PIL image. Returns the sheets' file names."""
     per_sheet = SHEET_SIDE * SHEET_SIDE
     names = []
-    for start in range(0, len(images), per_sheet):
-        part = images[start:start + per_sheet]
+    for start in range(0, len(indices), per_sheet):
+        part = indices[start:start + per_sheet]
         rows = (len(part) + SHEET_SIDE - 1) // SHEET_SIDE
         sheet = Image.new('RGB', (SHEET_SIDE * THUMB, rows * THUMB), 'white')
-        for i, image in enumerate(part):
-            sheet.paste(thumbnail(image()), ((i % SHEET_SIDE) * THUMB, (i // SHEET_SIDE) * THUMB))
+        for k, i in enumerate(part):
+            sheet.paste(thumbnail(image(int(i))), ((k % SHEET_SIDE) * THUMB, (k // SHEET_SIDE) * THUMB))
         name = f'{prefix}{len(names)}.jpg'
         sheet.save(os.path.join(folder, name), quality=85)
         names.append(name)
@@ -107,15 +106,14 @@ def palette(k):
                    for i in range(k - len(base))]
 
 
-def write_map(files, out_png, coords, clusters, names, confidences, labels, images, seed=0, drawn=DRAWN):
+def write_map(files, out_png, coords, clusters, names, confidences, labels, image, seed=0, drawn=DRAWN):
     """The map's data (files/map_data.js), its sprite sheets and script, and the static PNG `out_png`.
     coords [N, 2], clusters [N] (indices into names), confidences [N], labels [N] (what hover says of each image:
-    its path), images [N] (callables giving each image). Returns the page's map entry."""
+    its path), image(i): image i's file path or PIL image. Returns the page's map entry."""
     n = len(coords)
     rng = np.random.default_rng(seed)
     shown = np.sort(rng.choice(n, drawn, replace=False)) if n > drawn else np.arange(n)
-    t0 = time.time()
-    sheets = write_sheets([images[i] for i in shown], files)
+    sheets = write_sheets(shown, image, files)
     colours = palette(len(names))
     lo, hi = coords.min(0), coords.max(0)
     unit = (coords - lo) / np.maximum(hi - lo, 1e-9)
@@ -130,7 +128,7 @@ def write_map(files, out_png, coords, clusters, names, confidences, labels, imag
             open(os.path.join(files, 'map.js'), 'w') as dst:
         dst.write(src.read())
     save_map_png(unit, clusters, names, colours, out_png)
-    return {'points': n, 'drawn': len(shown), 'png': os.path.basename(out_png), 'seconds': round(time.time() - t0, 1)}
+    return {'points': n, 'drawn': len(shown), 'png': os.path.basename(out_png)}
 
 
 def save_map_png(unit, clusters, names, colours, path, dpi=100):

@@ -32,16 +32,12 @@ class Naming:
                 self.names.append(name)
             self.groups.append(self.names.index(name))
         self.groups = np.array(self.groups)
-        self.first = [int(np.nonzero(self.groups == m)[0][0]) for m in range(len(self.names))]  # each one's lowest id
+        self.first = [self.members(m)[0] for m in range(len(self.names))]
         self.given = bool(names_by_id)
 
     def name_of(self, c):
         """The name of the model's cluster c."""
         return self.names[self.groups[c]]
-
-    @property
-    def merged(self):
-        return len(self.names) < len(self.groups)
 
     def merge_probs(self, probs):
         """probs [N, C] -> [N, C']: each merged cluster's probability, the sum of its members'."""

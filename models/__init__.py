@@ -156,7 +156,8 @@ def get_clustering_model(cfg, state=None):
     model = ClusteringModel(backbone, cfg.num_classes, cfg.get('num_heads') or 1, projection, head, head_kwargs)
     if clustering and 'logit_scale' in state:
         model.set_logit_scale(state['logit_scale'])
-    if 'input_normalized' in state if clustering else cfg.get('heads_on') == 'backbone_normalized':
+    normalized = 'input_normalized' in state if clustering else cfg.get('heads_on') == 'backbone_normalized'
+    if normalized:  # a clustering file keeps it; a new model takes it from heads_on
         model.normalise_input()
     return model
 

@@ -141,6 +141,18 @@ def test_a_changed_config_marks_its_rows_stale(tmp_path):
     assert '| stale: 1 | 2 |' in marked and '| stale: 3 | 4 |' in marked and '| a | b |' in marked
 
 
+def test_a_config_digest_sees_its_bases_and_not_its_comments(tmp_path):
+    """A change under a section of a `_base_` file that the config itself also sets in part changes the digest; a
+    comment does not."""
+    (tmp_path / 'base.yml').write_text('clustering: {epochs: 10, steps: 5}\n')
+    (tmp_path / 'run.yml').write_text('_base_: base.yml\nclustering: {epochs: 20}\n')
+    first = provenance.config_digest(str(tmp_path / 'run.yml'))
+    (tmp_path / 'run.yml').write_text('# a comment\n_base_: base.yml\nclustering: {epochs: 20}\n')
+    assert provenance.config_digest(str(tmp_path / 'run.yml')) == first
+    (tmp_path / 'base.yml').write_text('clustering: {epochs: 10, steps: 6}\n')
+    assert provenance.config_digest(str(tmp_path / 'run.yml')) != first
+
+
 def readme_commands(heading, runner='./run.sh'):
     """The `runner` commands (./run.sh, python) of the README's code block under `heading`, continuation lines
     joined."""
